@@ -1,0 +1,130 @@
+"""Shared benchmark harness: timing (medians), copy bandwidth, environment header,
+and ratio tables written to benchmarks/results/ (markdown + JSON).
+
+Every benchmark compares, in one run, our op against its peers on the same inputs
+and reports medians; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+import mtlkernels
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fn(fn: Callable[[], object], device, warmup: int = 3, reps: int = 10, max_seconds: float = 20.0) -> float:
+    """Median wall time of fn() in seconds (CUDA: CUDA events around each call)."""
+    is_cuda = torch.device(device).type == "cuda"
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    start_all = time.perf_counter()
+    for _ in range(reps):
+        if is_cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start_all > max_seconds and len(times) >= 3:
+            break
+    return statistics.median(times)
+
+
+def copy_bandwidth(device, nbytes: int = 1 << 28) -> float:
+    """Measured device-memory copy bandwidth in GB/s (bytes read + bytes written)."""
+    n = nbytes // 4
+    src = torch.rand(n, device=device)
+    dst = torch.empty_like(src)
+    t = time_fn(lambda: dst.copy_(src), device, warmup=3, reps=10)
+    return 2 * n * 4 / t / 1e9
+
+
+def device_name(device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def device_tag(device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).replace("NVIDIA", "").strip().split()[0].lower()
+    return "cpu"
+
+
+def environment(device) -> dict:
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "mtlkernels": mtlkernels.__version__,
+        "build": mtlkernels.build_info(),
+        "python": platform.python_version(),
+        "date": _dt.date.today().isoformat(),
+    }
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        if v == 0 or 1e-3 <= abs(v) < 1e5:
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:.1f}"
+        return f"{v:.2e}"
+    return str(v)
+
+
+def write_table(name: str, device, columns: Sequence[str], rows: Sequence[Sequence], command: str, notes: str = ""):
+    """Print a markdown table with its environment and write it (and JSON) under benchmarks/results/."""
+    env = environment(device)
+    lines = [
+        f"# {name} on {env['device']}",
+        "",
+        f"- command: `{command}`",
+        f"- torch {env['torch']}, mtlkernels {env['mtlkernels']}, python {env['python']}, date {env['date']}",
+        f"- build: cuda={env['build']['cuda']} archs={env['build']['cuda_archs']} openmp={env['build']['openmp']}",
+    ]
+    if notes:
+        lines += [f"- {notes}"]
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}_{device_tag(device)}"
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(
+        json.dumps({"environment": env, "command": command, "columns": list(columns), "rows": [list(r) for r in rows]}, indent=1, default=str)
+    )
+    out = os.environ.get("OUT")  # the GPU machine's result folder, when there is one
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"{stem}.md").write_text(text)
+    return text
+
+
+def default_device(argv_device: str | None = None) -> str:
+    if argv_device:
+        return argv_device
+    return "cuda" if torch.cuda.is_available() else "cpu"

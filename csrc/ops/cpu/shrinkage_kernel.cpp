@@ -1,0 +1,175 @@
+// CPU kernels of the shrinkage family: parallel over elements (or groups) with
+// at::parallel_for; inner loops are branch-free so the compiler vectorises them.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops/shrinkage.h"
+
+namespace mtlkernels {
+namespace {
+
+constexpr int64_t kGrain = 32768;
+
+// scale * sign(v) * max(|v| - t, 0). NaN in v propagates (std::max keeps its
+// first argument when the comparison is false).
+template <typename T>
+inline T shrink1(T v, T t, T scale) {
+  T a = std::max(std::abs(v) - t, T(0));
+  return (v < T(0) ? -a : a) * scale;
+}
+
+template <typename T, bool HasGrad>
+inline T step1(const T* x, const T* g, int64_t i, T lr) {
+  if constexpr (HasGrad) return x[i] - lr * g[i];
+  else return x[i];
+}
+
+template <typename T, bool HasGrad>
+void shrink_range(const T* x, const T* g, T* out, int64_t b, int64_t e, T lr, const Threshold& th, T tmul,
+                  T scale) {
+  if (th.uniform()) {
+    const T t = static_cast<T>(th.scalar) * tmul;
+    for (int64_t i = b; i < e; ++i) out[i] = shrink1(step1<T, HasGrad>(x, g, i, lr), t, scale);
+    return;
+  }
+  const T* tv = th.values.data_ptr<T>();
+  const int64_t inner = th.inner, period = th.period;
+  if (inner == 1) {  // tau cycles with every element: walk whole periods
+    int64_t i = b;
+    while (i < e) {
+      const int64_t j0 = i % period;
+      const int64_t stop = std::min(e, i + (period - j0));
+      const T* tj = tv + (j0 - i);
+      for (int64_t k = i; k < stop; ++k) out[k] = shrink1(step1<T, HasGrad>(x, g, k, lr), tj[k] * tmul, scale);
+      i = stop;
+    }
+  } else {  // tau constant over runs of `inner` elements
+    int64_t i = b;
+    while (i < e) {
+      const int64_t s = i / inner;
+      const int64_t stop = std::min(e, (s + 1) * inner);
+      const T t = tv[s % period] * tmul;
+      for (int64_t k = i; k < stop; ++k) out[k] = shrink1(step1<T, HasGrad>(x, g, k, lr), t, scale);
+      i = stop;
+    }
+  }
+}
+
+void shrink_cpu(const at::Tensor& x, const at::Tensor& grad, double lr, const Threshold& th, double tmul,
+                double scale, at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "shrink_cpu", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = grad.defined() ? grad.data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
+      if (gp) shrink_range<scalar_t, true>(xp, gp, op, b, e, lr, th, tmul, scale);
+      else shrink_range<scalar_t, false>(xp, gp, op, b, e, lr, th, tmul, scale);
+    });
+  });
+}
+
+// Group factor max(0, 1 - t / norm), NaN-propagating.
+inline double group_factor(double sumsq, double t) {
+  const double nrm = std::sqrt(sumsq);
+  if (std::isnan(nrm)) return nrm;
+  return nrm > t ? 1.0 - t / nrm : 0.0;
+}
+
+template <typename T>
+inline double tau_of(const GroupArgs& a, const T* tv, int64_t grp) {
+  return (tv ? static_cast<double>(tv[grp]) : a.tau.scalar) * a.tmul;
+}
+
+template <typename T>
+void group_cpu_impl(const at::Tensor& x, const at::Tensor& grad, double lr_, const GroupArgs& a, at::Tensor& out) {
+  const int64_t m = x.size(0), n = x.size(1);
+  const T* xp = x.data_ptr<T>();
+  const T* gp = grad.defined() ? grad.data_ptr<T>() : nullptr;
+  T* op = out.data_ptr<T>();
+  const T* tv = a.tau.uniform() ? nullptr : a.tau.values.data_ptr<T>();
+  const T lr = static_cast<T>(lr_), l1 = static_cast<T>(a.l1), one = T(1);
+  // z = S(x - lr g, l1), written into out.
+  auto prox_row = [&](int64_t r, int64_t c0, int64_t c1) {
+    const int64_t base = r * n;
+    if (gp) {
+      for (int64_t c = base + c0; c < base + c1; ++c) op[c] = shrink1(xp[c] - lr * gp[c], l1, one);
+    } else {
+      for (int64_t c = base + c0; c < base + c1; ++c) op[c] = shrink1(xp[c], l1, one);
+    }
+  };
+  const int64_t row_grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1));
+
+  switch (a.mode) {
+    case GroupMode::Rows:
+      at::parallel_for(0, m, row_grain, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r) {
+          prox_row(r, 0, n);
+          T* row = op + r * n;
+          double ss = 0;
+          for (int64_t c = 0; c < n; ++c) ss += static_cast<double>(row[c]) * row[c];
+          const T f = static_cast<T>(group_factor(ss, tau_of(a, tv, r)));
+          for (int64_t c = 0; c < n; ++c) row[c] *= f;
+        }
+      });
+      break;
+    case GroupMode::Labels: {
+      const int64_t G = a.num_groups;
+      const int64_t* lab = a.labels.data_ptr<int64_t>();
+      std::vector<double> taus(G);
+      for (int64_t k = 0; k < G; ++k) taus[k] = tau_of(a, tv, k);
+      at::parallel_for(0, m, row_grain, [&](int64_t b, int64_t e) {
+        std::vector<double> ss(G);
+        std::vector<T> f(G);
+        for (int64_t r = b; r < e; ++r) {
+          prox_row(r, 0, n);
+          T* row = op + r * n;
+          std::fill(ss.begin(), ss.end(), 0.0);
+          for (int64_t c = 0; c < n; ++c) ss[lab[c]] += static_cast<double>(row[c]) * row[c];
+          for (int64_t k = 0; k < G; ++k) f[k] = static_cast<T>(group_factor(ss[k], taus[k]));
+          for (int64_t c = 0; c < n; ++c) row[c] *= f[lab[c]];
+        }
+      });
+      break;
+    }
+    case GroupMode::Cols: {
+      // Blocks of columns: each row touches a short contiguous run of the block.
+      constexpr int64_t kBlock = 64;
+      const int64_t nblocks = (n + kBlock - 1) / kBlock;
+      const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(m * kBlock, 1));
+      at::parallel_for(0, nblocks, grain, [&](int64_t b, int64_t e) {
+        double ss[kBlock];
+        T f[kBlock];
+        for (int64_t blk = b; blk < e; ++blk) {
+          const int64_t c0 = blk * kBlock, c1 = std::min(n, c0 + kBlock), w = c1 - c0;
+          std::fill(ss, ss + w, 0.0);
+          for (int64_t r = 0; r < m; ++r) {
+            prox_row(r, c0, c1);
+            const T* row = op + r * n + c0;
+            for (int64_t j = 0; j < w; ++j) ss[j] += static_cast<double>(row[j]) * row[j];
+          }
+          for (int64_t j = 0; j < w; ++j) f[j] = static_cast<T>(group_factor(ss[j], tau_of(a, tv, c0 + j)));
+          for (int64_t r = 0; r < m; ++r) {
+            T* row = op + r * n + c0;
+            for (int64_t j = 0; j < w; ++j) row[j] *= f[j];
+          }
+        }
+      });
+      break;
+    }
+  }
+}
+
+void group_shrink_cpu(const at::Tensor& x, const at::Tensor& grad, double lr, const GroupArgs& a, at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_shrink_cpu",
+                             [&] { group_cpu_impl<scalar_t>(x, grad, lr, a, out); });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mtlkernels, CPU, m) { register_shrinkage<shrink_cpu, group_shrink_cpu>(m); }
+
+}  // namespace mtlkernels

@@ -1,0 +1,13 @@
+"""The one bridge to the native ops in ``torch.ops.mtlkernels``.
+
+One module per op family; each holds the typed, documented wrappers and registers
+the fake (shape) kernels and autograd formulas of its ops:
+
+- :mod:`.shrinkage`: soft_threshold, elastic_net_prox, group_soft_threshold and the
+  fused proximal-gradient steps (in-place variants end in ``_``).
+"""
+
+from .shrinkage import *  # noqa: F401,F403
+from .shrinkage import __all__ as _shrinkage_all
+
+__all__ = [*_shrinkage_all]

@@ -1,0 +1,15 @@
+"""Pure-torch references of every op in :mod:`mtlkernels.ops`.
+
+They define what each op computes, and are the oracle of the tests and the eager
+peer of the benchmarks. Models and trainers never call them: they call the ops.
+"""
+
+from .shrinkage import (  # noqa: F401
+    elastic_net_prox,
+    group_prox_grad_step,
+    group_soft_threshold,
+    group_sum,
+    group_threshold,
+    prox_grad_step,
+    soft_threshold,
+)
