@@ -11,17 +11,17 @@ namespace mtlkernels {
 
 TORCH_LIBRARY_FRAGMENT(mtlkernels, m) {
   m.def("soft_threshold(Tensor x, Tensor tau) -> Tensor");
-  m.def("soft_threshold_(Tensor(a!) x, Tensor tau) -> Tensor(a!)");
+  m.def("soft_threshold_(Tensor(a!) x, Tensor tau) -> ()");
   m.def("elastic_net_prox(Tensor x, Tensor l1, float l2) -> Tensor");
-  m.def("elastic_net_prox_(Tensor(a!) x, Tensor l1, float l2) -> Tensor(a!)");
+  m.def("elastic_net_prox_(Tensor(a!) x, Tensor l1, float l2) -> ()");
   m.def("prox_grad_step(Tensor x, Tensor grad, float lr, Tensor l1, float l2) -> Tensor");
-  m.def("prox_grad_step_(Tensor(a!) x, Tensor grad, float lr, Tensor l1, float l2) -> Tensor(a!)");
+  m.def("prox_grad_step_(Tensor(a!) x, Tensor grad, float lr, Tensor l1, float l2) -> ()");
   m.def("group_soft_threshold(Tensor x, Tensor tau, int dim, Tensor? groups, float l1) -> Tensor");
-  m.def("group_soft_threshold_(Tensor(a!) x, Tensor tau, int dim, Tensor? groups, float l1) -> Tensor(a!)");
+  m.def("group_soft_threshold_(Tensor(a!) x, Tensor tau, int dim, Tensor? groups, float l1) -> ()");
   m.def("group_prox_grad_step(Tensor x, Tensor grad, float lr, Tensor tau, int dim, Tensor? groups, "
         "float l1) -> Tensor");
   m.def("group_prox_grad_step_(Tensor(a!) x, Tensor grad, float lr, Tensor tau, int dim, Tensor? groups, "
-        "float l1) -> Tensor(a!)");
+        "float l1) -> ()");
 }
 
 namespace {

@@ -73,27 +73,27 @@ template <ShrinkKernel K, GroupKernel G>
 void register_shrinkage(torch::Library& m) {
   m.impl("soft_threshold", [](const at::Tensor& x, const at::Tensor& tau) { return soft_threshold_entry(K, x, tau); });
   m.impl("soft_threshold_",
-         [](at::Tensor& x, const at::Tensor& tau) -> at::Tensor& { return soft_threshold_inplace_entry(K, x, tau); });
+         [](at::Tensor& x, const at::Tensor& tau) { soft_threshold_inplace_entry(K, x, tau); });
   m.impl("elastic_net_prox", [](const at::Tensor& x, const at::Tensor& l1, double l2) {
     return elastic_net_prox_entry(K, x, l1, l2);
   });
-  m.impl("elastic_net_prox_", [](at::Tensor& x, const at::Tensor& l1, double l2) -> at::Tensor& {
-    return elastic_net_prox_inplace_entry(K, x, l1, l2);
+  m.impl("elastic_net_prox_", [](at::Tensor& x, const at::Tensor& l1, double l2) {
+    elastic_net_prox_inplace_entry(K, x, l1, l2);
   });
   m.impl("prox_grad_step", [](const at::Tensor& x, const at::Tensor& g, double lr, const at::Tensor& l1, double l2) {
     return prox_grad_step_entry(K, x, g, lr, l1, l2);
   });
   m.impl("prox_grad_step_",
-         [](at::Tensor& x, const at::Tensor& g, double lr, const at::Tensor& l1, double l2) -> at::Tensor& {
-           return prox_grad_step_inplace_entry(K, x, g, lr, l1, l2);
+         [](at::Tensor& x, const at::Tensor& g, double lr, const at::Tensor& l1, double l2) {
+           prox_grad_step_inplace_entry(K, x, g, lr, l1, l2);
          });
   m.impl("group_soft_threshold", [](const at::Tensor& x, const at::Tensor& tau, int64_t dim,
                                     const std::optional<at::Tensor>& groups, double l1) {
     return group_soft_threshold_entry(G, x, tau, dim, groups, l1);
   });
   m.impl("group_soft_threshold_", [](at::Tensor& x, const at::Tensor& tau, int64_t dim,
-                                     const std::optional<at::Tensor>& groups, double l1) -> at::Tensor& {
-    return group_soft_threshold_inplace_entry(G, x, tau, dim, groups, l1);
+                                     const std::optional<at::Tensor>& groups, double l1) {
+    group_soft_threshold_inplace_entry(G, x, tau, dim, groups, l1);
   });
   m.impl("group_prox_grad_step", [](const at::Tensor& x, const at::Tensor& g, double lr, const at::Tensor& tau,
                                     int64_t dim, const std::optional<at::Tensor>& groups, double l1) {
@@ -101,8 +101,8 @@ void register_shrinkage(torch::Library& m) {
   });
   m.impl("group_prox_grad_step_",
          [](at::Tensor& x, const at::Tensor& g, double lr, const at::Tensor& tau, int64_t dim,
-            const std::optional<at::Tensor>& groups, double l1) -> at::Tensor& {
-           return group_prox_grad_step_inplace_entry(G, x, g, lr, tau, dim, groups, l1);
+            const std::optional<at::Tensor>& groups, double l1) {
+           group_prox_grad_step_inplace_entry(G, x, g, lr, tau, dim, groups, l1);
          });
 }
 

@@ -84,7 +84,8 @@ def soft_threshold(x: Tensor, tau: float | Tensor) -> Tensor:
 def soft_threshold_(x: Tensor, tau: float | Tensor) -> Tensor:
     """In-place :func:`soft_threshold`; returns ``x``."""
     _no_grad_step("soft_threshold_", x)
-    return _ops.soft_threshold_(x, _threshold("soft_threshold_", "tau", tau))
+    _ops.soft_threshold_(x, _threshold("soft_threshold_", "tau", tau))
+    return x
 
 
 def elastic_net_prox(x: Tensor, l1: float | Tensor, l2: float) -> Tensor:
@@ -99,7 +100,8 @@ def elastic_net_prox(x: Tensor, l1: float | Tensor, l2: float) -> Tensor:
 def elastic_net_prox_(x: Tensor, l1: float | Tensor, l2: float) -> Tensor:
     """In-place :func:`elastic_net_prox`; returns ``x``."""
     _no_grad_step("elastic_net_prox_", x)
-    return _ops.elastic_net_prox_(x, _threshold("elastic_net_prox_", "l1", l1), float(l2))
+    _ops.elastic_net_prox_(x, _threshold("elastic_net_prox_", "l1", l1), float(l2))
+    return x
 
 
 def prox_grad_step(x: Tensor, grad: Tensor, lr: float, l1: float | Tensor, l2: float = 0.0) -> Tensor:
@@ -116,7 +118,8 @@ def prox_grad_step(x: Tensor, grad: Tensor, lr: float, l1: float | Tensor, l2: f
 def prox_grad_step_(x: Tensor, grad: Tensor, lr: float, l1: float | Tensor, l2: float = 0.0) -> Tensor:
     """In-place :func:`prox_grad_step` (x is overwritten); returns ``x``."""
     _no_grad_step("prox_grad_step_", x, grad)
-    return _ops.prox_grad_step_(x, grad, float(lr), _threshold("prox_grad_step_", "l1", l1), float(l2))
+    _ops.prox_grad_step_(x, grad, float(lr), _threshold("prox_grad_step_", "l1", l1), float(l2))
+    return x
 
 
 def group_soft_threshold(
@@ -151,9 +154,10 @@ def group_soft_threshold_(
 ) -> Tensor:
     """In-place :func:`group_soft_threshold`; returns ``x``."""
     _no_grad_step("group_soft_threshold_", x)
-    return _ops.group_soft_threshold_(
+    _ops.group_soft_threshold_(
         x, _threshold("group_soft_threshold_", "tau", tau), int(dim), groups, float(l1)
     )
+    return x
 
 
 def group_prox_grad_step(
@@ -183,9 +187,10 @@ def group_prox_grad_step_(
 ) -> Tensor:
     """In-place :func:`group_prox_grad_step` (x is overwritten); returns ``x``."""
     _no_grad_step("group_prox_grad_step_", x, grad)
-    return _ops.group_prox_grad_step_(
+    _ops.group_prox_grad_step_(
         x, grad, float(lr), _threshold("group_prox_grad_step_", "tau", tau), int(dim), groups, float(l1)
     )
+    return x
 
 
 # ---- fake kernels (shape inference for torch.compile / FakeTensor) ------------
@@ -196,7 +201,7 @@ def _fake_out(x, *args):
 
 
 def _fake_inplace(x, *args):
-    return x
+    return None
 
 
 for _name in ("soft_threshold", "elastic_net_prox", "prox_grad_step", "group_soft_threshold", "group_prox_grad_step"):
@@ -241,7 +246,9 @@ def _group_backward(ctx, gy):
     x, tau, groups = ctx.saved_tensors
     dim, l1 = ctx.dim, ctx.l1
     z = _ops.soft_threshold(x, torch.tensor(l1, dtype=torch.float64)) if l1 > 0 else x
-    num_groups = tau.numel() if tau.numel() > 1 else None
+    # Labels with a scalar tau: any G >= max label + 1 gives the same sums; the
+    # number of labels is such a G and needs no read of the labels' values.
+    num_groups = tau.numel() if tau.numel() > 1 else (groups.numel() if groups is not None else None)
     r = _ref.group_sum(z * z, dim, groups, num_groups).sqrt()
     t = _ref.group_threshold(tau, x, dim, groups)
     zg = _ref.group_sum(z * gy, dim, groups, num_groups)

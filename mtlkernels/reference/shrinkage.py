@@ -44,9 +44,11 @@ def group_sum(v: Tensor, dim: int, groups: Tensor | None = None, num_groups: int
 
 def group_threshold(tau: Tensor | float, x: Tensor, dim: int, groups: Tensor | None) -> Tensor | float:
     """The per-group threshold laid out to broadcast against x."""
-    if not isinstance(tau, Tensor) or tau.numel() == 1:
+    if not isinstance(tau, Tensor):
         return float(tau)
     tau = tau.to(x.dtype)
+    if tau.numel() == 1:
+        return tau.reshape(())
     dim = dim % 2
     if groups is not None:
         tau = tau[groups.long()]

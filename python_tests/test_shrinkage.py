@@ -1,0 +1,299 @@
+"""Shrinkage family: soft_threshold, elastic_net_prox, prox_grad_step, group ops."""
+
+import math
+
+import pytest
+import torch
+
+from mtlkernels import ops
+from mtlkernels import reference as ref
+from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+
+DTYPES = [torch.float32, torch.float64]
+SHAPES = [(0,), (1,), (7,), (3, 5), (2, 3, 5), (33, 17), (1, 1, 1)]
+
+
+def thresholds(shape, seed, dtype, device):
+    """Scalar, per-row, per-column and full-shape thresholds that broadcast to `shape`."""
+    out = [0.0, 0.4, torch.tensor(0.3, dtype=torch.float64)]
+    if len(shape) >= 1:
+        out.append(randn(shape[-1], seed=seed + 1, dtype=dtype, device=device).abs())
+    if len(shape) >= 2:
+        out.append(randn(shape[-2], 1, seed=seed + 2, dtype=dtype, device=device).abs())
+        out.append(randn(*shape, seed=seed + 3, dtype=dtype, device=device).abs())
+    if len(shape) == 3:  # per matrix of a batch, and varying along non-adjacent dims
+        out.append(randn(shape[0], 1, 1, seed=seed + 4, dtype=dtype, device=device).abs())
+        out.append(randn(shape[0], 1, shape[2], seed=seed + 5, dtype=dtype, device=device).abs())
+    return out
+
+
+def check(out, expected, dtype):
+    assert out.shape == expected.shape and out.dtype == dtype
+    assert out.is_contiguous()
+    assert rel_err(out, expected) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_elementwise_ops_match_reference(device, dtype, shape):
+    x = randn(*shape, seed=1, dtype=dtype, device=device)
+    g = randn(*shape, seed=2, dtype=dtype, device=device)
+    for i, tau in enumerate(thresholds(shape, 10, dtype, device)):
+        for xin in (x, non_contiguous(x)):
+            check(ops.soft_threshold(xin, tau), ref.soft_threshold(x, tau), dtype)
+            check(ops.elastic_net_prox(xin, tau, 0.7), ref.elastic_net_prox(x, tau, 0.7), dtype)
+            for l2 in (0.0, 0.5):
+                check(ops.prox_grad_step(xin, g, 0.3, tau, l2), ref.prox_grad_step(x, g, 0.3, tau, l2), dtype)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inplace_variants_write_into_x(device, dtype):
+    x = randn(6, 9, seed=3, dtype=dtype, device=device)
+    g = randn(6, 9, seed=4, dtype=dtype, device=device)
+    tau = randn(9, seed=5, dtype=dtype, device=device).abs()
+    labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 0], device=device)
+    cases = [
+        (ops.soft_threshold_, (tau,), ref.soft_threshold(x, tau)),
+        (ops.elastic_net_prox_, (0.2, 0.5), ref.elastic_net_prox(x, 0.2, 0.5)),
+        (ops.prox_grad_step_, (g, 0.1, tau, 0.3), ref.prox_grad_step(x, g, 0.1, tau, 0.3)),
+        (ops.group_soft_threshold_, (0.8, 1, labels, 0.1), ref.group_soft_threshold(x, 0.8, 1, labels, 0.1)),
+        (ops.group_soft_threshold_, (1.5, 0), ref.group_soft_threshold(x, 1.5, 0)),
+        (ops.group_prox_grad_step_, (g, 0.2, 1.0, 1), ref.group_prox_grad_step(x, g, 0.2, 1.0, 1)),
+        (ops.group_prox_grad_step_, (g, 0.2, 1.0, 0, torch.tensor([0, 0, 1, 1, 2, 2], device=device)),
+         ref.group_prox_grad_step(x, g, 0.2, 1.0, 0, torch.tensor([0, 0, 1, 1, 2, 2], device=device))),
+    ]
+    for fn, args, expected in cases:
+        y = x.clone()
+        assert fn(y, *args) is y
+        assert rel_err(y, expected) <= TOL[dtype], fn.__name__
+        # a non-contiguous x is updated through the view
+        buf = torch.zeros(6, 18, dtype=dtype, device=device)
+        view = buf[:, ::2]
+        view.copy_(x)
+        assert fn(view, *args) is view
+        assert rel_err(view, expected) <= TOL[dtype], fn.__name__
+        assert torch.all(buf[:, 1::2] == 0)
+
+
+GROUP_SHAPES = [(0, 5), (4, 0), (1, 1), (1, 9), (9, 1), (7, 13), (40, 70), (3, 2000), (2500, 3)]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", GROUP_SHAPES)
+def test_group_ops_match_reference(device, dtype, shape):
+    m, n = shape
+    x = randn(m, n, seed=7, dtype=dtype, device=device)
+    g = randn(m, n, seed=8, dtype=dtype, device=device)
+    gen = torch.Generator().manual_seed(9)
+    for dim in (0, 1, -1):
+        size = x.shape[dim]
+        labels = torch.randint(0, 4, (size,), generator=gen).to(device)
+        typical = math.sqrt(x.shape[1 - (dim % 2)]) if size else 1.0  # norms are around this
+        cases = [(0.5 * typical, None), (0.0, None), (randn(x.shape[1 - dim % 2], seed=11, device=device).abs() * typical, None),
+                 (0.3 * typical, labels), (torch.rand(4, generator=gen, dtype=torch.float64).to(device) * typical, labels)]
+        for tau, groups in cases:
+            if isinstance(tau, torch.Tensor):
+                tau = tau.to(dtype)
+            for l1 in (0.0, 0.3):
+                expected = ref.group_soft_threshold(x, tau, dim, groups, l1)
+                for xin in (x, non_contiguous(x)):
+                    check(ops.group_soft_threshold(xin, tau, dim, groups, l1), expected, dtype)
+                check(ops.group_prox_grad_step(x, g, 0.25, tau, dim, groups, l1),
+                      ref.group_prox_grad_step(x, g, 0.25, tau, dim, groups, l1), dtype)
+
+
+def test_group_threshold_zeroes_and_keeps_groups():
+    x = torch.tensor([[3.0, 4.0], [0.3, 0.4]], dtype=torch.float64)  # row norms 5 and 0.5
+    out = ops.group_soft_threshold(x, 1.0, dim=1)
+    torch.testing.assert_close(out[0], x[0] * (1 - 1 / 5))
+    assert torch.all(out[1] == 0)
+    # a threshold of zero is the identity
+    assert torch.equal(ops.group_soft_threshold(x, 0.0, dim=0), x)
+
+
+def test_nan_propagates():
+    x = torch.tensor([[1.0, float("nan"), -3.0], [2.0, 0.1, -0.2]])
+    out = ops.soft_threshold(x, 0.5)
+    assert torch.isnan(out[0, 1]) and not torch.isnan(out[0, [0, 2]]).any()
+    grp = ops.group_soft_threshold(x, 0.5, dim=1)
+    assert torch.isnan(grp[0]).all() and not torch.isnan(grp[1]).any()
+    labels = torch.tensor([0, 1, 0])
+    grp = ops.group_soft_threshold(x, 0.5, dim=1, groups=labels)
+    assert torch.isnan(grp[0, 1]) and not torch.isnan(grp[0, [0, 2]]).any()
+    col = ops.group_soft_threshold(x, 0.5, dim=0)
+    assert torch.isnan(col[:, 1]).all() and not torch.isnan(col[:, [0, 2]]).any()
+
+
+# ---- opcheck, gradcheck, torch.compile ------------------------------------------------
+
+
+def _samples(device, requires_grad):
+    x = randn(5, 7, seed=21, device=device).requires_grad_(requires_grad)
+    g = randn(5, 7, seed=22, device=device)
+    col = randn(7, seed=23, device=device).abs()
+    labels = torch.tensor([0, 1, 1, 2, 0, 2, 2], device=device)
+    s = torch.tensor(0.4, dtype=torch.float64)
+    T = torch.ops.mtlkernels
+    out_of_place = [
+        (T.soft_threshold, (x, s)),
+        (T.soft_threshold, (x, col)),
+        (T.elastic_net_prox, (x, col, 0.5)),
+        (T.group_soft_threshold, (x, s, 1, None, 0.0)),
+        (T.group_soft_threshold, (x, s, 0, None, 0.2)),
+        (T.group_soft_threshold, (x, torch.rand(3, dtype=torch.float64, device=device), 1, labels, 0.1)),
+    ]
+    steps = [
+        (T.prox_grad_step, (x.detach(), g, 0.1, col, 0.2)),
+        (T.group_prox_grad_step, (x.detach(), g, 0.1, s, 1, labels, 0.0)),
+    ]
+    return out_of_place, steps
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(device, requires_grad):
+    out_of_place, steps = _samples(device, requires_grad)
+    for op, args in out_of_place:
+        torch.library.opcheck(op, args)
+    if not requires_grad:
+        for op, args in steps:
+            torch.library.opcheck(op, args)
+        x = args[0].clone()
+        T = torch.ops.mtlkernels
+        s = torch.tensor(0.4, dtype=torch.float64)
+        for op, a in [(T.soft_threshold_, (x.clone(), s)), (T.elastic_net_prox_, (x.clone(), s, 0.1)),
+                      (T.prox_grad_step_, (x.clone(), x.clone(), 0.1, s, 0.0)),
+                      (T.group_soft_threshold_, (x.clone(), s, 1, None, 0.0)),
+                      (T.group_prox_grad_step_, (x.clone(), x.clone(), 0.1, s, 0, None, 0.0))]:
+            torch.library.opcheck(op, a)
+
+
+def _away_from_kinks(x, tau):
+    """Move entries at least 1e-2 away from |x| = tau, where the derivative jumps."""
+    near = (x.abs() - tau).abs() < 1e-2
+    return torch.where(near, x * 1.5 + 0.1 * torch.sign(x), x)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_gradcheck(device):
+    x = _away_from_kinks(randn(4, 6, seed=31, device=device), 0.5).requires_grad_()
+    col = torch.full((6,), 0.5, dtype=torch.float64, device=device)
+    assert torch.autograd.gradcheck(lambda v: ops.soft_threshold(v, 0.5), (x,))
+    assert torch.autograd.gradcheck(lambda v: ops.soft_threshold(v, col), (x,))
+    assert torch.autograd.gradcheck(lambda v: ops.elastic_net_prox(v, 0.5, 0.3), (x,))
+    y = randn(4, 6, seed=32, device=device).requires_grad_()
+    labels = torch.tensor([0, 1, 1, 0, 2, 2], device=device)
+    # thresholds chosen so that some groups are active and some are zeroed, none at the boundary
+    for tau, dim, groups, l1 in [(2.0, 1, None, 0.0), (1.5, 0, None, 0.0), (0.8, 1, labels, 0.0), (1.0, 1, None, 0.05),
+                                 (torch.tensor([0.5, 3.0, 0.1], dtype=torch.float64, device=device), 1, labels, 0.0)]:
+        v = _away_from_kinks(y.detach(), l1).requires_grad_() if l1 else y
+        assert torch.autograd.gradcheck(lambda a: ops.group_soft_threshold(a, tau, dim, groups, l1), (v,))
+
+
+def test_gradient_zero_on_zeroed_group():
+    x = torch.tensor([[0.1, 0.2], [3.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    ops.group_soft_threshold(x, 1.0, dim=1).sum().backward()
+    assert torch.all(x.grad[0] == 0) and torch.all(x.grad[1] != 0)
+
+
+def test_torch_compile_fullgraph():
+    x = randn(8, 10, seed=41, dtype=torch.float32)
+    g = randn(8, 10, seed=42, dtype=torch.float32)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+
+    def f(x, g):
+        a = ops.soft_threshold(x, 0.3)
+        b = ops.elastic_net_prox(a, 0.1, 0.2)
+        c = ops.group_soft_threshold(b, 0.5, 1, labels, 0.05)
+        d = ops.prox_grad_step(c, g, 0.1, 0.2)
+        e = ops.group_prox_grad_step(d, g, 0.1, 0.3, 0)
+        ops.soft_threshold_(e, 0.01)
+        return e
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, g), f(x, g))
+
+
+# ---- bad input -----------------------------------------------------------------------
+
+
+def test_bad_thresholds():
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="non-negative"):
+        ops.soft_threshold(x, -0.1)
+    with pytest.raises(ValueError, match="non-negative"):
+        ops.soft_threshold(x, float("nan"))
+    with pytest.raises(TypeError, match="number or a tensor"):
+        ops.soft_threshold(x, "0.1")
+    with pytest.raises(RuntimeError, match="non-negative"):
+        ops.soft_threshold(x, torch.tensor([0.1, -0.1, 0.2, 0.3]))
+    with pytest.raises(RuntimeError, match="non-negative"):
+        ops.soft_threshold(x, torch.tensor([0.1, float("nan"), 0.2, 0.3]))
+    with pytest.raises(RuntimeError, match="does not broadcast"):
+        ops.soft_threshold(x, torch.rand(3))
+    with pytest.raises(RuntimeError, match="does not broadcast"):
+        ops.soft_threshold(x, torch.rand(2, 3, 4))
+    with pytest.raises(RuntimeError, match="l2 must be finite and non-negative"):
+        ops.elastic_net_prox(x, 0.1, -1.0)
+    with pytest.raises(RuntimeError, match="treated as a constant"):
+        ops.soft_threshold(x, torch.rand(4, requires_grad=True))
+
+
+def test_bad_dtypes_and_shapes():
+    with pytest.raises(RuntimeError, match="must be float32 or float64, got Long"):
+        ops.soft_threshold(torch.arange(4), 0.1)
+    with pytest.raises(RuntimeError, match="must be float32 or float64, got Half"):
+        ops.soft_threshold(torch.ones(4, dtype=torch.half), 0.1)
+    x = torch.randn(3, 4)
+    with pytest.raises(RuntimeError, match="grad has shape"):
+        ops.prox_grad_step(x, torch.randn(4, 3), 0.1, 0.1)
+    with pytest.raises(RuntimeError, match="grad is Double"):
+        ops.prox_grad_step(x, torch.randn(3, 4, dtype=torch.float64), 0.1, 0.1)
+    with pytest.raises(RuntimeError, match="lr must be finite and positive"):
+        ops.prox_grad_step(x, x, 0.0, 0.1)
+    with pytest.raises(RuntimeError, match="lr must be finite and positive"):
+        ops.group_prox_grad_step(x, x, -1.0, 0.1)
+
+
+def test_bad_group_input():
+    x = torch.randn(3, 4)
+    with pytest.raises(RuntimeError, match="2-D matrix"):
+        ops.group_soft_threshold(torch.randn(4), 0.1)
+    with pytest.raises(RuntimeError, match="dim must be 0 or 1"):
+        ops.group_soft_threshold(x, 0.1, dim=2)
+    with pytest.raises(RuntimeError, match="groups has 3 labels but x has 4"):
+        ops.group_soft_threshold(x, 0.1, dim=1, groups=torch.tensor([0, 1, 0]))
+    with pytest.raises(RuntimeError, match="out of range for 2 groups"):
+        ops.group_soft_threshold(x, torch.tensor([0.1, 0.2]), dim=1, groups=torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(RuntimeError, match="non-negative, found -1"):
+        ops.group_soft_threshold(x, 0.1, dim=1, groups=torch.tensor([0, 1, -1, 0]))
+    with pytest.raises(RuntimeError, match="integer tensor of group labels"):
+        ops.group_soft_threshold(x, 0.1, dim=1, groups=torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    with pytest.raises(RuntimeError, match="tau has 2 values but there are 3 groups"):
+        ops.group_soft_threshold(x, torch.tensor([0.1, 0.2]), dim=1)
+    with pytest.raises(RuntimeError, match="l1 must be finite and non-negative"):
+        ops.group_soft_threshold(x, 0.1, dim=1, l1=-0.5)
+
+
+def test_solver_steps_refuse_autograd():
+    x = torch.randn(3, 4, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        ops.prox_grad_step(x, torch.randn(3, 4), 0.1, 0.1)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        ops.soft_threshold_(x, 0.1)
+    with torch.no_grad():
+        ops.prox_grad_step(x, torch.randn(3, 4), 0.1, 0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+def test_mismatched_devices():
+    x = torch.randn(3, 4, device="cuda")
+    with pytest.raises(RuntimeError, match="is on cpu but x is on cuda"):
+        ops.soft_threshold(x, torch.rand(4))
+    with pytest.raises(RuntimeError, match="grad is on"):
+        ops.prox_grad_step(x, torch.randn(3, 4), 0.1, 0.1)
+    with pytest.raises(RuntimeError, match="groups is on"):
+        ops.group_soft_threshold(x, 0.1, dim=1, groups=torch.tensor([0, 1, 0, 1]))
