@@ -57,14 +57,21 @@ def group_threshold(tau: Tensor | float, x: Tensor, dim: int, groups: Tensor | N
 
 
 def group_soft_threshold(
-    x: Tensor, tau: Tensor | float, dim: int, groups: Tensor | None = None, l1: float = 0.0
+    x: Tensor,
+    tau: Tensor | float,
+    dim: int,
+    groups: Tensor | None = None,
+    l1: float = 0.0,
+    num_groups: int | None = None,
 ) -> Tensor:
     """Block soft-thresholding, the prox of tau * sum_g ||x_g||_2 (+ l1 ||x||_1).
 
     z = soft_threshold(x, l1); out_g = z_g * max(0, 1 - tau_g / ||z_g||_2).
+    ``num_groups`` (labels only) saves reading the labels to count the groups.
     """
     z = soft_threshold(x, l1) if l1 > 0 else x
-    num_groups = tau.numel() if isinstance(tau, Tensor) and tau.numel() > 1 else None
+    if isinstance(tau, Tensor) and tau.numel() > 1:
+        num_groups = tau.numel()
     norm = group_sum(z * z, dim, groups, num_groups).sqrt()
     t = group_threshold(tau, x, dim, groups)
     factor = torch.clamp(1 - t / norm, min=0)
