@@ -1,0 +1,130 @@
+"""Experiments of the feature-based methods on the offline datasets.
+
+- :func:`synthetic_experiment`: seed 004 sec. 4.1 (STL, Go-MTL, AMTL, AMTFL; RMSE on
+  easy, hard and all tasks over the five random splits).
+- :func:`digits_experiment`: one-vs-all digits, balanced and imbalanced (STL,
+  AdaptiveSharing, LatentTaskMTL; multi-class accuracy and mean average precision).
+
+Hyper-parameters are chosen on each split's validation set, never on test. Used by
+``make demo`` (``quick=True``: fewer splits and smaller grids) and by
+``benchmarks/methods_linear.py`` (the full run whose table is committed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import average_precision_score
+
+from ..datasets import amtfl_synthetic, digits_tasks
+from ..linear import AMTFL, AMTL, AdaptiveSharing, GoMTL, LatentTaskMTL, SingleTaskLinear
+
+
+def _grid(base, grid: dict):
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        yield clone(base).set_params(**dict(zip(keys, values)))
+
+
+def _select(base, grid, fit_data, val_score):
+    """Fit every grid point, keep the best by val_score (higher is better)."""
+    best, best_score, best_params = None, -np.inf, None
+    for est in _grid(base, grid):
+        est.fit(fit_data)
+        s = val_score(est)
+        if s > best_score:
+            best, best_score, best_params = est, s, {k: est.get_params()[k] for k in grid}
+    return best, best_params
+
+
+def synthetic_methods(quick: bool):
+    small = {"max_outer": 8 if quick else 15, "max_inner": 40}
+    return {
+        "STL": (SingleTaskLinear(), {"alpha": [1e-3, 1e-2, 1e-1]}),
+        "Go-MTL": (GoMTL(n_latent=6, **small), {"mu": [1e-3, 1e-2], "lam": [1e-3, 1e-2]}),
+        "AMTL": (AMTL(nonneg=False, **small), {"gamma": [1e-3, 1e-2], "alpha": [1e-2, 1e-1]}),
+        "AMTFL": (AMTFL(n_latent=6, mu=1e-3, **small), {"gamma": [1e-2, 1e-1], "lam": [1e-3, 1e-2]}),
+    }
+
+
+def synthetic_experiment(splits=range(5), quick: bool = False, seed: int = 0, log=print) -> dict:
+    """RMSE of each method on easy / hard / all tasks, per split, hyper-parameters by val RMSE."""
+    results = {name: {"easy": [], "hard": [], "all": [], "params": [], "seconds": []} for name in synthetic_methods(quick)}
+    for split in splits:
+        ds = amtfl_synthetic(seed=seed, split=split)
+        easy = ds.info["easy"]
+        Xv, yv = ds.split("val")
+        for name, (base, grid) in synthetic_methods(quick).items():
+            t0 = time.perf_counter()
+            est, params = _select(base, grid, ds, lambda e: -float(np.mean(e.task_rmse(Xv, yv))))
+            rmse = est.task_rmse(ds)
+            r = results[name]
+            r["easy"].append(float(rmse[easy].mean()))
+            r["hard"].append(float(rmse[~easy].mean()))
+            r["all"].append(float(rmse.mean()))
+            r["params"].append(params)
+            r["seconds"].append(time.perf_counter() - t0)
+            log(f"  synthetic split {split} {name:7s} rmse all {rmse.mean():.3f} easy {rmse[easy].mean():.3f} "
+                f"hard {rmse[~easy].mean():.3f} {params} ({r['seconds'][-1]:.1f} s)")
+    return results
+
+
+DIGIT_GROUPS = [0, 1, 2, 2, 1, 2, 0, 1, 0, 0]  # loops {0, 6, 8, 9}, straight strokes {1, 4, 7}, curves {2, 3, 5}
+
+
+def digits_methods(quick: bool):
+    small = {"max_outer": 5 if quick else 10, "max_inner": 40}
+    return {
+        "STL": (SingleTaskLinear(loss="logistic", max_iter=500), {"alpha": [1e-3, 1e-2]}),
+        "AdaptiveSharing": (AdaptiveSharing(loss="logistic", max_iter=500),
+                            {"lambda_c": [1e-3, 1e-2], "lambda_s": [1e-4, 1e-3]}),
+        "LatentTaskMTL (M)": (LatentTaskMTL(n_latent=10, **small), {"mu": [1e-3, 1e-2], "gamma": [1e-4]}),
+        "LatentTaskMTL (MG)": (LatentTaskMTL(n_latent=10, groups=DIGIT_GROUPS, **small),
+                               {"mu": [1e-3, 1e-2], "gamma": [1e-4]}),
+    }
+
+
+def _digits_scores(est, X, Y, labels):
+    S = est.decision_function(X)
+    acc = float((S.argmax(1) == labels).mean())
+    ap = [float(average_precision_score(Y[:, t], S[:, t])) for t in range(Y.shape[1])]
+    return acc, ap
+
+
+def digits_experiment(imbalanced: bool, seeds=range(3), quick: bool = False, log=print) -> dict:
+    """Multi-class accuracy (argmax of the one-vs-all scores) and mean AP on test."""
+    results = {name: {"acc": [], "map": [], "ap": [], "params": [], "seconds": []} for name in digits_methods(quick)}
+    for seed in seeds:
+        ds = digits_tasks(imbalanced=imbalanced, seed=seed)
+        Xv, Yv = ds.stacked("val")
+        Xt, Yt = ds.stacked("test")
+        for name, (base, grid) in digits_methods(quick).items():
+            t0 = time.perf_counter()
+            est, params = _select(base, grid, ds, lambda e: _digits_scores(e, Xv, Yv, ds.info["class_labels"]["val"])[0])
+            acc, ap = _digits_scores(est, Xt, Yt, ds.info["class_labels"]["test"])
+            r = results[name]
+            r["acc"].append(acc)
+            r["map"].append(float(np.mean(ap)))
+            r["ap"].append(ap)
+            r["params"].append(params)
+            r["seconds"].append(time.perf_counter() - t0)
+            log(f"  {ds.name} seed {seed} {name:18s} acc {acc:.3f} mAP {np.mean(ap):.3f} {params} "
+                f"({r['seconds'][-1]:.1f} s)")
+    return results
+
+
+def mean_std(values) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+def synthetic_table(results: dict) -> list[list]:
+    return [[name, mean_std(r["easy"]), mean_std(r["hard"]), mean_std(r["all"]), f"{np.mean(r['seconds']):.1f}"]
+            for name, r in results.items()]
+
+
+def digits_table(results: dict) -> list[list]:
+    return [[name, mean_std(r["acc"]), mean_std(r["map"]), f"{np.mean(r['seconds']):.1f}"] for name, r in results.items()]
