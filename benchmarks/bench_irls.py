@@ -98,7 +98,7 @@ def main() -> None:
         sizes, ns = sizes[:2], [4, 16]
 
     copy_gbs = copy_bandwidth(device)
-    reps = dict(warmup=1, reps=7, max_seconds=5.0)
+    reps = dict(warmup=2, reps=15, max_seconds=6.0)
     rows = []
     views = []  # configurations where the peers read layer views instead of copies
     for n in ns:
@@ -140,7 +140,7 @@ def main() -> None:
     notes = (
         f"measured copy bandwidth {copy_gbs:.1f} GB/s (read + write); float32 params, 4 layers "
         f"(50/30/15/5 %); GB/s = one read of params / time; peers get contiguous per-layer tensors"
-        f"{' (layer views for ' + ', '.join(views) + ')' if views else ''}; medians of up to 7 runs. "
+        f"{' (layer views for ' + ', '.join(views) + ')' if views else ''}; medians of up to 15 runs. "
         f"{accuracy(device)}"
     )
     cmd = "cd python_tests && ../.venv/bin/python ../benchmarks/bench_irls.py --device " + device

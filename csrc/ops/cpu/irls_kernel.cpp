@@ -193,17 +193,19 @@ SqChunkFn pick_sq_chunk(at::ScalarType dtype, bool fp64) {
 }
 
 // Chunks: at least 16 blocks each, and at most about 256 of them over all layers
-// (plus one per layer), so the partial rows stay small whatever P is.
-LayerChunks cpu_chunks(const std::vector<int64_t>& offsets) {
+// (plus one per layer), fewer when n is so large that the float64 partial rows
+// (npairs each) would pass 64 MiB. Independent of the thread count.
+LayerChunks cpu_chunks(const std::vector<int64_t>& offsets, int64_t npairs) {
   const int64_t P = offsets.back();
-  return make_layer_chunks(offsets, std::max<int64_t>(16 * kBlock, (P + 255) / 256), kBlock);
+  const int64_t target = std::clamp<int64_t>((int64_t(64) << 20) / (8 * std::max<int64_t>(npairs, 1)), 8, 256);
+  return make_layer_chunks(offsets, std::max<int64_t>(16 * kBlock, (P + target - 1) / target), kBlock);
 }
 
 void sq_dists_cpu(const at::Tensor& params, const std::vector<int64_t>& offsets, bool fp64, at::Tensor& out) {
   const int64_t n = params.size(0);
   const int64_t npairs = n * (n - 1) / 2;
   const int64_t L = static_cast<int64_t>(offsets.size()) - 1;
-  const LayerChunks ch = cpu_chunks(offsets);
+  const LayerChunks ch = cpu_chunks(offsets, npairs);
   const SqChunkFn fn = pick_sq_chunk(params.scalar_type(), fp64 && params.scalar_type() == at::kFloat);
   const int64_t ld = params.stride(0);
   const char* base = static_cast<const char*>(params.data_ptr());
@@ -320,7 +322,7 @@ MixChunkFn pick_mix_chunk(at::ScalarType dtype) {
 void mix_cpu(const at::Tensor& params, const std::vector<int64_t>& offsets, const at::Tensor& coeffs,
              const at::Tensor& self, at::Tensor& out) {
   const int64_t n = params.size(0);
-  const LayerChunks ch = cpu_chunks(offsets);
+  const LayerChunks ch = cpu_chunks(offsets, 0);
   const MixChunkFn fn = pick_mix_chunk(params.scalar_type());
   const int64_t ld = params.stride(0), ldo = out.stride(0);
   const int64_t es = params.element_size();

@@ -260,8 +260,10 @@ void sq_dists_launch(const at::Tensor& params, const std::vector<int64_t>& offse
   const size_t smem = std::max(tile_bytes, red_bytes);
   TORCH_CHECK(smem <= 48 * 1024, "pairwise_sq_dists: internal error, shared memory plan of ", smem, " bytes");
 
-  const int64_t want = (P + int64_t(sm_count()) * 8 - 1) / (int64_t(sm_count()) * 8);
-  const LayerChunks ch = make_layer_chunks(offsets, std::max<int64_t>(W, want), W);
+  // About 16 chunks per SM (a short tail), fewer when the float64 partial rows would pass 256 MiB.
+  const int64_t target = std::max<int64_t>(
+      1, std::min<int64_t>(int64_t(sm_count()) * 16, (int64_t(256) << 20) / (8 * std::max<int64_t>(npairs, 1))));
+  const LayerChunks ch = make_layer_chunks(offsets, std::max<int64_t>(W, (P + target - 1) / target), W);
   TORCH_CHECK(ch.size() < (int64_t(1) << 31), "pairwise_sq_dists: too many column chunks");
   const DeviceTables dc = device_tables({&ch.begin, &ch.end, &ch.first}, params.device());
   at::Tensor partial = at::empty({ch.size(), npairs}, params.options().dtype(at::kDouble));
