@@ -17,6 +17,7 @@ Usage (after `make install`, from python_tests/):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -137,10 +138,11 @@ def main() -> None:
             if is_cuda:
                 torch.cuda.empty_cache()
 
+    load = f"; load average {os.getloadavg()[0]:.1f} at the end (a shared machine)" if not is_cuda else ""
     notes = (
         f"measured copy bandwidth {copy_gbs:.1f} GB/s (read + write); float32 params, 4 layers "
         f"(50/30/15/5 %); GB/s = one read of params / time; peers get contiguous per-layer tensors"
-        f"{' (layer views for ' + ', '.join(views) + ')' if views else ''}; medians of up to 15 runs. "
+        f"{' (layer views for ' + ', '.join(views) + ')' if views else ''}; medians of up to 15 runs{load}. "
         f"{accuracy(device)}"
     )
     cmd = "cd python_tests && ../.venv/bin/python ../benchmarks/bench_irls.py --device " + device

@@ -67,6 +67,22 @@ def test_sq_dists_layouts(device):
     assert torch.equal(ops.pairwise_sq_dists(x, torch.tensor(off)), want)  # offsets as a tensor
 
 
+@pytest.mark.parametrize("isa", ["base", "avx2"])
+def test_cpu_isa_variants(isa, monkeypatch):
+    # The CPU kernels pick AVX-512, AVX2 + FMA or baseline code at run time; cap the
+    # choice to check the narrower variants on this machine too.
+    shapes = [(3, [7, 1, 600]), (9, [1100, 5])]
+    cases = [(make(n, sizes, seed=30 + n, dtype=dt), dt) for n, sizes in shapes for dt in DTYPES]
+    want = [(ops.pairwise_sq_dists(x, off), ops.pairwise_sq_dists(x, off, True)) for (x, off), _ in cases]
+    monkeypatch.setenv("MTLKERNELS_CPU_ISA", isa)
+    for ((x, off), dt), (d, d64) in zip(cases, want):
+        exact = ref.pairwise_sq_dists(x.to(F64), off)
+        assert rel_err(ops.pairwise_sq_dists(x, off), exact) < TOL[dt]
+        assert rel_err(ops.pairwise_sq_dists(x, off, True), exact) < max(TOL[dt], 1e-7)
+        m = randn(len(off) - 1, x.shape[0], x.shape[0], seed=31, dtype=dt)
+        assert rel_err(ops.pairwise_mix(x, off, m), ref.pairwise_mix(x.to(F64), off, m.to(F64))) < 10 * TOL[dt]
+
+
 def test_no_networks_and_deterministic():
     empty, off = torch.empty(0, 10), [0, 4, 10]
     assert ops.pairwise_sq_dists(empty, off).shape == (2, 0, 0)
@@ -322,7 +338,8 @@ def test_mix_and_consensus_adjoints():
     y = randn(5, 38, seed=17)
     m = randn(3, 5, 5, seed=18)
     c = torch.rand(3, 5, 5, dtype=F64)
-    for f in (lambda v, t: ops.pairwise_mix(v, off, m, t), lambda v, t: torch.ops.mtlkernels.irls_consensus(c, v, off, t)):
+    consensus = torch.ops.mtlkernels.irls_consensus
+    for f in (lambda v, t: ops.pairwise_mix(v, off, m, t), lambda v, t: consensus(c, v, off, t)):
         assert math.isclose(float((f(x, False) * y).sum()), float((x * f(y, True)).sum()), rel_tol=1e-12)
 
 

@@ -46,13 +46,15 @@ struct Layout {
 
 Layout check_layout(const char* op, const at::Tensor& params, at::IntArrayRef offsets) {
   check_floating(op, params, "params");
-  TORCH_CHECK(params.dim() == 2, op, ": params must be a 2-D (networks, parameters) matrix, one row per network, got shape ",
+  TORCH_CHECK(params.dim() == 2, op,
+              ": params must be a 2-D (networks, parameters) matrix, one row per network, got shape ",
               params.sizes());
   Layout lay;
   lay.n = params.size(0);
   lay.P = params.size(1);
-  TORCH_CHECK(offsets.size() >= 2, op, ": offsets must list the layer boundaries 0 = o_0 < o_1 < ... < o_L = P (at least ",
-              "2 entries), got ", offsets.size(), " entr", offsets.size() == 1 ? "y" : "ies");
+  TORCH_CHECK(offsets.size() >= 2, op,
+              ": offsets must list the layer boundaries 0 = o_0 < o_1 < ... < o_L = P (at least 2 entries), got ",
+              offsets.size(), " entr", offsets.size() == 1 ? "y" : "ies");
   TORCH_CHECK(offsets[0] == 0, op, ": offsets must start at 0, got offsets[0] = ", offsets[0]);
   TORCH_CHECK(offsets.back() == lay.P, op, ": offsets must end at the number of parameters P = ", lay.P,
               " (params.size(1)), got offsets[-1] = ", offsets.back());

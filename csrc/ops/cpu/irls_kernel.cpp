@@ -17,7 +17,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -158,9 +160,12 @@ MTL_SQ_CHUNK(sq_f64_base, , double, double, 2, 2, 4)
 
 enum class Isa { Base, Avx2, Avx512 };
 
+// The widest instruction set of this CPU, capped by the environment variable
+// MTLKERNELS_CPU_ISA (base, avx2 or avx512; read at every call, so that tests can
+// exercise every variant on one machine).
 Isa cpu_isa() {
 #ifdef MTL_HAVE_X86_VARIANTS
-  static const Isa isa = [] {
+  static const Isa hw = [] {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
@@ -168,7 +173,13 @@ Isa cpu_isa() {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
     return Isa::Base;
   }();
-  return isa;
+  Isa cap = Isa::Avx512;
+  if (const char* env = std::getenv("MTLKERNELS_CPU_ISA")) {
+    const std::string v(env);
+    if (v == "base") cap = Isa::Base;
+    else if (v == "avx2") cap = Isa::Avx2;
+  }
+  return std::min(hw, cap);
 #else
   return Isa::Base;
 #endif
