@@ -13,3 +13,15 @@ from .shrinkage import (  # noqa: F401
     prox_grad_step,
     soft_threshold,
 )
+from .irls import (  # noqa: F401
+    cdist_sq_dists,
+    gram_sq_dists,
+    irls_consensus,
+    irls_weights,
+    layer_pair_sq_dists,
+    layer_weights,
+    pairwise_mix,
+    pairwise_sq_dists,
+    robust_consistency,
+    sigma_init,
+)
