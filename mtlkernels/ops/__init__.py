@@ -5,13 +5,17 @@ the fake (shape) kernels and autograd formulas of its ops:
 
 - :mod:`.shrinkage`: soft_threshold, elastic_net_prox, group_soft_threshold and the
   fused proximal-gradient steps (in-place variants end in ``_``).
+- :mod:`.nuclear`: svt, nuclear_norm, smoothed_nuclear_norm and its gradient
+  (singular value soft-thresholding and the nuclear norm, batched).
 - :mod:`.irls`: pairwise_sq_dists, irls_weights, robust_consistency, irls_consensus,
   pairwise_mix and the layer-pair helpers of joint IRLS (seed 001).
 """
 
 from .shrinkage import *  # noqa: F401,F403
 from .shrinkage import __all__ as _shrinkage_all
+from .nuclear import *  # noqa: F401,F403
+from .nuclear import __all__ as _nuclear_all
 from .irls import *  # noqa: F401,F403
 from .irls import __all__ as _irls_all
 
-__all__ = [*_shrinkage_all, *_irls_all]
+__all__ = [*_shrinkage_all, *_nuclear_all, *_irls_all]

@@ -13,6 +13,13 @@ from .shrinkage import (  # noqa: F401
     prox_grad_step,
     soft_threshold,
 )
+from .nuclear import (  # noqa: F401
+    huber,
+    nuclear_norm,
+    smoothed_nuclear_norm,
+    smoothed_nuclear_norm_grad,
+    svt,
+)
 from .irls import (  # noqa: F401
     cdist_sq_dists,
     gram_sq_dists,
