@@ -43,6 +43,12 @@ def _lam(op: str, lam: float) -> float:
     return float(lam)
 
 
+def _non_empty(op: str, params: Sequence[Tensor]) -> None:
+    # the dispatcher cannot route an op whose only tensor arguments are empty lists
+    if len(params) == 0:
+        raise ValueError(f"{op}: params is empty; pass a list of at least one tensor")
+
+
 def _constant_importance(op: str, importance: Sequence[Tensor]) -> None:
     if torch.is_grad_enabled() and any(isinstance(f, Tensor) and f.requires_grad for f in importance):
         raise RuntimeError(f"{op}: importance (the GFI) is treated as a constant; pass detached tensors")
@@ -70,6 +76,7 @@ def dwa_penalty(
         negative); importance is a constant.
     """
     params, anchors, importance = list(params), list(anchors), list(importance)
+    _non_empty("dwa_penalty", params)
     _constant_importance("dwa_penalty", importance)
     return _ops.dwa_penalty(params, anchors, importance, _lam("dwa_penalty", lam), bool(check))
 
@@ -97,6 +104,7 @@ def dwa_grad_(
         The list of updated gradient tensors.
     """
     params, anchors, importance = list(params), list(anchors), list(importance)
+    _non_empty("dwa_grad_", params)
     lam = _lam("dwa_grad_", lam)
     if grads is None:
         for p in params:
