@@ -84,6 +84,7 @@ def _amtfl_fake(Z, W, A, bias, grad_Z, grad_W, grad_A, grad_bias):
 def _amtfl_setup(ctx, inputs, output):
     _, dZ, dW, dA, db = output
     ctx.mark_non_differentiable(dZ, dW, dA, db)
+    ctx.set_materialize_grads(False)  # no zero "gradients" for the gradient outputs (an N x k buffer)
     ctx.save_for_backward(dZ, dW, dA, db)
     ctx.computed = tuple(inputs[4:8])
 
@@ -104,6 +105,8 @@ def _saved_used_once(*tensors: Tensor) -> bool:
 
 
 def _amtfl_backward(ctx, g, *_unused):
+    if g is None:  # the loss was not used (grads are not materialised)
+        return None, None, None, None, None, None, None, None
     if torch.is_grad_enabled():
         raise RuntimeError(
             "amtfl_reconstruction_loss: double backward (create_graph=True) is not supported: the fused op "
