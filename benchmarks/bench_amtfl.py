@@ -19,6 +19,7 @@ smaller (k, T).
 from __future__ import annotations
 
 import argparse
+import os
 import itertools
 import sys
 from pathlib import Path
@@ -79,10 +80,14 @@ def fwd_bwd(fn, ts):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); default: torch's")
     ap.add_argument("--quick", action="store_true", help="a few small sizes only")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = default_device(args.device)
+    load0 = os.getloadavg()[0]
     is_cuda = torch.device(device).type == "cuda"
 
     if args.quick:
@@ -112,7 +117,7 @@ def main(argv=None):
         res = {}
         for name, fn in peers:
             run = fwd_bwd(fn, ts)
-            t = time_fn(run, device, warmup=2, reps=reps, max_seconds=15.0)
+            t = time_fn(run, device, warmup=2 if is_cuda or flops < 1e10 else 1, reps=reps, max_seconds=10.0)
             for x in ts:
                 x.grad = None
             mem = cuda_peak_bytes(run, device) if is_cuda else cpu_peak_bytes(run)
@@ -145,13 +150,15 @@ def main(argv=None):
     cols += ["mem ours/eager", "loss rel. err"]
     cmd = "make install && cd python_tests && ../.venv/bin/python ../benchmarks/bench_amtfl.py" + (
         f" --device {device}" if args.device else ""
-    ) + (" --quick" if args.quick else "")
+    ) + (" --quick" if args.quick else "") + (f" --threads {args.threads}" if args.threads else "")
     notes = (
         "forward + backward of ||relu(Z W A + b) - Z||_F^2 (gradients for Z, W, A, b), float32, medians; "
         "peak memory above the inputs, final gradients included"
         + ("; torch.compile with dynamic shapes" if not is_cuda and compiled is not None else "")
         + ("; TF32 off (torch default for float32 matmul)" if is_cuda else "")
     )
+    if not is_cuda:
+        notes += f"; load average {load0:.1f} / {os.getloadavg()[0]:.1f} (start / end) on {os.cpu_count()} cores (a shared machine)"
     write_table("amtfl_reconstruction", device, cols, rows, cmd, notes)
 
 

@@ -21,6 +21,7 @@ Usage (from python_tests/, after `make install`):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -116,9 +117,13 @@ def with_backward(penalty):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); default: torch's")
     ap.add_argument("--quick", action="store_true", help="ResNet-18 only, fewer repetitions")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = default_device(args.device)
+    load0 = os.getloadavg()[0]
     is_cuda = torch.device(device).type == "cuda"
     reps = 50 if is_cuda else (5 if args.quick else 20)
     bw = copy_bandwidth(device)
@@ -200,8 +205,10 @@ def main(argv=None):
     ]
     cmd = "make install && cd python_tests && ../.venv/bin/python ../benchmarks/bench_dwa.py" + (
         f" --device {device}" if args.device else ""
-    ) + (" --quick" if args.quick else "")
+    ) + (" --quick" if args.quick else "") + (f" --threads {args.threads}" if args.threads else "")
     notes = f"float32, lam = {LAM}, medians of up to {reps}; copy bandwidth {bw:.1f} GB/s; ours with check=False (see ops.dwa)"
+    if not is_cuda:
+        notes += f"; load average {load0:.1f} / {os.getloadavg()[0]:.1f} (start / end) on {os.cpu_count()} cores (a shared machine)"
     write_table("dwa_penalty", device, cols, rows, cmd, notes)
 
 
