@@ -243,9 +243,20 @@ def test_autoencoder_task(domains):
     masked = [x.clone() for x in train]
     for x in masked:
         x[:, :, 2:5, 2:5] = 0
-    Shareall(factory, list(zip(masked, train)), config=c).fit()
+    sh = Shareall(factory, list(zip(masked, train)), config=c, names=["a", "b", "c"]).fit()
+    assert sh.evaluate(list(zip(masked, train)))["tasks"] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="auto-encoder outputs shape"):
         JointIRLSTrainer(factory, [(x, x[:, :, :4]) for x in train], lam=0.01, config=c).fit()
+
+
+def test_completion_masks():
+    from mtlkernels.experiments.joint_irls import mask_squares
+
+    X = torch.rand(50, 1, 8, 8) + 0.1
+    M = mask_squares(X, 3, seed=4)
+    zeros = (M == 0).flatten(1).sum(1)
+    assert torch.equal(zeros, torch.full((50,), 9)) and torch.equal(M, mask_squares(X, 3, seed=4))
+    assert torch.equal(M[M != 0], X[M != 0])
 
 
 # ---- seeds and exact resume ------------------------------------------------------------------------------
@@ -349,6 +360,8 @@ def test_bad_input(domains):
     with pytest.raises(ValueError, match="different architectures"):
         sizes = iter([(12,), (13,), (12,)])
         JointIRLSTrainer(lambda: DigitsMLP(hidden=next(sizes)), data, lam=1.0, config=cfg()).fit()
+    with pytest.raises(ValueError, match="2 names for 3 datasets"):
+        Isolated(tiny_mlp, data, names=["a", "b"])
     with pytest.raises(ValueError, match="no 'val' split"):
         Isolated(tiny_mlp, data, config=cfg(epochs=1)).fit(val="val")
 

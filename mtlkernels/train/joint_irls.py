@@ -287,7 +287,7 @@ class _JointBase:
     min_datasets = 1
 
     def __init__(self, model_factory: Callable[[], nn.Module], datasets: Sequence, config: JointIRLSConfig | None = None,
-                 lam: float = 0.0, name: str | None = None):
+                 lam: float = 0.0, name: str | None = None, names: Sequence[str] | None = None):
         self.config = config if config is not None else JointIRLSConfig()
         if not isinstance(self.config, JointIRLSConfig):
             raise TypeError(f"config must be a JointIRLSConfig, got {type(self.config).__name__}")
@@ -303,6 +303,11 @@ class _JointBase:
         if isinstance(datasets, (Tensor,)) or not isinstance(datasets, Sequence) or len(datasets) < self.min_datasets:
             raise ValueError(f"{self.name}: needs a sequence of at least {self.min_datasets} datasets")
         self.data = [_as_data(d, i, self.config.task) for i, d in enumerate(datasets)]
+        if names is not None:
+            if len(names) != len(self.data):
+                raise ValueError(f"{self.name}: {len(names)} names for {len(self.data)} datasets")
+            for d, nm in zip(self.data, names):
+                d.name = str(nm)
         self._check_datasets(datasets)
         self.n = len(self.data)
         self.history_: list[dict] = []
@@ -658,6 +663,8 @@ class JointIRLSTrainer(_JointBase):
             millions of parameters: the scale of the squared distances depends on the
             network, so tune it). Sums run over i < j.
         config: :class:`JointIRLSConfig`.
+        name, names: the trainer's name (logs) and the datasets' names (metrics, Fig. 2);
+            by default ImageSplits' own names, else "dataset<i>".
 
     After ``fit``: ``sigma_`` (sec. 4.2.1, one per layer pair), ``weights_`` (the last
     IRLS weights, (L, n, n)), ``irls_iters_``, ``converged_`` (delta <= tol reached),
@@ -671,8 +678,8 @@ class JointIRLSTrainer(_JointBase):
     robust = True
 
     def __init__(self, model_factory: Callable[[], nn.Module], datasets: Sequence, lam: float = 10.0,
-                 config: JointIRLSConfig | None = None, name: str | None = None):
-        super().__init__(model_factory, datasets, config, lam=lam, name=name)
+                 config: JointIRLSConfig | None = None, name: str | None = None, names: Sequence[str] | None = None):
+        super().__init__(model_factory, datasets, config, lam=lam, name=name, names=names)
 
     def _init_epochs(self) -> int:
         cfg = self.config
