@@ -5,9 +5,13 @@ the fake (shape) kernels and autograd formulas of its ops:
 
 - :mod:`.shrinkage`: soft_threshold, elastic_net_prox, group_soft_threshold and the
   fused proximal-gradient steps (in-place variants end in ``_``).
+- :mod:`.nuclear`: svt, nuclear_norm, smoothed_nuclear_norm and its gradient
+  (singular value soft-thresholding and the nuclear norm, batched).
 """
 
 from .shrinkage import *  # noqa: F401,F403
 from .shrinkage import __all__ as _shrinkage_all
+from .nuclear import *  # noqa: F401,F403
+from .nuclear import __all__ as _nuclear_all
 
-__all__ = [*_shrinkage_all]
+__all__ = [*_shrinkage_all, *_nuclear_all]
