@@ -182,24 +182,38 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
             "rows": rows, "notes": notes, "plots": plots, "raw": raw}
 
 
+def _paired(a, b) -> str:
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return f"{d.mean():+.3f}" + (f" ± {d.std(ddof=1):.3f}" if d.size > 1 else "")
+
+
 def _notes(raw: dict, per_class_list) -> str:
-    lines = []
+    lines = ["Paired test-accuracy differences over seeds (mean ± std):"]
+    beats_cs = []
     for pc in per_class_list:
         res = raw["results"][f"{pc}_per_class"]
-        plain = np.mean(res["plain"]["test"])
-        cs = np.mean(res["C+S, no penalty"]["test"])
-        paper = np.mean(res[f"AS lambda_c={PAPER_LAMBDA_C:g}"]["test"])
-        val = np.mean(res["AS (lambda_c by val)"]["test"])
-        lines.append(f"{pc}/class: plain {plain:.3f}, C+S without penalties {cs:.3f}, AS with the paper's lambda_c "
-                     f"{paper:.3f} ({paper - plain:+.3f} vs plain, {paper - cs:+.3f} vs C+S), AS with lambda_c by "
-                     f"validation {val:.3f} ({val - plain:+.3f} vs plain).")
+        plain, cs = res["plain"]["test"], res["C+S, no penalty"]["test"]
+        paper = res[f"AS lambda_c={PAPER_LAMBDA_C:g}"]["test"]
+        val = res["AS (lambda_c by val)"]["test"]
+        beats_cs.append(np.mean(val) > np.mean(cs) and np.mean(paper) > np.mean(cs))
+        lines.append(f"{pc}/class: AS (paper's lambda_c) - plain {_paired(paper, plain)}, AS (paper's lambda_c) - "
+                     f"C+S {_paired(paper, cs)}, AS (lambda_c by val) - plain {_paired(val, plain)}, C+S - plain "
+                     f"{_paired(cs, plain)}.")
     lines.append(
-        "The paper reports that AS improves CIFAR-100 test error by 1.5-2 points (Table 3). Here any gain of AS over "
-        "the plain layer has to be read against the C+S ablation: the W = C + S parameterisation alone changes the "
-        "optimisation (both parts get the same gradient, so Adam moves W about twice as far per step), and the "
-        "differences between the rows are of the order of the spread over seeds; where AS does not beat C+S, the "
-        "small-scale result does not support the paper's claim that the penalties are what helps. With 10 classes "
-        "and a 64-wide representation, larger lambda_c does make C clearly low-rank (effective rank column), but "
-        "this does not translate into higher accuracy. lambda_s = 5e-4 with a proximal step of lr * lambda_s leaves "
-        "S almost dense (the paper's l1 weight decay has the same small size).")
+        "The paper reports that AS lowers CIFAR-100 test error by 1.5-2 points (Table 3). Any gain of AS over the "
+        "plain layer has to be read against the C+S ablation: the W = C + S parameterisation alone changes the "
+        "optimisation (both parts get the same gradient, so Adam moves W about twice as far per step).")
+    if all(beats_cs):
+        lines.append("AS beats C+S at every training-set size, but by less than the spread over seeds.")
+    else:
+        lines.append("AS does not consistently beat C+S: at this scale the small-scale result does not support the "
+                     "paper's claim that the low-rank + sparse penalties are what improves accuracy; the differences "
+                     "are within the spread over seeds.")
+    lines.append(
+        "A larger lambda_c makes C low-rank (effective rank column), and at lambda_c = 0.1 the penalty drives C to "
+        "(almost) zero, so W is carried by S alone (its effective rank is then that of a near-zero matrix and means "
+        "little); this does not improve accuracy. lambda_s = 5e-4 with a proximal step of lr * lambda_s leaves S "
+        "almost dense (the paper's l1 weight decay has the same small size). The class similarity C^T C of the "
+        "plot shows pairs of visually close digits (see raw['top_similar_pairs']), but with 10 classes there is "
+        "no block structure to compare with the paper's Fig. 3 on 100 classes.")
     return " ".join(lines)

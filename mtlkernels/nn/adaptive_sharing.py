@@ -7,6 +7,19 @@ Also the small piece that makes proximal steps work with any torch optimiser:
 submodule's ``proximal_step(lr)`` after ``optimizer.step()``), for users who write
 their own training loop. :class:`mtlkernels.train.supervised.SupervisedTrainer` calls
 the same hooks itself.
+
+Example (any network whose last layer is replaced)::
+
+    from mtlkernels.nn import AdaptiveSharingLinear, DigitsCNN, WithPenalty
+    from mtlkernels.train import SupervisedTrainer, TrainConfig
+
+    net = DigitsCNN()
+    net.head = AdaptiveSharingLinear(net.hidden, 10, lambda_c=1e-3, lambda_s=5e-4, eps=1e-2)
+    trainer = SupervisedTrainer(WithPenalty(net), TrainConfig(epochs=30)).fit(X, y)
+    net.head.similarity()          # C^T C, the class similarity of the paper's Fig. 3
+
+or in your own loop: ``loss = F.cross_entropy(net(x), y) + total_penalty(net)``, with
+``add_proximal_hook(optimizer, net)`` once before training.
 """
 
 from __future__ import annotations

@@ -4,6 +4,15 @@ matrix, trains with the squared hinge loss of eq. 2 through
 :class:`~mtlkernels.train.supervised.SupervisedTrainer` (proximal steps for the group
 lasso on S and the l1 + Frobenius penalty on L after every optimiser step; checkpoints
 with exact resume), and reports accuracy per attribute, per group and overall.
+
+Example::
+
+    from mtlkernels.train import AttributeConfig, AttributeTrainer
+
+    cfg = AttributeConfig(variant="MG", trunk="per_attribute", epochs=40, mu=0.3)
+    tr = AttributeTrainer(cfg, n_attributes=Y.shape[1], groups=[0, 0, 0, 1, 1, 1, 2, 2, 2])
+    tr.fit(X, Y, X_val, Y_val)            # Y: (N, M) in {0, 1}, -1 for a missing annotation
+    tr.evaluate(X_test, Y_test)           # {"accuracy", "loss", "per_attribute", "per_group"}
 """
 
 from __future__ import annotations
