@@ -8,6 +8,7 @@ test asserts exact zeros.
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -450,3 +451,152 @@ def test_cuda_small_route_rank_deficient_and_per_matrix_tau():
     check(ops.svt(a, tau), ref.svt(a, tau), torch.float64)
     check(ops.svt(a.float(), tau), ref.svt(a.float().double(), tau).float(), torch.float32)
     check(ops.nuclear_norm(a.float()), ref.nuclear_norm(a.float().double()).float(), torch.float32)
+
+
+# ---- the CUDA kernels' logic, emulated on the CPU -------------------------------------------
+# A line-by-line NumPy mirror of csrc/ops/cuda/nuclear_kernel.cu (threads and warps become
+# loops; layouts, orientation, power-of-two scaling, round-robin pairs, rotation formulas,
+# filters and output indexing are the kernels'). It checks the kernels' arithmetic where
+# no GPU is available; keep it in sync with the .cu file.
+
+_DBL_EPS = float(np.finfo(np.float64).eps)
+_SHRINK, _COMPLEMENT, _NUCLEAR, _SMOOTHED = 0, 1, 2, 3
+
+
+def _rr_pair(j, rd, kp):
+    def player(pos):
+        return 0 if pos == 0 else ((pos - 1 + rd) % (kp - 1)) + 1
+
+    a, b = player(j), player(kp - 1 - j)
+    return min(a, b), max(a, b)
+
+
+def _rotation(a, d, b):
+    zeta = (d - a) / (2.0 * b)
+    t = math.copysign(1.0, zeta) / (abs(zeta) + math.sqrt(1.0 + zeta * zeta)) if abs(zeta) < 1e150 else 0.0
+    c = 1.0 / math.sqrt(1.0 + t * t)
+    return c, c * t
+
+
+def _exponent(amax):
+    return math.frexp(amax)[1] if amax > 0 and math.isfinite(amax) else 0
+
+
+def _filter(kind, s, t, scale):
+    if kind == _SHRINK:
+        return 1.0 if t == 0 else (1.0 - t / s if s > t else 0.0)
+    return 0.0 if t == 0 else (t / s if s > t else 1.0) * scale
+
+
+def _emulate_small(x, kind, t, lam=0.0, eps=1.0, scale=1.0):
+    """small_spectral_kernel for one matrix x (m, n)."""
+    m, n = x.shape
+    k, r, wide = min(m, n), max(m, n), m < n
+    kp, matrix = k + (k & 1), kind in (_SHRINK, _COMPLEMENT)
+    flat = x.reshape(-1)
+    A, V = np.zeros(r * k), np.zeros(k * k)
+    for g in range(m * n):
+        row, col = divmod(g, n)
+        i, j = (col, row) if wide else (row, col)
+        A[j * r + i] = float(flat[g])
+    e = _exponent(float(np.nanmax(np.abs(A))))
+    A = np.ldexp(A, -e)
+    V[:: k + 1] = 1.0
+    tol = math.sqrt(r) * _DBL_EPS
+    for _ in range(30):
+        rotated = False
+        for rd in range(kp - 1):
+            for j in range(kp // 2):
+                p, q = _rr_pair(j, rd, kp)
+                if q >= k:
+                    continue
+                ap, aq = A[p * r:(p + 1) * r], A[q * r:(q + 1) * r]
+                al, be, ga = ap @ ap, aq @ aq, ap @ aq
+                if abs(ga) > tol * math.sqrt(al * be):
+                    c, s = _rotation(al, be, ga)
+                    ap[:], aq[:] = c * ap - s * aq, s * ap + c * aq
+                    vp, vq = V[p * k:(p + 1) * k], V[q * k:(q + 1) * k]
+                    vp[:], vq[:] = c * vp - s * vq, s * vp + c * vq
+                    rotated = True
+        if not rotated:
+            break
+    sv = [math.ldexp(math.sqrt(A[j * r:(j + 1) * r] @ A[j * r:(j + 1) * r]), e) for j in range(k)]
+    if not matrix:
+        if kind == _NUCLEAR:
+            return sum(sv)
+        return sum(s * s / (2 * eps) if s <= t else lam * (s - 0.5 * t) for s in sv)
+    f = [_filter(kind, s, t, scale) for s in sv]
+    out = np.zeros(m * n)
+    for g in range(m * n):
+        row, col = divmod(g, n)
+        i, l = (col, row) if wide else (row, col)
+        out[g] = math.ldexp(sum(A[j * r + i] * f[j] * V[j * k + l] for j in range(k)), e)
+    return out.reshape(m, n)
+
+
+def _emulate_eigh(G):
+    """jacobi_eigh_kernel for one symmetric matrix G (k, k): eigenvalues, V (columns)."""
+    k = G.shape[0]
+    kp, ld = k + (k & 1), k | 1
+    flat = G.reshape(-1)
+    e = _exponent(max(abs(float(flat[i * k + i])) for i in range(k)))
+    W, V = np.zeros(k * ld), np.zeros(k * ld)
+    for g in range(k * k):
+        i, j = divmod(g, k)
+        W[i * ld + j] = math.ldexp(0.5 * (float(flat[g]) + float(flat[j * k + i])), -e)
+        V[i * ld + j] = 1.0 if i == j else 0.0
+    for _ in range(30):
+        rotated = False
+        for rd in range(kp - 1):
+            rots = []
+            for j in range(kp // 2):
+                p, q = _rr_pair(j, rd, kp)
+                if q < k:
+                    app, aqq, apq = W[p * ld + p], W[q * ld + q], W[p * ld + q]
+                    if abs(apq) > max(_DBL_EPS * math.sqrt(abs(app * aqq)), _DBL_EPS**2):
+                        rots.append((p, q) + _rotation(app, aqq, apq))
+                        rotated = True
+            for p, q, c, s in rots:  # rows
+                for col in range(k):
+                    u, v = W[p * ld + col], W[q * ld + col]
+                    W[p * ld + col], W[q * ld + col] = c * u - s * v, s * u + c * v
+            for p, q, c, s in rots:  # columns, exact zeros on the pair
+                for row in range(k):
+                    u, v = W[row * ld + p], W[row * ld + q]
+                    W[row * ld + p] = 0.0 if row == q else c * u - s * v
+                    W[row * ld + q] = 0.0 if row == p else s * u + c * v
+                    y, z = V[row * ld + p], V[row * ld + q]
+                    V[row * ld + p], V[row * ld + q] = c * y - s * z, s * y + c * z
+        if not rotated:
+            break
+    w = np.array([math.ldexp(W[j * ld + j], e) for j in range(k)])
+    return w, np.array([[V[i * ld + j] for j in range(k)] for i in range(k)])
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (5, 5), (1, 3), (3, 1), (9, 2), (2, 7)])
+def test_cuda_small_kernel_emulation(shape):
+    for dtype, scale in [(np.float32, 1.0), (np.float32, 1e30), (np.float64, 1e150)]:
+        x = (randn(*shape, seed=40).numpy() * scale).astype(dtype)
+        xd = torch.from_numpy(x.astype(np.float64))
+        tau = 0.9 * median_sv(xd)
+        lam, eps = 0.7 / scale, 0.5 * tau
+        tol = 1e-13
+        assert rel_err(torch.from_numpy(_emulate_small(x, _SHRINK, tau)), ref.svt(xd, tau)) < tol
+        assert rel_err(torch.from_numpy(_emulate_small(x, _SHRINK, 0.0)), xd) < tol
+        got = _emulate_small(x, _COMPLEMENT, eps * lam, scale=1 / eps)
+        assert rel_err(torch.from_numpy(got), ref.smoothed_nuclear_norm_grad(xd, lam, eps)) < tol
+        assert abs(_emulate_small(x, _NUCLEAR, 0.0) / float(ref.nuclear_norm(xd)) - 1) < tol
+        val = _emulate_small(x, _SMOOTHED, eps * lam, lam=lam, eps=eps)
+        assert abs(val / float(ref.smoothed_nuclear_norm(xd, lam, eps)) - 1) < tol
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 8, 13])
+def test_cuda_eigh_kernel_emulation(k):
+    a = randn(k + 4, k, seed=41).numpy()
+    for G in ((a.T @ a).astype(np.float32), a.T @ a * 1e280, np.zeros((k, k))):
+        w, v = _emulate_eigh(G)
+        gd = 0.5 * (G.astype(np.float64) + G.astype(np.float64).T)
+        wmax = max(float(np.abs(w).max()), 1e-300)
+        assert np.abs(gd @ v - v * w).max() / wmax < 1e-13
+        assert np.abs(v.T @ v - np.eye(k)).max() < 1e-13
+        assert np.abs(np.sort(w) - np.linalg.eigvalsh(gd)).max() / wmax < 1e-13

@@ -39,11 +39,12 @@ def huber(s: Tensor, lam: float, eps: float) -> Tensor:
 def smoothed_nuclear_norm(x: Tensor, lam: float, eps: float) -> Tensor:
     """Omega_eps(x) = min_Q 1/(2 eps) ||Q - x||_F^2 + lam ||Q||_* (seed 000 eq. 11), per matrix.
 
-    Written from its definition: Q* = svt(x, eps lam) and the objective evaluated at Q*.
+    The minimiser is Q* = svt(x, eps lam); the objective at Q* is the sum of the Huber
+    function :func:`huber` over the singular values, evaluated here (the objective written
+    out, ||Q* - x||^2 / (2 eps) + lam ||Q*||_*, cancels catastrophically when eps lam << s;
+    the tests check that both forms agree on moderate inputs).
     """
-    q = svt(x, eps * lam)
-    fit = (q - x).pow(2).sum((-2, -1)) / (2 * eps)
-    return fit + lam * nuclear_norm(q)
+    return huber(torch.linalg.svdvals(x), lam, eps).sum(-1)
 
 
 def smoothed_nuclear_norm_grad(x: Tensor, lam: float, eps: float) -> Tensor:
