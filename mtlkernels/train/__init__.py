@@ -1,12 +1,30 @@
-"""Trainers of the deep methods: config dataclasses, checkpoints with exact resume, metrics."""
+"""Trainers: config dataclasses, seeded loops with a NaN guard, checkpoints with exact
+resume, metrics as JSON.
 
-from .joint_irls import (  # noqa: F401
-    DigitsAutoEncoder,
-    DigitsMLP,
-    Isolated,
-    JointIRLSConfig,
-    JointIRLSTrainer,
-    L2Reg,
-    PretrainFinetune,
-    Shareall,
-)
+- :class:`SupervisedTrainer`: one network, a loss, penalties and proximal hooks (the
+  loop under the Adaptive Sharing layer, the attribute CNN, Deep-AMTFL and baselines).
+- :class:`AttributeTrainer` (seed 003): the multi-task attribute CNN and its variants.
+- :class:`JointIRLSTrainer` (seed 001) and the baselines :class:`Isolated`,
+  :class:`L2Reg`, :class:`Shareall`, :class:`PretrainFinetune`.
+"""
+
+from ._base import TrainConfig
+from .attribute import AttributeConfig, AttributeTrainer
+from .joint_irls import (DigitsAutoEncoder, DigitsMLP, Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg,
+                         PretrainFinetune, Shareall)
+from .supervised import SupervisedTrainer
+
+__all__ = [
+    "TrainConfig",
+    "SupervisedTrainer",
+    "AttributeConfig",
+    "AttributeTrainer",
+    "JointIRLSConfig",
+    "JointIRLSTrainer",
+    "Isolated",
+    "L2Reg",
+    "Shareall",
+    "PretrainFinetune",
+    "DigitsAutoEncoder",
+    "DigitsMLP",
+]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.hooks import total_penalty
 from ._base import (Checkpointer, TrainConfig, batches, check_finite, check_images, check_labels, log, make_optimizer,
                     progress, seed_everything)
 
@@ -27,20 +28,6 @@ from ._base import (Checkpointer, TrainConfig, batches, check_finite, check_imag
 def proximal_modules(model: nn.Module):
     """Every submodule with a ``proximal_step(lr)`` hook."""
     return [m for m in model.modules() if callable(getattr(m, "proximal_step", None))]
-
-
-def total_penalty(model: nn.Module) -> Tensor | float:
-    """The sum of the penalties of ``model``: ``model.penalty()`` when it has one,
-    otherwise the sum over its children, recursively (a module that defines ``penalty``
-    includes its own children's, so nothing is counted twice). A plain network whose
-    last layer is, say, an AdaptiveSharingLinear gets that layer's penalty."""
-    pen = getattr(model, "penalty", None)
-    if callable(pen):
-        return pen()
-    total: Tensor | float = 0.0
-    for child in model.children():
-        total = total + total_penalty(child)
-    return total
 
 
 class SupervisedTrainer:
