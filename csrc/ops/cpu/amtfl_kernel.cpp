@@ -11,41 +11,59 @@
 
 #include "ops/amtfl.h"
 
+// The selects of the residual loop (relu, gradient mask) may only be if-converted,
+// hence vectorised, when floating-point operations are known not to trap; PyTorch
+// itself is built with -fno-trapping-math. (NaN semantics are unchanged.)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 namespace mtlkernels {
 namespace {
 
-constexpr int kLanes = 8;  // independent float64 accumulators (vectorisable)
+constexpr int64_t kBlock = 256;  // columns per block: the residuals wait in L1 for the reduction
+constexpr int kLanes = 8;         // independent float64 accumulators (vectorisable, schedule-independent)
 
+// Rows [r0, r1): for each block of columns, one branch-free elementwise loop (it
+// vectorises: restrict pointers, selects), then the float64 reduction of the
+// block's squared residuals in kLanes lanes.
 template <typename T, bool HasBias, bool WantG, bool HasDZ, bool HasDB>
 void residual_rows(T* P, const T* Z, const T* bias, T* dZ, int64_t k, int64_t r0, int64_t r1, double* loss,
                    double* db) {
   double lane[kLanes] = {0};
+  alignas(64) T buf[kBlock];
   for (int64_t r = r0; r < r1; ++r) {
-    T* p = P + r * k;
-    const T* z = Z + r * k;
-    T* dz = HasDZ ? dZ + r * k : nullptr;
-    auto one = [&](int64_t c, double& acc) {
-      T v = p[c];
-      if constexpr (HasBias) v += bias[c];
-      const T y = v < T(0) ? T(0) : v;  // relu; NaN propagates
-      const T res = y - z[c];
-      acc += static_cast<double>(res) * res;
-      if constexpr (WantG) {
-        const T g = y <= T(0) ? T(0) : T(2) * res;  // relu'(v) = 1[relu(v) > 0], NaN passes
-        p[c] = g;
-        if constexpr (HasDB) db[c] += g;
+    for (int64_t c0 = 0; c0 < k; c0 += kBlock) {
+      const int64_t n = std::min(kBlock, k - c0);
+      T* __restrict__ p = P + r * k + c0;
+      const T* __restrict__ z = Z + r * k + c0;
+      T* __restrict__ dz = HasDZ ? dZ + r * k + c0 : nullptr;
+      const T* __restrict__ bb = HasBias ? bias + c0 : nullptr;
+      double* __restrict__ dbb = HasDB ? db + c0 : nullptr;
+      T* __restrict__ out = buf;
+      for (int64_t j = 0; j < n; ++j) {
+        T v = p[j];
+        if constexpr (HasBias) v += bb[j];
+        const T y = v < T(0) ? T(0) : v;  // relu; NaN propagates
+        const T res = y - z[j];
+        out[j] = res;
+        if constexpr (WantG) {
+          const T g = y <= T(0) ? T(0) : T(2) * res;  // relu'(v) = 1[relu(v) > 0], NaN passes
+          p[j] = g;
+          if constexpr (HasDB) dbb[j] += g;
+        }
+        if constexpr (HasDZ) dz[j] = T(-2) * res;
       }
-      if constexpr (HasDZ) dz[c] = T(-2) * res;
-    };
-    int64_t c = 0;
-    for (; c + kLanes <= k; c += kLanes) {
-      for (int j = 0; j < kLanes; ++j) one(c + j, lane[j]);
+      int64_t j = 0;
+      for (; j + kLanes <= n; j += kLanes) {
+        for (int l = 0; l < kLanes; ++l) lane[l] += static_cast<double>(buf[j + l]) * static_cast<double>(buf[j + l]);
+      }
+      for (; j < n; ++j) lane[j % kLanes] += static_cast<double>(buf[j]) * static_cast<double>(buf[j]);
     }
-    for (; c < k; ++c) one(c, lane[c % kLanes]);
   }
-  double s = 0;
-  for (int j = 0; j < kLanes; ++j) s += lane[j];
-  *loss += s;
+  double ss = 0;
+  for (int l = 0; l < kLanes; ++l) ss += lane[l];
+  *loss += ss;
 }
 
 template <typename T, bool HasBias, bool WantG, bool HasDZ, bool HasDB>
