@@ -14,6 +14,7 @@ from mtlkernels import reference as ref
 from mtlkernels.datasets import digits_images
 from mtlkernels.nn import MTCNN, DeepAMTFL, DeepAMTL, OneVsAllCNN, one_vs_all_losses
 from mtlkernels.nn.cnn import DigitsCNN
+from mtlkernels.testing import devices
 from mtlkernels.train import DeepAMTFLConfig, DeepAMTFLTrainer
 from mtlkernels.train.amtfl import build_model, per_class_accuracy
 
@@ -315,6 +316,17 @@ def test_checkpoint_exact_resume(method, small_digits, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [h["train_loss"] for h in full.history_] == [h["train_loss"] for h in resumed.history_]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("method", ["deep_amtl", "deep_amtfl"])
+def test_fit_on_device(device, method, small_digits):
+    X, y, Xv, yv = small_digits
+    tr = DeepAMTFLTrainer(small_config(method, epochs=2, device=device)).fit(X, y, Xv, yv)
+    assert all(p.device.type == device for p in tr.model.parameters())
+    assert tr.model.task_loss_avg.device.type == device and int(tr.model.loss_steps) == 2 * 9
+    ev = tr.evaluate(Xv, yv)
+    assert math.isfinite(ev["mean_per_class_accuracy"]) and len(ev["transfer_matrix"]) == 10
 
 
 def test_same_seed_same_weights_other_seed_differs(small_digits):
