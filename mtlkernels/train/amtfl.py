@@ -15,7 +15,8 @@ Example::
     from mtlkernels.train.amtfl import DeepAMTFLConfig, DeepAMTFLTrainer
 
     d = digits_images(seed=0, imbalanced=True)
-    cfg = DeepAMTFLConfig(method="deep_amtfl", epochs=60, alpha=0.1, gamma=1e-2, mu=1e-3, lam=1e-3)
+    cfg = DeepAMTFLConfig(method="deep_amtfl", epochs=60, optimizer="sgd", lr=0.05, batch_size=32,
+                          alpha=0.1, gamma=1e-3, mu=1e-3, lam=1e-3, delta=0.1, warmup_epochs=10)
     tr = DeepAMTFLTrainer(cfg).fit(d.X_train, d.y_train, d.X_val, d.y_val)
     print(tr.evaluate(d.X_test, d.y_test)["per_class_accuracy"])
 """
@@ -60,6 +61,11 @@ class DeepAMTFLConfig(TrainConfig):
 
     ``weight_decay`` (the optimiser's, on every parameter) must stay 0: lam and mu are
     the method's regularisers.
+
+    Optimiser: use ``optimizer="sgd"`` for the multi-task models. The l1 terms are
+    proximal steps with thresholds lr * mu and lr * alpha * L_t in parameter units,
+    which match an SGD step (proximal SGD) but not Adam's normalised steps, next to
+    which they are orders of magnitude too weak (alpha and mu then barely act).
     """
 
     method: str = "deep_amtfl"
