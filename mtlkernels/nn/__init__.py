@@ -2,12 +2,15 @@
 
 - :class:`AdaptiveSharingLinear` (seed 000 sec. 3.2): last layer with W = C + S.
 - :class:`AttributeCNN`, :class:`LatentTaskHead` (seed 003): multi-task attribute CNN, W = L S.
+- :class:`DeepAMTFL` (seed 004 eq. 7) and its baselines :class:`OneVsAllCNN` (CNN),
+  :class:`MTCNN` (MT-CNN), :class:`DeepAMTL`.
 """
 
 from .adaptive_sharing import AdaptiveSharingLinear
 from .hooks import WithPenalty, add_proximal_hook, apply_proximal_steps, total_penalty
 from .attribute import (AttributeCNN, LatentTaskHead, PerAttributeConvTrunks, SingleTaskHead, attribute_accuracy,
                         squared_hinge_loss)
+from .amtfl import MTCNN, DeepAMTFL, DeepAMTL, OneVsAllCNN, one_vs_all_losses
 from .cnn import DigitsCNN
 
 __all__ = [
@@ -23,4 +26,9 @@ __all__ = [
     "SingleTaskHead",
     "squared_hinge_loss",
     "attribute_accuracy",
+    "DeepAMTFL",
+    "DeepAMTL",
+    "MTCNN",
+    "OneVsAllCNN",
+    "one_vs_all_losses",
 ]

@@ -6,9 +6,11 @@ resume, metrics as JSON.
 - :class:`AttributeTrainer` (seed 003): the multi-task attribute CNN and its variants.
 - :class:`JointIRLSTrainer` (seed 001) and the baselines :class:`Isolated`,
   :class:`L2Reg`, :class:`Shareall`, :class:`PretrainFinetune`.
+- :class:`DeepAMTFLTrainer` (seed 004 eq. 7) for Deep-AMTFL and its baselines.
 """
 
 from ._base import TrainConfig
+from .amtfl import DeepAMTFLConfig, DeepAMTFLTrainer
 from .attribute import AttributeConfig, AttributeTrainer
 from .joint_irls import (DigitsAutoEncoder, DigitsMLP, Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg,
                          PretrainFinetune, Shareall)
@@ -27,4 +29,6 @@ __all__ = [
     "PretrainFinetune",
     "DigitsAutoEncoder",
     "DigitsMLP",
+    "DeepAMTFLConfig",
+    "DeepAMTFLTrainer",
 ]
