@@ -26,7 +26,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default=None)
     p.add_argument("--quick", action="store_true", help="one small size (a smoke run)")
+    p.add_argument("--threads", type=int, default=None, help="torch/OpenMP threads on the CPU")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = default_device(args.device)
     cuda = device.startswith("cuda")
     if args.quick:
@@ -88,7 +91,8 @@ def main() -> None:
         ["op", "elements", "ours ms", "ours GB/s", "% of copy", "eager ms", "compile ms", "softshrink ms",
          "eager/ours", "compile/ours", "softshrink/ours"],
         rows,
-        command=f"python benchmarks/bench_shrinkage.py --device {device}" + (" --quick" if args.quick else ""),
+        command=f"python benchmarks/bench_shrinkage.py --device {device}" + (" --quick" if args.quick else "")
+        + (f" --threads {args.threads}" if args.threads else ""),
         notes=f"float32, medians; copy bandwidth measured {copy_gbs:.1f} GB/s (read + write); "
         "GB/s counts each input read once and the output written once",
     )
