@@ -5,9 +5,15 @@ the fake (shape) kernels and autograd formulas of its ops:
 
 - :mod:`.shrinkage`: soft_threshold, elastic_net_prox, group_soft_threshold and the
   fused proximal-gradient steps (in-place variants end in ``_``).
+- :mod:`.amtfl`: amtfl_reconstruction_loss (seed 004, eqs. 6-7), fused forward+backward.
+- :mod:`.dwa`: dwa_penalty and the in-place dwa_grad_ (seed 002, eq. 11), multi-tensor.
 """
 
 from .shrinkage import *  # noqa: F401,F403
 from .shrinkage import __all__ as _shrinkage_all
+from .amtfl import *  # noqa: F401,F403
+from .amtfl import __all__ as _amtfl_all
+from .dwa import *  # noqa: F401,F403
+from .dwa import __all__ as _dwa_all
 
-__all__ = [*_shrinkage_all]
+__all__ = [*_shrinkage_all, *_amtfl_all, *_dwa_all]

@@ -4,6 +4,8 @@ They define what each op computes, and are the oracle of the tests and the eager
 peer of the benchmarks. Models and trainers never call them: they call the ops.
 """
 
+from .amtfl import amtfl_reconstruction_loss  # noqa: F401
+from .dwa import dwa_grad, dwa_penalty  # noqa: F401
 from .shrinkage import (  # noqa: F401
     elastic_net_prox,
     group_prox_grad_step,

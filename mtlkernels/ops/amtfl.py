@@ -1,0 +1,106 @@
+"""AMTFL op: the fused feature-reconstruction loss of (Deep-)AMTFL.
+
+Seed 004 (Lee, Yang and Hwang, "Deep Asymmetric Multi-task Feature Learning"),
+eq. 6 (shallow AMTFL) and eq. 7 (Deep-AMTFL): the autoencoding term
+``gamma * ||Z - sigma(Z S A)||_F^2`` (eq. 6), written ``gamma * ||sigma(Z W^(L) A) - Z||_F^2``
+in eq. 7, with sigma the ReLU.
+
+Which product is reconstructed. Eq. 6 writes sigma(Z S A) and eq. 7 sigma(Z W^(L) A):
+in both, the matrix between Z and A is the task-weight matrix of the last layer (S in
+the shallow model, k x T; W^(L) in the deep one), so the argument of sigma is the matrix
+of task outputs ``Z W`` (N x T, before any output nonlinearity) mapped back to the k
+features by the feedback weights A (T x k). The text under eq. 6 says so ("reconstruct
+features Z with model outputs ZS with the nonlinear transformation sigma(.; A)"), as does
+the official Deep-AMTFL model, whose feedback connections run from the task outputs to
+the penultimate features. It is not a reconstruction of the parameters (L S or W): Z W A
+has Z's shape (N x k). Fig. 2(d) adds a bias inside the ReLU ("ReLU transformation with
+a bias term"); it is the optional ``bias`` (one value per feature). The weight gamma is
+left to the caller: the op returns the plain squared Frobenius norm.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["amtfl_reconstruction_loss"]
+
+_ops = torch.ops.mtlkernels
+
+
+def amtfl_reconstruction_loss(Z: Tensor, W: Tensor, A: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``||relu(Z W A + bias) - Z||_F^2``, the reconstruction term of seed 004, eqs. 6-7.
+
+    Args:
+        Z: (N, k) features (the penultimate-layer representation; non-negative in AMTFL).
+        W: (k, T) task weights; ``Z W`` are the task outputs.
+        A: (T, k) feedback weights from the task outputs to the features.
+        bias: optional (k,) bias inside the ReLU (seed 004, Fig. 2(d)).
+    Returns:
+        A 0-dim tensor (dtype of Z). Float32 or float64, CPU or CUDA; the squared norm
+        is accumulated in float64.
+
+    Differentiable with respect to Z, W, A and bias. Forward and backward are fused:
+    when any input requires grad (and grad mode is on), the gradients are computed in
+    the forward sweep over row chunks of Z, and the backward only scales them by the
+    upstream gradient. No N x T or N x k intermediate is kept whole (only dZ, N x k),
+    so the peak memory is a fraction of eager autograd's. Gradients are first-order
+    only: a double backward through this loss is refused.
+    """
+    need = torch.is_grad_enabled()
+    flags = [bool(need and t is not None and t.requires_grad) for t in (Z, W, A, bias)]
+    return _ops.amtfl_reconstruction(Z, W, A, bias, *flags)[0]
+
+
+# ---- fake kernel (shape inference for torch.compile / FakeTensor) -------------
+
+
+@torch.library.register_fake("mtlkernels::amtfl_reconstruction")
+def _amtfl_fake(Z, W, A, bias, grad_Z, grad_W, grad_A, grad_bias):
+    torch._check(Z.dim() == 2 and W.dim() == 2 and A.dim() == 2, lambda: "amtfl_reconstruction: Z, W, A must be matrices")
+    N, k = Z.shape
+    T = W.shape[1]
+    torch._check(W.shape[0] == k and A.shape[0] == T and A.shape[1] == k,
+                 lambda: "amtfl_reconstruction: shapes must be Z (N, k), W (k, T), A (T, k)")
+    empty = Z.new_empty((0,))
+    return (
+        Z.new_empty(()),
+        Z.new_empty((N, k)) if grad_Z else empty,
+        Z.new_empty((k, T)) if grad_W else Z.new_empty((0,)),
+        Z.new_empty((T, k)) if grad_A else Z.new_empty((0,)),
+        Z.new_empty((k,)) if grad_bias else Z.new_empty((0,)),
+    )
+
+
+# ---- autograd: the gradients were computed by the forward op -------------------
+
+
+def _amtfl_setup(ctx, inputs, output):
+    _, dZ, dW, dA, db = output
+    ctx.mark_non_differentiable(dZ, dW, dA, db)
+    ctx.save_for_backward(dZ, dW, dA, db)
+    ctx.computed = tuple(inputs[4:8])
+
+
+def _amtfl_backward(ctx, g, *_unused):
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "amtfl_reconstruction_loss: double backward (create_graph=True) is not supported: the fused op "
+            "returns first-order gradients only; use mtlkernels.reference.amtfl_reconstruction_loss for that"
+        )
+    dZ, dW, dA, db = ctx.saved_tensors
+    grads = []
+    for i, (name, d) in enumerate(zip(("Z", "W", "A", "bias"), (dZ, dW, dA, db))):
+        if not ctx.needs_input_grad[i]:
+            grads.append(None)
+            continue
+        if not ctx.computed[i]:
+            raise RuntimeError(
+                f"amtfl_reconstruction: the gradient for {name} was not computed in the forward "
+                f"(grad_{name}=False); call amtfl_reconstruction_loss, which sets the flags"
+            )
+        grads.append(g * d)
+    return (*grads, None, None, None, None)
+
+
+torch.library.register_autograd("mtlkernels::amtfl_reconstruction", _amtfl_backward, setup_context=_amtfl_setup)

@@ -1,0 +1,221 @@
+"""Tests of the AMTFL reconstruction op (seed 004, eqs. 6-7) against its pure-torch reference."""
+
+import pytest
+import torch
+
+from mtlkernels import ops
+from mtlkernels import reference as ref
+from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def make(N, k, T, *, seed, dtype=torch.float64, device="cpu", bias=True, grad=(True, True, True, True)):
+    """Z (N, k) non-negative features (as in AMTFL), W (k, T), A (T, k), bias (k,)."""
+    Z = randn(N, k, seed=seed, dtype=dtype, device=device).abs()
+    W = randn(k, T, seed=seed + 1, dtype=dtype, device=device) / max(k, 1) ** 0.5
+    A = randn(T, k, seed=seed + 2, dtype=dtype, device=device) / max(T, 1) ** 0.5
+    b = randn(k, seed=seed + 3, dtype=dtype, device=device) * 0.1 if bias else None
+    ts = [Z, W, A, b]
+    for t, g in zip(ts, grad):
+        if t is not None and g:
+            t.requires_grad_()
+    return ts
+
+
+def grads_of(loss_fn, ts):
+    """Loss and the gradients of the inputs that require grad (None elsewhere)."""
+    for t in ts:
+        if t is not None:
+            t.grad = None
+    loss = loss_fn(*ts)
+    if loss.requires_grad:
+        loss.backward()
+    return loss.detach(), [None if t is None or t.grad is None else t.grad.clone() for t in ts]
+
+
+def check_against_reference(ts, dtype, *, scale_tol=1.0):
+    loss, grads = grads_of(ops.amtfl_reconstruction_loss, ts)
+    # reference in float64 on copies of the same values
+    ts64 = [None if t is None else t.detach().double().requires_grad_(t.requires_grad) for t in ts]
+    loss_ref, grads_ref = grads_of(ref.amtfl_reconstruction_loss, ts64)
+    tol = TOL[dtype] * scale_tol
+    assert loss.dtype == dtype and loss.shape == ()
+    assert rel_err(loss, loss_ref) < tol
+    for g, gr in zip(grads, grads_ref):
+        assert (g is None) == (gr is None)
+        if g is not None:
+            assert g.dtype == dtype
+            assert rel_err(g, gr) < tol
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,k,T", [(1, 1, 1), (37, 13, 5), (300, 64, 10), (129, 33, 100), (1, 7, 3)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_reference(device, dtype, N, k, T, bias):
+    ts = make(N, k, T, seed=N + k + T, dtype=dtype, device=device, bias=bias)
+    check_against_reference(ts, dtype)
+
+
+@pytest.mark.parametrize("budget", ["1", "4000"])
+def test_chunk_boundaries(monkeypatch, budget):
+    """Many row chunks (64 rows each with budget 1; uneven last chunk) give the same result."""
+    monkeypatch.setenv("MTLKERNELS_AMTFL_CPU_CHUNK", budget)
+    ts = make(1000, 19, 7, seed=5)
+    check_against_reference(ts, torch.float64)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize(
+    "grad", [(True, False, False, False), (False, True, True, False), (False, False, False, True), (True, True, True, False)]
+)
+def test_subsets_of_gradients(device, grad):
+    """Only the requested gradients are computed; the others stay None."""
+    ts = make(50, 12, 4, seed=11, device=device, grad=grad)
+    check_against_reference(ts, torch.float64)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_no_grad_gives_loss_only(device):
+    Z, W, A, b = make(40, 6, 3, seed=3, device=device)
+    with torch.no_grad():
+        loss = ops.amtfl_reconstruction_loss(Z, W, A, b)
+    assert not loss.requires_grad
+    assert rel_err(loss, ref.amtfl_reconstruction_loss(Z, W, A, b)) < 1e-12
+
+
+@pytest.mark.parametrize("device", devices())
+def test_empty_and_degenerate_shapes(device):
+    # N = 0: zero loss, empty gradient for Z, zero gradients for W, A, bias
+    Z, W, A, b = make(0, 5, 3, seed=1, device=device)
+    loss, (gZ, gW, gA, gb) = grads_of(ops.amtfl_reconstruction_loss, [Z, W, A, b])
+    assert float(loss) == 0 and gZ.shape == (0, 5)
+    assert float(gW.abs().sum() + gA.abs().sum() + gb.abs().sum()) == 0
+    # T = 0 (no task outputs): the reconstruction is relu(bias)
+    ts = make(9, 4, 0, seed=2, device=device)
+    check_against_reference(ts, torch.float64)
+    # k = 0: no features, zero loss
+    Z, W, A, b = make(6, 0, 3, seed=3, device=device)
+    loss, grads = grads_of(ops.amtfl_reconstruction_loss, [Z, W, A, b])
+    assert float(loss) == 0 and grads[0].shape == (6, 0) and grads[1].shape == (0, 3)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_non_contiguous_inputs(device):
+    ts = make(31, 9, 5, seed=4, device=device)
+    nc = [non_contiguous(t.detach()).requires_grad_() for t in ts[:3]] + [ts[3]]
+    assert not any(t.is_contiguous() for t in nc[:3])
+    check_against_reference(nc, torch.float64)
+    # a transposed W and A (column-major) as well
+    W = ts[1].detach().t().contiguous().t().requires_grad_()
+    check_against_reference([ts[0], W, ts[2], ts[3]], torch.float64)
+
+
+def test_reconstruction_is_from_task_outputs():
+    """The documented reading of eqs. 6-7: sigma(Z W A) reconstructs Z from the task outputs Z W.
+
+    With as many tasks as features, W = I (the outputs are the features themselves) and
+    A = I, a non-negative Z is reconstructed exactly: zero loss and zero gradients.
+    """
+    k = 6
+    Z = randn(20, k, seed=9).abs().requires_grad_()
+    W = torch.eye(k, dtype=torch.float64, requires_grad=True)
+    A = torch.eye(k, dtype=torch.float64, requires_grad=True)
+    loss = ops.amtfl_reconstruction_loss(Z, W, A)
+    loss.backward()
+    assert float(loss.detach()) == 0
+    assert float(Z.grad.abs().max()) == 0 and float(A.grad.abs().max()) == 0
+    # a negative bias pushes part of the reconstruction through the ReLU's flat side
+    b = torch.full((k,), -1.0, dtype=torch.float64)
+    expected = (torch.relu(Z.detach() - 1) - Z.detach()).pow(2).sum()
+    assert rel_err(ops.amtfl_reconstruction_loss(Z.detach(), W.detach(), A.detach(), b), expected) < 1e-14
+
+
+def test_relu_mask_and_nan():
+    # where Z W A + b <= 0 only the -2R term reaches Z and nothing reaches W, A, b
+    Z = torch.tensor([[1.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    W = torch.tensor([[1.0], [0.0]], dtype=torch.float64, requires_grad=True)
+    A = torch.tensor([[-1.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    loss, grads = grads_of(ops.amtfl_reconstruction_loss, [Z, W, A, b])
+    loss_r, grads_r = grads_of(ref.amtfl_reconstruction_loss, [Z, W, A, b])
+    assert float(loss) == float(loss_r)
+    for g, gr in zip(grads, grads_r):
+        assert torch.equal(g, gr)
+    # NaN in the features propagates to the loss
+    Zn = Z.detach().clone()
+    Zn[0, 1] = float("nan")
+    assert torch.isnan(ops.amtfl_reconstruction_loss(Zn, W.detach(), A.detach()))
+
+
+def test_gradcheck():
+    ts = make(7, 5, 3, seed=21)
+    assert torch.autograd.gradcheck(ops.amtfl_reconstruction_loss, tuple(ts))
+    assert torch.autograd.gradcheck(lambda Z, W, A: ops.amtfl_reconstruction_loss(Z, W, A), tuple(ts[:3]))
+
+
+def test_double_backward_is_refused():
+    Z, W, A, b = make(5, 3, 2, seed=2)
+    loss = ops.amtfl_reconstruction_loss(Z, W, A, b)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, Z, create_graph=True)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(device):
+    op = torch.ops.mtlkernels.amtfl_reconstruction.default
+    for bias in (True, False):
+        Z, W, A, b = make(23, 6, 4, seed=8, device=device, bias=bias)
+        flags = [t is not None for t in (Z, W, A, b)]
+        torch.library.opcheck(op, (Z, W, A, b, *flags))
+        torch.library.opcheck(op, (Z.detach(), W.detach(), A.detach(), None if b is None else b.detach(), False, False, False, False))
+        # some gradients only
+        torch.library.opcheck(op, (Z.detach(), W, A, None if b is None else b.detach(), False, True, True, False))
+
+
+def test_compile_fullgraph():
+    ts = make(33, 8, 5, seed=13)
+    compiled = torch.compile(ops.amtfl_reconstruction_loss, fullgraph=True)
+    loss, grads = grads_of(compiled, ts)
+    loss_e, grads_e = grads_of(ops.amtfl_reconstruction_loss, ts)
+    assert rel_err(loss, loss_e) < 1e-14
+    for g, ge in zip(grads, grads_e):
+        assert rel_err(g, ge) < 1e-14
+
+
+@pytest.mark.parametrize(
+    "shapes,match",
+    [
+        (((5,), (5, 3), (3, 5), None), "Z must be a matrix"),
+        (((4, 5), (4, 3), (3, 5), None), r"W must have shape \(k, T\)"),
+        (((4, 5), (5, 3), (5, 3), None), r"A must have shape \(T, k\)"),
+        (((4, 5), (5, 3), (3, 5), (4,)), r"bias must have shape \(k,\)"),
+    ],
+)
+def test_bad_shapes(shapes, match):
+    ts = [None if s is None else torch.rand(*s, dtype=torch.float64) for s in shapes]
+    with pytest.raises(RuntimeError, match=match):
+        ops.amtfl_reconstruction_loss(*ts)
+
+
+def test_bad_dtypes_and_flags():
+    Z, W, A = torch.rand(4, 5), torch.rand(5, 3), torch.rand(3, 5)
+    with pytest.raises(RuntimeError, match="W is Double but Z is Float|Z is Float but W is Double"):
+        ops.amtfl_reconstruction_loss(Z, W.double(), A)
+    with pytest.raises(RuntimeError, match="must be float32 or float64"):
+        ops.amtfl_reconstruction_loss(Z.int(), W.int(), A.int())
+    with pytest.raises(RuntimeError, match="grad_bias requested without a bias"):
+        torch.ops.mtlkernels.amtfl_reconstruction(Z, W, A, None, False, False, False, True)
+    # calling the raw op without the flag of an input that requires grad
+    Wg = W.clone().requires_grad_()
+    loss = torch.ops.mtlkernels.amtfl_reconstruction(Z, Wg, A, None, False, False, False, False)[0]
+    with pytest.raises(RuntimeError, match="gradient for W was not computed"):
+        loss.backward()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+def test_device_mismatch():
+    Z, W, A = torch.rand(4, 5), torch.rand(5, 3), torch.rand(3, 5)
+    with pytest.raises(RuntimeError, match="is on"):
+        ops.amtfl_reconstruction_loss(Z, W.cuda(), A)
