@@ -162,7 +162,11 @@ class CETLTrainer:
         self.config.validate()
         self.source = source
         self.target = target
-        self.decoder = decoder if decoder is not None else CETLDecoder.mirror(target, self.config.coupling_)
+        if decoder is None:
+            with torch.random.fork_rng(devices=[]):  # T1's initialisation follows config.seed
+                torch.manual_seed(self.config.seed + 104729)
+                decoder = CETLDecoder.mirror(target, self.config.coupling_)
+        self.decoder = decoder
         self.name = name
         self.history_: list[dict] = []
         self.gfi_stats_: list[dict] = []
@@ -264,13 +268,14 @@ class CETLTrainer:
 
     # ---- input checks ----------------------------------------------------------------------------
 
-    def _check_inputs(self, X, y, X_unlabeled, X_val, y_val):
+    def _check_inputs(self, X, y, X_unlabeled, X_val, y_val, device):
         cfg = self.config
         check_images(X, f"{self.name}: X")
         if y is None or len(X) != len(y):
             raise ValueError(f"{self.name}: X has {len(X)} samples but y has {None if y is None else len(y)}")
+        probe = X[:2].to(device)
         with torch.no_grad():
-            out = self.target.to("cpu")(X[:2].cpu())
+            out = self.target(probe)
         n_classes = out.shape[1]
         check_labels(y, n_classes, f"{self.name}: y")
         if X_unlabeled is not None:
@@ -289,9 +294,8 @@ class CETLTrainer:
                 raise ValueError(f"{self.name}: X_val has sample shape {tuple(X_val.shape[1:])}, X has {tuple(X.shape[1:])}")
             check_labels(y_val, n_classes, f"{self.name}: y_val")
         with torch.no_grad():
-            self.source.to("cpu").eval()
-            cs = self._code(self.source, X[:2].cpu())
-            ct = self._code(self.target, X[:2].cpu())
+            cs = self._code(self.source, probe)
+            ct = self._code(self.target, probe)
         if cs.shape[1:] != ct.shape[1:]:
             raise ValueError(f"{self.name}: the coupling codes of S {tuple(cs.shape[1:])} and T2 {tuple(ct.shape[1:])} "
                              f"differ (coupling={cfg.coupling_!r}); T1 decodes both, so they must have one width")
@@ -309,7 +313,6 @@ class CETLTrainer:
         *source* data for ``variant="domain_adaptation"``); ``X_unlabeled``: more target
         inputs for the reconstructions (required for domain adaptation)."""
         cfg = self.config
-        self._check_inputs(X, y, X_unlabeled, X_val, y_val)
         device = torch.device(cfg.device)
         seed_everything(cfg.seed)
         for p in self.source.parameters():
@@ -317,6 +320,7 @@ class CETLTrainer:
         self.source.to(device).eval()
         self.decoder.to(device).train()
         self.target.to(device).train()
+        self._check_inputs(X, y, X_unlabeled, X_val, y_val, device)
         X, y = X.to(device), y.to(device)
         if cfg.variant == "domain_adaptation":
             Xr = X_unlabeled.to(device)
@@ -552,10 +556,12 @@ def train_source(model: nn.Module, X: Tensor, y: Tensor, config: TrainConfig, X_
 
 
 def _n_outputs(model: nn.Module, X: Tensor) -> int:
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
     with torch.no_grad():
         was = model.training
         model.eval()
-        n = model.to("cpu")(X[:1].cpu()).shape[1]
+        n = model(X[:1].to(device)).shape[1]
         model.train(was)
     return int(n)
 
@@ -628,10 +634,11 @@ class SoftTargetTrainer(SupervisedTrainer):
     def fit(self, X, y, X_val=None, y_val=None):
         n = _n_outputs(self.model, X)
         check_labels(y, n, f"{self.name}: y")
+        p = next(self.teacher.parameters())
         with torch.no_grad():
-            self.teacher.to("cpu").eval()
-            t = torch.cat([self.teacher(X[i:i + 1024].cpu()) for i in range(0, len(X), 1024)])
+            self.teacher.eval()
+            t = torch.cat([self.teacher(X[i:i + 1024].to(p.device)).cpu() for i in range(0, len(X), 1024)])
         if t.shape[1] != n:
             raise ValueError(f"{self.name}: the teacher has {t.shape[1]} outputs, the student {n}")
-        target = torch.cat([y.to(t.dtype)[:, None], t], 1)
+        target = torch.cat([y.cpu().to(t.dtype)[:, None], t], 1)
         return super().fit(X, target, X_val, y_val)
