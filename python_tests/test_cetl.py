@@ -355,3 +355,11 @@ def test_baselines(data, source):
         TargetOnlyTrainer(small_cnn(), TrainConfig(epochs=1)).fit(X, y + 1)
     kd = SoftTargetTrainer(small_cnn(width=2, hidden=8), source, TrainConfig(epochs=2, batch_size=16)).fit(X, y)
     assert 0 <= kd.score(Xte, yte) <= 1
+
+
+def test_fused_dwa_gradient_gives_the_same_training(data, source):
+    a = CETLTrainer(source, small_cnn(seed=3), cfg()).fit(data["X"], data["y"])
+    b = CETLTrainer(source, small_cnn(seed=3), cfg(dwa_fused=True)).fit(data["X"], data["y"])
+    assert b.history_[-1]["dwa3"] > 0
+    for p, q in zip(params_of(a.target, a.decoder), params_of(b.target, b.decoder)):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)

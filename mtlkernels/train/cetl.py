@@ -83,6 +83,9 @@ class CETLConfig(TrainConfig):
 
     - ``lambdas``: (l1, l2, l3) of eq. 6, weights of L_r^s, L_c^t and L_r^t.
     - ``dwa_lambda``: lambda of eq. 11 (one value for DWA1, DWA2 and DWA3).
+    - ``dwa_fused``: add the DWA gradient in place with ``ops.dwa_grad_`` after the task
+      loss's backward (one fused sweep, no autograd graph) instead of back-propagating
+      ``ops.dwa_penalty``; same update, the logged DWA value is computed without grad.
     - ``u``, ``p``: the GFI threshold and probability of eq. 10 (paper: 0.5 and 0.9).
     - ``importance``: "gfi" (CETL), "fisher" (CETL_fi), "none" (CETL_e), Table 2.
     - ``rf_estimator``: "gaussian_copula" or "histogram" (see :mod:`mtlkernels.nn.cetl`).
@@ -100,6 +103,7 @@ class CETLConfig(TrainConfig):
     importance: str = "gfi"
     lambdas: tuple = (1.0, 1.0, 1.0)
     dwa_lambda: float = 1.0
+    dwa_fused: bool = False
     u: float = 0.5
     p: float = 0.9
     rf_estimator: str = "gaussian_copula"
@@ -266,6 +270,25 @@ class CETLTrainer:
             return 0.0
         return ops.dwa_penalty(list(net.parameters()), anchors, importance, self.config.dwa_lambda, check=False)
 
+    def _step(self, opt, loss: Tensor, net: nn.Module, gfi, where: str):
+        """One optimiser step on ``loss + DWA(net)`` (eq. 11); returns the DWA value."""
+        cfg = self.config
+        importance, anchors = gfi
+        fused = cfg.dwa_fused and bool(importance) and cfg.dwa_lambda > 0
+        if fused:
+            with torch.no_grad():
+                dwa = self._dwa(net, importance, anchors)
+        else:
+            dwa = self._dwa(net, importance, anchors)
+        total = loss + dwa
+        check_finite(total, where)
+        opt.zero_grad(set_to_none=True)
+        (loss if fused else total).backward()
+        if fused:
+            ops.dwa_grad_(None, list(net.parameters()), anchors, importance, cfg.dwa_lambda, check=False)
+        opt.step()
+        return dwa
+
     # ---- input checks ----------------------------------------------------------------------------
 
     def _check_inputs(self, X, y, X_unlabeled, X_val, y_val, device):
@@ -399,12 +422,7 @@ class CETLTrainer:
         for e in range(e1):
             for step, idx in enumerate(batches(len(Xr), cfg.batch_size, cfg.seed * 3 + 1, rnd * e1 + e, device)):
                 loss1 = F.mse_loss(T1(cS[idx]), Xr[idx])
-                dwa2 = self._dwa(T1, *gfi2)
-                total = l1 * loss1 + dwa2
-                check_finite(total, f"{self.name} round {rnd + 1} stage 1 step {step}")
-                opts["opt1"].zero_grad(set_to_none=True)
-                total.backward()
-                opts["opt1"].step()
+                dwa2 = self._step(opts["opt1"], l1 * loss1, T1, gfi2, f"{self.name} round {rnd + 1} stage 1 step {step}")
                 sums.add(len(idx), loss1=loss1, dwa2=dwa2)
         record.update(sums.means())
         data["r1"] = self._decode_all(cS)  # recons1 (line 6), the fixed target of stage 2
@@ -416,12 +434,7 @@ class CETLTrainer:
         for e in range(e2):
             for step, idx in enumerate(batches(len(Xr), cfg.batch_size, cfg.seed * 3 + 2, rnd * e2 + e, device)):
                 loss2 = F.mse_loss(T1(self._code(T2, Xr[idx])), r1[idx])
-                dwa1 = self._dwa(T1, *gfi1)
-                total = l3 * loss2 + dwa1
-                check_finite(total, f"{self.name} round {rnd + 1} stage 2 step {step}")
-                opts["opt2"].zero_grad(set_to_none=True)
-                total.backward()
-                opts["opt2"].step()
+                dwa1 = self._step(opts["opt2"], l3 * loss2, T1, gfi1, f"{self.name} round {rnd + 1} stage 2 step {step}")
                 sums.add(len(idx), loss2=loss2, dwa1=dwa1)
         record.update(sums.means())
         gfi2 = self._importance("gfi2", rnd, data)
@@ -432,12 +445,7 @@ class CETLTrainer:
         for e in range(e3):
             for step, idx in enumerate(batches(len(X), cfg.batch_size, cfg.seed * 3 + 3, rnd * e3 + e, device)):
                 loss3 = F.cross_entropy(T2(X[idx]), y[idx])
-                dwa3 = self._dwa(T2, *gfi3)
-                total = l2 * loss3 + dwa3
-                check_finite(total, f"{self.name} round {rnd + 1} stage 3 step {step}")
-                opts["opt3"].zero_grad(set_to_none=True)
-                total.backward()
-                opts["opt3"].step()
+                dwa3 = self._step(opts["opt3"], l2 * loss3, T2, gfi3, f"{self.name} round {rnd + 1} stage 3 step {step}")
                 sums.add(len(idx), loss3=loss3, dwa3=dwa3)
         record.update(sums.means())
         del data["r1"]
