@@ -7,6 +7,8 @@ the fake (shape) kernels and autograd formulas of its ops:
   fused proximal-gradient steps (in-place variants end in ``_``).
 - :mod:`.amtfl`: amtfl_reconstruction_loss (seed 004, eqs. 6-7), fused forward+backward.
 - :mod:`.dwa`: dwa_penalty and the in-place dwa_grad_ (seed 002, eq. 11), multi-tensor.
+- :mod:`.nuclear`: svt, nuclear_norm, smoothed_nuclear_norm and its gradient
+  (singular value soft-thresholding and the nuclear norm, batched).
 """
 
 from .shrinkage import *  # noqa: F401,F403
@@ -15,5 +17,7 @@ from .amtfl import *  # noqa: F401,F403
 from .amtfl import __all__ as _amtfl_all
 from .dwa import *  # noqa: F401,F403
 from .dwa import __all__ as _dwa_all
+from .nuclear import *  # noqa: F401,F403
+from .nuclear import __all__ as _nuclear_all
 
-__all__ = [*_shrinkage_all, *_amtfl_all, *_dwa_all]
+__all__ = [*_shrinkage_all, *_amtfl_all, *_dwa_all, *_nuclear_all]

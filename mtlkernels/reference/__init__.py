@@ -15,3 +15,10 @@ from .shrinkage import (  # noqa: F401
     prox_grad_step,
     soft_threshold,
 )
+from .nuclear import (  # noqa: F401
+    huber,
+    nuclear_norm,
+    smoothed_nuclear_norm,
+    smoothed_nuclear_norm_grad,
+    svt,
+)
