@@ -47,7 +47,7 @@ test: install
 	$(OUTSIDE) $(PY) -m pytest . $(PYTEST_ARGS)
 
 demo: install
-	$(OUTSIDE) $(PY) -m mtlkernels demo $(DEMO_ARGS)
+	$(OUTSIDE) $(PY) -m mtlkernels demo --out $(CURDIR)/results $(DEMO_ARGS)
 
 bench: install
 	$(OUTSIDE) $(PY) ../benchmarks/run_all.py $(BENCH_ARGS)

@@ -1,127 +1,57 @@
-"""The main job (`make demo`): multi-task sparse logistic regression on bundled digits.
+"""The main job (`make demo`): the five papers' methods and their baselines at small
+scale on bundled offline data, one results table, JSON and PNG plots in a folder.
 
-Ten one-vs-all tasks on scikit-learn's bundled digits (8x8 images, 64 features)
-share one design matrix X. Three penalties on the weight matrix W (features x tasks),
-each solved by FISTA whose proximal step is a fused op of this library:
-
-- none       (independent tasks, the single-task baseline);
-- l1         lambda * ||W||_1, per-task sparsity          -> ops.prox_grad_step;
-- l2,1       lambda * sum_d ||W_d,:||_2, features shared  -> ops.group_prox_grad_step (rows of W);
-- sparse l2,1 + l1                                         -> ops.group_prox_grad_step with l1.
-
-Prints per-task test accuracy and the sparsity of W. Runs offline in seconds on a CPU.
+Quick settings (one seed or split, small grids, few epochs) keep it to about ten
+minutes on 2 CPU cores; ``--full`` runs the settings of the committed benchmark tables
+(``benchmarks/methods_linear.py``, ``benchmarks/methods_deep.py``).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
-import torch
-from torch import Tensor
-
-from . import ops
+from .experiments.registry import EXPERIMENTS, get
+from .train._base import write_json
 
 
-@dataclass
-class Problem:
-    X_train: Tensor
-    Y_train: Tensor  # {0, 1}, (n, T)
-    X_test: Tensor
-    y_test: Tensor  # class index
+def format_table(result: dict) -> str:
+    cols = result["columns"]
+    rows = [[str(v) for v in r] for r in result["rows"]]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    out = [result["title"], line(cols), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    if result.get("notes"):
+        out.append(f"note: {result['notes']}")
+    return "\n".join(out)
 
 
-def digits_problem(seed: int = 0, device: str = "cpu") -> Problem:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    X, y = load_digits(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, random_state=seed, stratify=y)
-    mean, std = X_tr.mean(0), X_tr.std(0) + 1e-6
-    X_tr, X_te = (X_tr - mean) / std, (X_te - mean) / std
-    # a column of ones for the intercept
-    X_tr = np.hstack([X_tr, np.ones((len(X_tr), 1))])
-    X_te = np.hstack([X_te, np.ones((len(X_te), 1))])
-    t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
-    Y = (y_tr[:, None] == np.arange(10)[None, :]).astype(np.float64)
-    return Problem(t(X_tr), t(Y), t(X_te), torch.as_tensor(y_te, device=device))
-
-
-def logistic_loss_grad(X: Tensor, Y: Tensor, W: Tensor) -> tuple[float, Tensor]:
-    """Mean logistic loss per task, summed over tasks, and its gradient in W."""
-    Z = X @ W
-    loss = (torch.nn.functional.softplus(Z) - Y * Z).mean(0).sum()
-    grad = X.T @ (torch.sigmoid(Z) - Y) / X.shape[0]
-    return float(loss), grad
-
-
-def fista(X: Tensor, Y: Tensor, prox_step, iters: int = 300) -> Tensor:
-    """FISTA with the fixed step 1/L, L = ||X||_2^2 / (4 n) for the logistic loss."""
-    n, d = X.shape
-    lr = 4 * n / float(torch.linalg.matrix_norm(X, ord=2)) ** 2
-    W = torch.zeros(d, Y.shape[1], dtype=X.dtype, device=X.device)
-    V, t = W.clone(), 1.0
-    for _ in range(iters):
-        _, grad = logistic_loss_grad(X, Y, V)
-        W_new = prox_step(V, grad, lr)
-        t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2
-        V = W_new + ((t - 1) / t_new) * (W_new - W)
-        W, t = W_new, t_new
-    return W
-
-
-def run(seed: int = 0, lam: float = 0.01, iters: int = 300) -> list[dict]:
-    prob = digits_problem(seed)
-    d = prob.X_train.shape[1]
-    # the intercept row (last) is never penalised: per-row thresholds with 0 for it
-    row_w = torch.ones(d, 1, dtype=torch.float64)
-    row_w[-1] = 0
-    methods = {
-        "none (STL)": lambda V, g, lr: V - lr * g,
-        "l1": lambda V, g, lr: ops.prox_grad_step(V, g, lr, lam * row_w),
-        "l2,1 (rows)": lambda V, g, lr: ops.group_prox_grad_step(V, g, lr, 3 * lam * row_w.view(-1), dim=1),
-        "sparse l2,1 + l1": lambda V, g, lr: _sparse_group(V, g, lr, 3 * lam * row_w.view(-1), lam),
-    }
-    rows = []
-    for name, step in methods.items():
+def main(out: str = "mtlkernels-results", full: bool = False, methods: list[str] | None = None, seed: int = 0) -> dict:
+    out_dir = Path(out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = methods or list(EXPERIMENTS)
+    print(f"mtlkernels demo: {len(names)} experiments ({'full' if full else 'quick'} settings); "
+          f"results go to {out_dir}\n", flush=True)
+    results, timings = {}, {}
+    for name in names:
+        fn = get(name)
         t0 = time.perf_counter()
-        W = fista(prob.X_train, prob.Y_train, step, iters)
-        elapsed = time.perf_counter() - t0
-        scores = prob.X_test @ W
-        pred = scores.argmax(1)
-        per_task = [float(((scores[:, k] > 0) == (prob.y_test == k)).double().mean()) for k in range(10)]
-        Wf = W[:-1]
-        rows.append({
-            "method": name,
-            "multiclass_acc": float((pred == prob.y_test).double().mean()),
-            "task_acc": per_task,
-            "zero_weights": float((Wf == 0).double().mean()),
-            "features_used": int((Wf.abs().sum(1) > 0).sum()),
-            "seconds": elapsed,
-        })
-    return rows
-
-
-def _sparse_group(V, g, lr, tau, l1):
-    # l1 also skips the intercept: shrink rows with the group op (whose l1 is uniform),
-    # then restore the intercept row from a plain gradient step.
-    out = ops.group_prox_grad_step(V, g, lr, tau, dim=1, l1=l1)
-    out[-1] = V[-1] - lr * g[-1]
-    return out
-
-
-def main(seed: int = 0) -> None:
-    print("mtlkernels demo: multi-task sparse logistic regression, digits one-vs-all (10 tasks)")
-    print("(FISTA, 300 iterations; the proximal steps are mtlkernels fused ops)\n")
-    rows = run(seed)
-    head = f"{'method':18s} {'multiclass acc':>14s} {'mean task acc':>13s} {'zero weights':>12s} {'features used':>13s} {'seconds':>8s}"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['method']:18s} {r['multiclass_acc']:14.3f} {np.mean(r['task_acc']):13.3f} "
-              f"{r['zero_weights']:12.2f} {r['features_used']:>10d}/64 {r['seconds']:8.2f}")
-    print("\nper-task test accuracy (one-vs-all, digit k vs rest):")
-    print(f"{'method':18s} " + " ".join(f"{k:>5d}" for k in range(10)))
-    for r in rows:
-        print(f"{r['method']:18s} " + " ".join(f"{a:5.3f}" for a in r["task_acc"]))
+        print(f"== {name}: {EXPERIMENTS[name][2]}", flush=True)
+        seeds = None if full else (seed,)
+        res = fn(quick=not full, out_dir=out_dir, log=lambda *a: print(*a, flush=True), **({} if seeds is None else {"seeds": seeds}))
+        timings[name] = time.perf_counter() - t0
+        results[name] = res
+        print(f"   ({timings[name]:.0f} s)\n", flush=True)
+    print("=" * 100)
+    print("RESULTS\n")
+    for name, res in results.items():
+        print(format_table(res))
+        print()
+    plots = [p for r in results.values() for p in r.get("plots", [])]
+    write_json(out_dir / "results.json", {"results": results, "seconds": timings})
+    print(f"JSON: {out_dir / 'results.json'}")
+    if plots:
+        print("plots:\n  " + "\n  ".join(str(p) for p in plots))
+    print(f"total {sum(timings.values()):.0f} s")
+    return results

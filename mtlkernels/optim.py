@@ -15,9 +15,10 @@ Additions to eqs. 7-8, all standard (Beck and Teboulle, 2009; O'Donoghue and Can
 - backtracking on the step: eta is shrunk by `backtrack` until
   g(Z+) <= g(U) + <grad g(U), Z+ - U> + ||Z+ - U||^2 / (2 eta), and tried a little
   larger (x 1/backtrack**0.5) at the next iteration;
-- restart: when the objective F = g + h increases, the step is rejected and the momentum
-  reset (b = 1, U = Z); if there was no momentum, the step is shortened instead, so the
-  accepted objectives never increase;
+- restart (O'Donoghue and Candes, 2015): when the objective F = g + h rises beyond
+  rounding, the step is rejected and the momentum reset (b = 1, U = Z); if there was no
+  momentum, the step is shortened instead, so accepted objectives never rise; and the
+  momentum is also dropped when it points against the step, <U - Z+, Z+ - Z> > 0;
 - stopping: `residual <= tol`, where the residual is the norm of the gradient mapping
   (U - Z+) / eta divided by max(1, ||grad g(Z_0)||) (zero exactly at a minimiser), or the
   relative objective change |F_{t+1} - F_t| / max(|F_t|, 1e-30) <= obj_tol; or max_iter.
@@ -101,6 +102,7 @@ def fista(
     scale = max(1.0, math.sqrt(_sqnorm(gy)))
     y = x
     b = 1.0
+    slack = 4 * torch.finfo(x[0].dtype).eps
     residual = math.inf
     converged = False
     it = 0
@@ -112,7 +114,9 @@ def fista(
             with torch.no_grad():
                 f_new = float(smooth(x_new))
             quad = fy + float(sum((g * d).sum() for g, d in zip(gy, diff))) + _sqnorm(diff) / (2 * lr)
-            if f_new <= quad + 1e-12 * max(1.0, abs(quad)) or lr < 1e-20:
+            # rounding slack of a few ulps: a larger one lets too-long steps pass once
+            # the true decrease is that small, and the iterates then stall
+            if f_new <= quad + slack * (abs(fy) + abs(f_new)) or lr < 1e-20:
                 break
             lr *= backtrack
         F_new = f_new + penalty(x_new)
@@ -120,12 +124,14 @@ def fista(
             raise FloatingPointError(f"fista: the objective became {F_new} at iteration {it}")
         residual = math.sqrt(_sqnorm(diff)) / lr / scale
         rel_change = abs(F_new - F) / max(abs(F), 1e-30)
-        if restart and F_new > F:
+        if restart and F_new - F > slack * (abs(F) + abs(F_new)):  # a rise beyond rounding
             # the objective went up: drop the momentum and restart from the last iterate;
             # if there was no momentum to drop, the step itself was too long (rounding
             # passed the line search test): shorten it
             if y is x:
                 lr *= backtrack
+                if lr < 1e-20:  # no step decreases F: x is as good as this precision allows
+                    break
             else:
                 b = 1.0
                 y = x
@@ -137,6 +143,9 @@ def fista(
                 converged = True
                 break
             continue
+        # gradient-based restart: drop the momentum when it points against the step
+        if restart and float(sum(((c - a) * (a - o)).sum() for a, c, o in zip(x_new, y, x))) > 0:
+            b = 1.0
         b_new = (1 + math.sqrt(4 * b * b + 1)) / 2
         mom = (b - 1) / b_new  # eq. 8
         y = [a + mom * (a - c) for a, c in zip(x_new, x)]
@@ -149,5 +158,9 @@ def fista(
             converged = True
             break
         fy, gy = _value_and_grad(smooth, y)
-        lr /= backtrack**0.5
+        # try a longer step next time, but only while the line search can still tell
+        # (its quadratic term above the rounding noise of f): once it cannot, keep the
+        # last step it validated
+        if _sqnorm(diff) / (2 * lr) > 100 * slack * (abs(fy) + abs(f_new)):
+            lr /= backtrack**0.5
     return FistaResult(x, F, it, converged, residual, lr, history)

@@ -60,9 +60,9 @@ def test_matches_reference(device, dtype, N, k, T, bias):
 
 @pytest.mark.parametrize("budget", ["1", "4000"])
 def test_chunk_boundaries(monkeypatch, budget):
-    """Many row chunks (64 rows each with budget 1; uneven last chunk) give the same result."""
+    """Many row chunks (512 rows each with budget 1; uneven last chunk) give the same result."""
     monkeypatch.setenv("MTLKERNELS_AMTFL_CPU_CHUNK", budget)
-    ts = make(1000, 19, 7, seed=5)
+    ts = make(1800, 19, 7, seed=5)
     check_against_reference(ts, torch.float64)
 
 
@@ -153,6 +153,42 @@ def test_gradcheck():
     ts = make(7, 5, 3, seed=21)
     assert torch.autograd.gradcheck(ops.amtfl_reconstruction_loss, tuple(ts))
     assert torch.autograd.gradcheck(lambda Z, W, A: ops.amtfl_reconstruction_loss(Z, W, A), tuple(ts[:3]))
+
+
+def test_retain_graph_and_upstream_scale():
+    """The saved gradients are scaled in place only when the graph is freed: a retained
+    graph gives the same gradients on its second backward."""
+    ts = make(30, 5, 3, seed=31)
+    _, expected = grads_of(ref.amtfl_reconstruction_loss, ts)
+    for t in ts:
+        t.grad = None
+    loss = ops.amtfl_reconstruction_loss(*ts)
+    (2 * loss).backward(retain_graph=True)
+    for t, e in zip(ts, expected):
+        assert rel_err(t.grad, 2 * e) < 1e-14
+    loss.backward()  # upstream gradient 1, accumulated: 3x
+    for t, e in zip(ts, expected):
+        assert rel_err(t.grad, 3 * e) < 1e-14
+
+
+def test_deep_amtfl_features_from_a_layer():
+    """Deep-AMTFL (eq. 7): Z = relu(X L) is an activation; its gradient flows on to L,
+    and adds up with the task loss on the outputs Z W."""
+    X = randn(40, 12, seed=41)
+    L = randn(12, 8, seed=42).requires_grad_()
+    W = randn(8, 3, seed=43).requires_grad_()
+    A = randn(3, 8, seed=44).requires_grad_()
+
+    def total(fn):
+        for t in (L, W, A):
+            t.grad = None
+        Z = torch.relu(X @ L)
+        task = (Z @ W).pow(2).mean()
+        (task + 0.1 * fn(Z, W, A)).backward()
+        return [t.grad.clone() for t in (L, W, A)]
+
+    for g, gr in zip(total(ops.amtfl_reconstruction_loss), total(ref.amtfl_reconstruction_loss)):
+        assert rel_err(g, gr) < 1e-12
 
 
 def test_double_backward_is_refused():

@@ -3,8 +3,6 @@
 // Python bridge: mtlkernels/ops/dwa.py. Reference: mtlkernels/reference/dwa.py.
 #include "ops/dwa.h"
 
-#include <string>
-
 #include "common/checks.h"
 
 namespace mtlkernels {
@@ -24,23 +22,25 @@ struct Lists {
   std::vector<at::Tensor> p, a, f;
 };
 
-std::string item(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
-
-// Validate one list against params (length, and per index: floating dtype, the
-// dtype and device of params[0], the shape of params[i]).
+// Validate one list against params (length, and per index: float32/float64, the
+// dtype and device of params[0], the shape of params[i]). Messages are formatted
+// only on failure: this runs on every call, for lists of hundreds of tensors.
 void check_list(const char* op, at::TensorList params, at::TensorList other, const char* name) {
   TORCH_CHECK(other.size() == params.size(), op, ": params has ", params.size(), " tensors but ", name, " has ",
               other.size(), "; pass one ", name, " tensor per parameter");
   const at::Tensor& ref = params[0];
+  const bool self = other.data() == params.data();
   for (size_t i = 0; i < other.size(); ++i) {
-    const std::string n = item(name, i);
-    check_floating(op, other[i], n.c_str());
-    check_same_dtype(op, ref, "params[0]", other[i], n.c_str());
-    check_same_device(op, ref, "params[0]", other[i], n.c_str());
-    if (other.data() != params.data()) {
-      const std::string pn = item("params", i);
-      check_same_shape(op, params[i], pn.c_str(), other[i], n.c_str());
-    }
+    const at::Tensor& t = other[i];
+    TORCH_CHECK(t.defined(), op, ": ", name, "[", i, "] is undefined");
+    TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name, "[", i,
+                "] must be float32 or float64, got ", t.scalar_type());
+    TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": params[0] is ", ref.scalar_type(), " but ", name, "[",
+                i, "] is ", t.scalar_type(), " (all tensors must share one dtype)");
+    TORCH_CHECK(t.device() == ref.device(), op, ": params[0] is on ", ref.device(), " but ", name, "[", i,
+                "] is on ", t.device(), "; move them to one device");
+    TORCH_CHECK(self || t.sizes() == params[i].sizes(), op, ": params[", i, "] has shape ", params[i].sizes(),
+                " but ", name, "[", i, "] has shape ", t.sizes());
   }
 }
 

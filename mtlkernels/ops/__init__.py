@@ -5,19 +5,23 @@ the fake (shape) kernels and autograd formulas of its ops:
 
 - :mod:`.shrinkage`: soft_threshold, elastic_net_prox, group_soft_threshold and the
   fused proximal-gradient steps (in-place variants end in ``_``).
-- :mod:`.amtfl`: amtfl_reconstruction_loss (seed 004, eqs. 6-7), fused forward+backward.
-- :mod:`.dwa`: dwa_penalty and the in-place dwa_grad_ (seed 002, eq. 11), multi-tensor.
 - :mod:`.nuclear`: svt, nuclear_norm, smoothed_nuclear_norm and its gradient
   (singular value soft-thresholding and the nuclear norm, batched).
+- :mod:`.irls`: pairwise_sq_dists, irls_weights, robust_consistency, irls_consensus,
+  pairwise_mix and the layer-pair helpers of joint IRLS (seed 001).
+- :mod:`.amtfl`: amtfl_reconstruction_loss (seed 004, eqs. 6-7), fused forward+backward.
+- :mod:`.dwa`: dwa_penalty and the in-place dwa_grad_ (seed 002, eq. 11), multi-tensor.
 """
 
 from .shrinkage import *  # noqa: F401,F403
 from .shrinkage import __all__ as _shrinkage_all
+from .nuclear import *  # noqa: F401,F403
+from .nuclear import __all__ as _nuclear_all
+from .irls import *  # noqa: F401,F403
+from .irls import __all__ as _irls_all
 from .amtfl import *  # noqa: F401,F403
 from .amtfl import __all__ as _amtfl_all
 from .dwa import *  # noqa: F401,F403
 from .dwa import __all__ as _dwa_all
-from .nuclear import *  # noqa: F401,F403
-from .nuclear import __all__ as _nuclear_all
 
-__all__ = [*_shrinkage_all, *_amtfl_all, *_dwa_all, *_nuclear_all]
+__all__ = [*_shrinkage_all, *_nuclear_all, *_irls_all, *_amtfl_all, *_dwa_all]

@@ -43,9 +43,15 @@ def amtfl_reconstruction_loss(Z: Tensor, W: Tensor, A: Tensor, bias: Tensor | No
     Differentiable with respect to Z, W, A and bias. Forward and backward are fused:
     when any input requires grad (and grad mode is on), the gradients are computed in
     the forward sweep over row chunks of Z, and the backward only scales them by the
-    upstream gradient. No N x T or N x k intermediate is kept whole (only dZ, N x k),
-    so the peak memory is a fraction of eager autograd's. Gradients are first-order
-    only: a double backward through this loss is refused.
+    upstream gradient (in place, unless the graph is retained). No N x T or N x k
+    intermediate is kept whole (only dZ, N x k, which becomes Z's gradient), so the
+    peak memory is a fraction of eager autograd's. Gradients are first-order only: a
+    double backward through this loss is refused.
+
+    The raw op ``torch.ops.mtlkernels.amtfl_reconstruction(Z, W, A, bias, grad_Z,
+    grad_W, grad_A, grad_bias)`` returns ``(loss, dZ, dW, dA, dbias)`` (an empty tensor
+    for a gradient not requested); its backward may scale those gradient outputs in
+    place, so treat them as owned by autograd.
     """
     need = torch.is_grad_enabled()
     flags = [bool(need and t is not None and t.requires_grad) for t in (Z, W, A, bias)]
@@ -78,17 +84,39 @@ def _amtfl_fake(Z, W, A, bias, grad_Z, grad_W, grad_A, grad_bias):
 def _amtfl_setup(ctx, inputs, output):
     _, dZ, dW, dA, db = output
     ctx.mark_non_differentiable(dZ, dW, dA, db)
+    ctx.set_materialize_grads(False)  # no zero "gradients" for the gradient outputs (an N x k buffer)
     ctx.save_for_backward(dZ, dW, dA, db)
     ctx.computed = tuple(inputs[4:8])
 
 
+def _saved_used_once(*tensors: Tensor) -> bool:
+    """True inside an eager backward that frees the graph afterwards (no retain_graph);
+    False under any tracing (torch.compile, AOTAutograd, FakeTensor, dispatch modes)."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+        return False
+    if any(type(t) is not Tensor for t in tensors):
+        return False
+    try:
+        return not torch._C._autograd._get_current_graph_task_keep_graph()
+    except (AttributeError, RuntimeError):  # a torch without it, or not inside a backward
+        return False
+
+
 def _amtfl_backward(ctx, g, *_unused):
+    if g is None:  # the loss was not used (grads are not materialised)
+        return None, None, None, None, None, None, None, None
     if torch.is_grad_enabled():
         raise RuntimeError(
             "amtfl_reconstruction_loss: double backward (create_graph=True) is not supported: the fused op "
             "returns first-order gradients only; use mtlkernels.reference.amtfl_reconstruction_loss for that"
         )
     dZ, dW, dA, db = ctx.saved_tensors
+    # The saved gradients are scaled in place when the graph is freed after this
+    # backward (the common case): no second N x k buffer. With retain_graph=True
+    # they are kept intact for the next backward.
+    in_place = _saved_used_once(g, dZ, dW, dA, db)
     grads = []
     for i, (name, d) in enumerate(zip(("Z", "W", "A", "bias"), (dZ, dW, dA, db))):
         if not ctx.needs_input_grad[i]:
@@ -99,7 +127,7 @@ def _amtfl_backward(ctx, g, *_unused):
                 f"amtfl_reconstruction: the gradient for {name} was not computed in the forward "
                 f"(grad_{name}=False); call amtfl_reconstruction_loss, which sets the flags"
             )
-        grads.append(g * d)
+        grads.append(d.mul_(g) if in_place else g * d)
     return (*grads, None, None, None, None)
 
 

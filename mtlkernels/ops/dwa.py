@@ -116,8 +116,7 @@ def dwa_grad_(
         if any(g is None for g in grads):
             raise ValueError("dwa_grad_: a gradient is None; pass grads=None to use (and create) the params' .grad")
     with torch.no_grad():
-        _ops.dwa_grad_(grads, [p.detach() for p in params], [a.detach() for a in anchors],
-                       [f.detach() for f in importance], lam, bool(check))
+        _ops.dwa_grad_(grads, params, anchors, importance, lam, bool(check))
     return grads
 
 

@@ -22,3 +22,15 @@ from .nuclear import (  # noqa: F401
     smoothed_nuclear_norm_grad,
     svt,
 )
+from .irls import (  # noqa: F401
+    cdist_sq_dists,
+    gram_sq_dists,
+    irls_consensus,
+    irls_weights,
+    layer_pair_sq_dists,
+    layer_weights,
+    pairwise_mix,
+    pairwise_sq_dists,
+    robust_consistency,
+    sigma_init,
+)

@@ -20,12 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import (Checkpointer, TrainConfig, batches, check_finite, check_images, log, make_optimizer, progress,
-                    seed_everything)
+from ..nn.hooks import total_penalty
+from ._base import (Checkpointer, TrainConfig, batches, check_finite, check_images, check_labels, log, make_optimizer,
+                    progress, seed_everything)
 
 
 def proximal_modules(model: nn.Module):
-    return [m for m in model.modules() if hasattr(m, "proximal_step")]
+    """Every submodule with a ``proximal_step(lr)`` hook."""
+    return [m for m in model.modules() if callable(getattr(m, "proximal_step", None))]
 
 
 class SupervisedTrainer:
@@ -47,14 +49,24 @@ class SupervisedTrainer:
         self.history_: list[dict] = []
 
     def _penalty(self) -> Tensor | float:
-        pen = getattr(self.model, "penalty", None)
-        return pen() if callable(pen) else 0.0
+        return total_penalty(self.model)
 
     def fit(self, X: Tensor, y: Tensor, X_val: Tensor | None = None, y_val: Tensor | None = None):
         cfg = self.config
         check_images(X, f"{self.name}: X")
         if len(X) != len(y):
             raise ValueError(f"{self.name}: X has {len(X)} samples but y has {len(y)}")
+        if (X_val is None) != (y_val is None):
+            raise ValueError(f"{self.name}: give both X_val and y_val, or neither")
+        if self.loss_fn is F.cross_entropy:
+            n_classes = getattr(self.model, "n_classes", None)
+            if n_classes is None:  # one eval-mode forward pass (no batch-norm update, no RNG use)
+                was_training = self.model.training
+                self.model.eval()
+                with torch.no_grad():
+                    n_classes = self.model.to(self.config.device)(X[:1].to(self.config.device)).shape[1]
+                self.model.train(was_training)
+            check_labels(y, n_classes, f"{self.name}: y")
         device = torch.device(cfg.device)
         seed_everything(cfg.seed)
         self.model.to(device)

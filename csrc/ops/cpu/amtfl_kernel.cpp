@@ -97,13 +97,18 @@ void residual_cpu(at::Tensor& P, const at::Tensor& Z, const at::Tensor& bias, bo
   });
 }
 
-// Rows per chunk: the chunk's two buffers (B x T and B x k) plus its rows of Z
-// stay within about 1 MiB (this CPU's L2 per core is 1 MiB), and at least 64 rows
-// so that the chunk GEMMs keep BLAS efficient.
+// Rows per chunk. The chunk's two buffers (B x T and B x k) hold at most a quarter
+// of Z's size (so that they never dominate the memory), at most 2^22 elements
+// (16 MiB in float32: they stay in this CPU's L3 between the GEMMs) and at least
+// 2^16. A chunk has at least 512 rows: the weight gradients dA += H^T G and
+// dW += Z^T dH read and write a whole k x T matrix per chunk, so thin chunks would
+// make these rank-B updates memory-bound.
+// MTLKERNELS_AMTFL_CPU_CHUNK (elements) overrides the budget (tests use it to force
+// many chunks).
 int64_t cpu_chunk_rows(int64_t N, int64_t k, int64_t T) {
-  int64_t budget = int64_t(1) << 17;  // elements
+  int64_t budget = std::clamp<int64_t>(N * k / 4, int64_t(1) << 16, int64_t(1) << 22);
   if (const char* env = std::getenv("MTLKERNELS_AMTFL_CPU_CHUNK")) budget = std::max<int64_t>(1, std::atoll(env));
-  return std::max<int64_t>(64, budget / std::max<int64_t>(1, 2 * k + T));
+  return std::max<int64_t>(512, budget / std::max<int64_t>(1, k + T));
 }
 
 }  // namespace

@@ -116,11 +116,15 @@ void residual_cuda(at::Tensor& P, const at::Tensor& Z, const at::Tensor& bias, b
   });
 }
 
-// Rows per chunk: the chunk buffers (B x T and B x k) hold at most 2^24 elements,
-// and at least 4096 rows so that the chunk GEMMs stay efficient on cuBLAS.
+// Rows per chunk. The chunk buffers (B x T and B x k) hold at most a quarter of
+// Z's size (so that they never dominate the memory), at most 2^24 elements and at
+// least 2^20 (small problems run in one chunk: launches cost more than memory
+// there). A chunk has at least 2048 rows, so that the chunk GEMMs keep cuBLAS busy
+// and the rank-B weight-gradient updates (dA += H^T G, dW += Z^T dH, which read
+// and write a k x T matrix per chunk) stay compute-bound.
 int64_t cuda_chunk_rows(int64_t N, int64_t k, int64_t T) {
-  const int64_t budget = int64_t(1) << 24;
-  return std::max<int64_t>(4096, budget / std::max<int64_t>(1, k + T));
+  const int64_t budget = std::clamp<int64_t>(N * k / 4, int64_t(1) << 20, int64_t(1) << 24);
+  return std::max<int64_t>(2048, budget / std::max<int64_t>(1, k + T));
 }
 
 }  // namespace

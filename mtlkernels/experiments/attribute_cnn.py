@@ -1,0 +1,250 @@
+"""Multi-task attribute CNN on digits (seed 003 Table III, at small scale): single-task
+(S-CNN) vs W = L S without groups (M-CNN) vs with groups (MG-CNN).
+
+Binary attributes are defined on the digit label (:data:`DIGIT_ATTRIBUTES`) and grouped
+the way the paper groups clothing or animal attributes (Tables I-II), by the kind of
+property they describe:
+
+======== ================= =========================================================
+group    attribute         digits (the 8 x 8 handwritten digits of scikit-learn)
+======== ================= =========================================================
+number   even              0 2 4 6 8
+number   prime             2 3 5 7
+number   ge5               5 6 7 8 9 (magnitude >= 5)
+loops    loop_top          0 8 9 (a closed loop in the upper half)
+loops    loop_bottom       0 6 8 (a closed loop in the lower half)
+loops    any_loop          0 6 8 9 (4 is drawn open in this data set, so not counted)
+strokes  straight_only     1 4 7 (drawn with straight strokes only)
+strokes  top_bar           5 7 (a horizontal bar on top)
+strokes  mirror_symmetric  0 1 8 (roughly symmetric about the vertical axis)
+======== ================= =========================================================
+
+Settings (every model trained from scratch for the same number of epochs by
+:class:`~mtlkernels.train.attribute.AttributeTrainer`, squared hinge loss, Adam):
+
+- ``per-attribute trunks``: one small CNN per attribute (the paper's Clothing setting,
+  Fig. 2), 10 training images per digit, all attributes annotated;
+- ``shared trunk``: one CNN body for all attributes, same data;
+- ``sparse labels``: per-attribute trunks, 20 images per digit, each (image, attribute)
+  pair annotated with probability 1/4 (eq. 2's N_m: under-sampled attributes, where the
+  paper says sharing pays most);
+- ``SVD init from S``: the paper's protocol (sec. IV-C): M and MG start from the trained
+  single-task model of the first setting (its trunks, and L, S from the SVD of its
+  stacked classifiers) and train 20 more epochs; S is trained for the same total number
+  of epochs (60) from scratch.
+
+Reported: test accuracy per group (the paper's G1..G4 columns) and overall, mean +- std
+over seeds; and for M/MG the *group exclusivity* of the latent tasks, the mean over rows k
+of S of max_g ||s_k^g|| / sum_g ||s_k^g|| (1: every latent task serves one attribute
+group; 1/G: spread evenly), which the group lasso of MG should raise (groups compete for
+latent tasks).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..datasets import digits_images
+from ..train import AttributeConfig, AttributeTrainer
+from .adaptive_sharing import mean_std, one_thread
+
+TITLE = "Multi-task attribute CNN on digits: single-task (S) vs latent tasks (M) vs latent tasks with groups (MG)"
+
+#: (name, group, digits having the attribute)
+DIGIT_ATTRIBUTES = (
+    ("even", "number", (0, 2, 4, 6, 8)),
+    ("prime", "number", (2, 3, 5, 7)),
+    ("ge5", "number", (5, 6, 7, 8, 9)),
+    ("loop_top", "loops", (0, 8, 9)),
+    ("loop_bottom", "loops", (0, 6, 8)),
+    ("any_loop", "loops", (0, 6, 8, 9)),
+    ("straight_only", "strokes", (1, 4, 7)),
+    ("top_bar", "strokes", (5, 7)),
+    ("mirror_symmetric", "strokes", (0, 1, 8)),
+)
+GROUP_NAMES = ("number", "loops", "strokes")
+ATTRIBUTE_NAMES = tuple(a[0] for a in DIGIT_ATTRIBUTES)
+GROUPS = tuple(GROUP_NAMES.index(a[1]) for a in DIGIT_ATTRIBUTES)
+
+SETTINGS = {
+    "per-attribute trunks": {"trunk": "per_attribute", "per_class": 10, "label_rate": 1.0, "epochs": 40},
+    "shared trunk": {"trunk": "shared", "per_class": 10, "label_rate": 1.0, "epochs": 40},
+    "sparse labels": {"trunk": "per_attribute", "per_class": 20, "label_rate": 0.25, "epochs": 30},
+    # the paper's protocol (sec. IV-C): M / MG start from the trained single-task CNNs (their trunks
+    # and the SVD of the stacked classifiers) and train `extra` more epochs; S trains as many epochs
+    # in total from scratch
+    "SVD init from S": {"trunk": "per_attribute", "per_class": 10, "label_rate": 1.0, "epochs": 40, "extra": 20,
+                        "warm_from": "per-attribute trunks"},
+}
+HYPER = {"n_latent": 9, "mu": 0.3, "gamma": 1e-4, "lam": 1e-3, "lr": 3e-3, "batch_size": 32, "width": 8, "hidden": 32}
+
+
+def digit_attributes(labels: torch.Tensor) -> torch.Tensor:
+    """(N, 9) int64 matrix of the attributes of :data:`DIGIT_ATTRIBUTES` for digit labels."""
+    table = torch.zeros(10, len(DIGIT_ATTRIBUTES), dtype=torch.long)
+    for m, (_, _, digits) in enumerate(DIGIT_ATTRIBUTES):
+        table[list(digits), m] = 1
+    return table[labels.long()]
+
+
+def _mask_labels(Y: torch.Tensor, rate: float, seed: int) -> torch.Tensor:
+    if rate >= 1.0:
+        return Y
+    g = torch.Generator().manual_seed(10_000 + seed)
+    keep = torch.rand(Y.shape, generator=g) < rate
+    return torch.where(keep, Y, torch.full_like(Y, -1))
+
+
+def _group_norms(model) -> torch.Tensor:
+    S = model.head.S.detach().cpu().double()
+    labels = torch.tensor(GROUPS)
+    return torch.zeros(S.shape[0], len(GROUP_NAMES), dtype=S.dtype).index_add_(1, labels, S * S).sqrt()
+
+
+def _shared_rows(model) -> int:
+    """Number of latent tasks (rows of S) with a nonzero part in more than one group."""
+    return int(((_group_norms(model) > 1e-8).sum(1) > 1).sum())
+
+
+def _exclusivity(model) -> float:
+    """Mean over latent tasks k (nonzero rows of S) of max_g ||s_k^g|| / sum_g ||s_k^g||."""
+    n = _group_norms(model)
+    tot = n.sum(1)
+    keep = tot > 1e-12
+    if not keep.any():
+        return float("nan")
+    return float((n[keep].max(1).values / tot[keep]).mean())
+
+
+def _plot_S(mats: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.6 * len(mats), 3.9))
+    for ax, (name, S) in zip(np.atleast_1d(axes), mats.items()):
+        im = ax.imshow(np.abs(S), cmap="Greys", aspect="auto")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(len(ATTRIBUTE_NAMES)))
+        ax.set_xticklabels(ATTRIBUTE_NAMES, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("latent task k")
+        for b in np.cumsum([GROUPS.count(g) for g in range(len(GROUP_NAMES))])[:-1]:
+            ax.axvline(b - 0.5, color="tab:red", lw=1)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle("|S| of the latent-task layer (red lines: attribute groups), seed 0", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: str = "cpu") -> dict:
+    """Run the experiment; returns the table dict (title, columns, rows, notes, plots, raw).
+
+    quick: one seed, the per-attribute-trunk setting only, fewer epochs (``make demo``).
+    """
+    seeds = tuple(seeds)[:1] if quick else tuple(seeds)
+    settings = {"per-attribute trunks": dict(SETTINGS["per-attribute trunks"], epochs=25)} if quick else SETTINGS
+    variants = {"S (single-task)": "single", "M (no groups)": "M", "MG (groups)": "MG"}
+    raw: dict = {"attributes": [list(a[:2]) + [list(a[2])] for a in DIGIT_ATTRIBUTES], "hyper": HYPER,
+                 "settings": settings, "seeds": list(seeds), "results": {}}
+    mats, single_models = {}, {}
+    t_all = time.perf_counter()
+    with one_thread():
+        for sname, st in settings.items():
+            res = {v: {"total": [], **{g: [] for g in GROUP_NAMES}, "shared_rows": [], "exclusivity": [],
+                       "seconds": []} for v in variants}
+            for seed in seeds:
+                data = digits_images(seed=seed, per_class=st["per_class"])
+                Ytr = _mask_labels(digit_attributes(data.y_train), st["label_rate"], seed)
+                Yte = digit_attributes(data.y_test)
+                for vname, variant in variants.items():
+                    epochs, init_from = st["epochs"], None
+                    if "warm_from" in st:
+                        if variant == "single":
+                            epochs = st["epochs"] + st["extra"]
+                        else:
+                            epochs, init_from = st["extra"], single_models[(st["warm_from"], seed)]
+                    cfg = AttributeConfig(variant=variant, trunk=st["trunk"], epochs=epochs, seed=seed,
+                                          device=device, n_latent=HYPER["n_latent"], mu=HYPER["mu"],
+                                          gamma=HYPER["gamma"], lam=HYPER["lam"], lr=HYPER["lr"],
+                                          batch_size=HYPER["batch_size"], width=HYPER["width"],
+                                          hidden=HYPER["hidden"])
+                    t0 = time.perf_counter()
+                    tr = AttributeTrainer(cfg, len(DIGIT_ATTRIBUTES), GROUPS, ATTRIBUTE_NAMES, GROUP_NAMES)
+                    tr.fit(data.X_train, Ytr, init_from=init_from)
+                    if variant == "single":
+                        single_models[(sname, seed)] = tr.model_
+                    ev = tr.evaluate(data.X_test, Yte)
+                    r = res[vname]
+                    r["seconds"].append(time.perf_counter() - t0)
+                    r["total"].append(ev["accuracy"])
+                    for g in GROUP_NAMES:
+                        r[g].append(ev["per_group"][g])
+                    if variant != "single":
+                        r["shared_rows"].append(_shared_rows(tr.model_))
+                        r["exclusivity"].append(_exclusivity(tr.model_))
+                        if seed == seeds[0] and sname == "per-attribute trunks":
+                            mats[f"{vname}"] = tr.model_.head.S.detach().cpu().numpy()
+                    log(f"  attributes [{sname}] seed {seed} {vname:16s} total {ev['accuracy']:.4f} "
+                        + " ".join(f"{g} {ev['per_group'][g]:.3f}" for g in GROUP_NAMES)
+                        + (f" exclusivity {r['exclusivity'][-1]:.3f} shared rows {r['shared_rows'][-1]}"
+                           if variant != "single" else "")
+                        + f" ({r['seconds'][-1]:.1f} s)")
+            raw["results"][sname] = res
+    rows = []
+    for sname, res in raw["results"].items():
+        for vname, r in res.items():
+            rows.append([sname, vname] + [mean_std(r[g]) for g in GROUP_NAMES] + [
+                mean_std(r["total"]), mean_std(r["exclusivity"]) if r["exclusivity"] else "-"])
+    plots = []
+    if out_dir is not None and mats:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "attribute_cnn_S.png"
+        _plot_S(mats, path)
+        plots.append(str(path))
+    raw["S_seed0"] = {k: v.tolist() for k, v in mats.items()}
+    raw["seconds"] = time.perf_counter() - t_all
+    return {"title": TITLE,
+            "columns": ["setting", "model"] + [f"acc {g}" for g in GROUP_NAMES] + [
+                "acc total", f"group exclusivity of latent tasks (1/{len(GROUP_NAMES)}..1)"],
+            "rows": rows, "notes": _notes(raw), "plots": plots, "raw": raw}
+
+
+def _notes(raw: dict) -> str:
+    lines = []
+    names = ("S (single-task)", "M (no groups)", "MG (groups)")
+    for sname, res in raw["results"].items():
+        s, m, mg = (np.mean(res[v]["total"]) for v in names)
+        sd = max(np.std(res[v]["total"], ddof=1) if len(res[v]["total"]) > 1 else 0.0 for v in names)
+        order = "MG > M > S as in the paper" if mg > m > s else "not the paper's order MG > M > S"
+        size = "within" if abs(mg - s) <= sd and abs(mg - m) <= sd else "beyond"
+        lines.append(f"[{sname}] S {s:.4f}, M {m:.4f}, MG {mg:.4f}: {order}; MG - S = {mg - s:+.4f}, "
+                     f"MG - M = {mg - m:+.4f}, {size} the largest std over seeds ({sd:.4f}).")
+    lines.append(
+        "The paper (Table III, Clothing) gains 1.3 points with M-CNN and 2.4 with MG-CNN over single-task CNNs. "
+        "At this scale the attributes are deterministic functions of the digit, each single-task CNN already "
+        "reaches about 90-94%, and the differences between S, M and MG are of the size of the spread over seeds: "
+        "where the order or the size of the gains differs from the paper's, the small-scale result does not "
+        "reproduce it. With a shared trunk the features are already shared by all attributes and the L S "
+        "factorisation only adds a bottleneck.")
+    ex_m, ex_mg = [], []
+    for res in raw["results"].values():
+        ex_m += res["M (no groups)"]["exclusivity"]
+        ex_mg += res["MG (groups)"]["exclusivity"]
+    if ex_m:
+        em, emg = float(np.nanmean(ex_m)), float(np.nanmean(ex_mg))
+        verdict = ("higher in MG: the group lasso makes groups compete for latent tasks, as the paper intends"
+                   if emg > em + 0.01 else
+                   "no higher in MG than in M: the competition between groups that the paper describes is not "
+                   "visible at this scale")
+        lines.append(f"Group exclusivity of the latent tasks (averaged over settings and seeds): M {em:.3f}, MG "
+                     f"{emg:.3f}, {verdict}. With mu = {raw['hyper']['mu']} and Adam (proximal step lr * mu per "
+                     "mini-batch) the group prox rarely zeroes a whole block of S; a larger mu, or SGD with a "
+                     "large step, does zero blocks but costs accuracy.")
+    return " ".join(lines)

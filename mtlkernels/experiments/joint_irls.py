@@ -1,0 +1,262 @@
+"""Joint IRLS (seed 001) on visually different digit domains, against its four baselines.
+
+The paper's setting at small scale, offline: n = 5 datasets of one task built from
+scikit-learn's bundled digits (:func:`mtlkernels.datasets.digits_domains`: original,
+rotated, inverted, noisy, shifted; disjoint images, few training images per domain),
+one network per domain.
+
+- Task I (classification, sec. 5.2): a small MLP (64-64-32-10); test accuracy per domain.
+- Task II (auto-encoders, sec. 5.3): a 4-layer MLP auto-encoder trained for image
+  completion as in the paper (a square is cut out of every input, 3 x 3 of the 8 x 8
+  here, at a random place fixed per image; the target is the whole clean image); the
+  reconstruction error (1/|I|) sum ||I - G(I)||_F^2 on held-out images.
+
+Methods: Joint (IRLS), Isolated, L2Reg, Shareall, PretrainFinetune, all with the same
+budget of sweeps (one epoch of each domain's data) and the same initial weights. The
+coupling weight lam of Joint and L2Reg is chosen per seed on the validation split from a
+small grid (full mode) or fixed (quick mode). The Fig. 2 weight graph of the Joint
+networks (seed ``seeds[0]``) is plotted for both tasks, with a Fig. 3-style plot of the
+validation metric and the consistency loss per sweep.
+
+``run(seeds, quick, out_dir, log)`` returns ``{"title", "columns", "rows", "notes",
+"plots", "raw"}`` (rows: mean ± std over seeds).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..datasets import DOMAINS, digits_domains
+from ..train.joint_irls import (DigitsAutoEncoder, DigitsMLP, Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg,
+                                PretrainFinetune, Shareall, plot_weight_graph)
+
+METHODS = ("Joint (IRLS)", "Isolated", "L2Reg", "Shareall", "PretrainFinetune")
+
+
+def settings(quick: bool) -> dict:
+    """Everything the run depends on, in one place (recorded in ``raw``)."""
+    return {
+        "train_per_domain": 60,
+        "epochs": 80 if quick else 120,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "epochs_per_iter": 2,
+        "max_irls_iters": 8,
+        "tol": 1e-2,
+        "lam_grid": [0.003] if quick else [0.003, 0.03],
+        "mask": 3,
+        "classifier": {"hidden": [64, 32]},
+        "autoencoder": {"code": 16, "hidden": 48},
+    }
+
+
+def mask_squares(X: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """Image completion inputs (seed 001 sec. 5.1, Task II): a size x size square set to 0
+    at a random place in every image (fixed by ``seed``)."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = X.shape[-2:]
+    r = torch.randint(0, H - size + 1, (len(X),), generator=g)
+    c = torch.randint(0, W - size + 1, (len(X),), generator=g)
+    rows = torch.arange(H)[None, :, None]
+    cols = torch.arange(W)[None, None, :]
+    hole = ((rows >= r[:, None, None]) & (rows < r[:, None, None] + size)
+            & (cols >= c[:, None, None]) & (cols < c[:, None, None] + size))
+    return X.masked_fill(hole[:, None], 0.0)
+
+
+def _task_data(task: str, splits, seed: int, size: int):
+    """Training data and (val, test) evaluation sets for one task."""
+    if task == "classification":
+        return splits, "val", "test"
+    def pairs(name, k):
+        return [(mask_squares(getattr(d, f"X_{name}"), size, seed * 1000 + 100 * k + i), getattr(d, f"X_{name}"))
+                for i, d in enumerate(splits)]
+    return pairs("train", 0), pairs("val", 1), pairs("test", 2)
+
+
+def _make(method: str, factory, data, cfg, lam):
+    names = list(DOMAINS)
+    if method == "Joint (IRLS)":
+        return JointIRLSTrainer(factory, data, lam=lam, config=cfg, name="joint_irls", names=names)
+    if method == "L2Reg":
+        return L2Reg(factory, data, lam=lam, config=cfg, name="l2reg", names=names)
+    cls = {"Isolated": Isolated, "Shareall": Shareall, "PretrainFinetune": PretrainFinetune}[method]
+    return cls(factory, data, config=cfg, names=names)
+
+
+def _fit_one(task: str, method: str, splits, seed: int, st: dict, device: str, log):
+    """Fit one method on one seed (lam by validation for the coupled methods)."""
+    data, val, test = _task_data(task, splits, seed, st["mask"])
+    if task == "classification":
+        factory = lambda: DigitsMLP(hidden=tuple(st["classifier"]["hidden"]))  # noqa: E731
+    else:
+        factory = lambda: DigitsAutoEncoder(**st["autoencoder"])  # noqa: E731
+    better = (lambda a, b: a > b) if task == "classification" else (lambda a, b: a < b)
+    grid = st["lam_grid"] if method in ("Joint (IRLS)", "L2Reg") else [None]
+    best = None
+    t0 = time.perf_counter()
+    for lam in grid:
+        cfg = JointIRLSConfig(task=task, epochs=st["epochs"], batch_size=st["batch_size"], lr=st["lr"], seed=seed,
+                              epochs_per_iter=st["epochs_per_iter"], max_irls_iters=st["max_irls_iters"],
+                              tol=st["tol"], device=device)
+        tr = _make(method, factory, data, cfg, lam).fit(val=val)
+        v = tr.evaluate(val)["mean"]
+        if best is None or better(v, best[1]):
+            best = (tr, v, lam)
+    tr, v, lam = best
+    ev = tr.evaluate(test)
+    out = {"per_task": ev["per_task"], "mean": ev["mean"], "val": v, "lam": lam,
+           "seconds": time.perf_counter() - t0,
+           "curve": [{"epoch": h["epoch"], "val": float(np.mean(h["val"])), "closs": h.get("closs")}
+                     for h in tr.history_]}
+    if isinstance(tr, JointIRLSTrainer) and tr.robust:
+        out.update(irls_iters=tr.irls_iters_, converged=tr.converged_,
+                   deltas=[h["delta"] for h in tr.history_ if "delta" in h], weight_graph=tr.weight_graph_)
+    metric = "acc" if task == "classification" else "err"
+    log(f"  {task:14s} seed {seed} {method:17s} {metric} {ev['mean']:.3f} "
+        f"[{' '.join(f'{a:.3f}' for a in ev['per_task'])}]" + (f" lam {lam}" if lam is not None else "")
+        + (f" irls {out['irls_iters']} it{' (converged)' if out['converged'] else ''}" if "irls_iters" in out else "")
+        + f" ({out['seconds']:.1f} s)")
+    return out
+
+
+def _ms(values, digits=3) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+def _plot_curves(raw: dict, seed_key: str, path) -> str:
+    """Fig. 3 / Fig. 5 analogue: validation metric per sweep (seed 0) and the Joint closs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, task, label in ((axes[0], "classification", "mean val accuracy"),
+                            (axes[1], "autoencoder", "mean val completion error")):
+        for m in METHODS:
+            curve = raw[task][m][seed_key]["curve"]
+            joint = m == "Joint (IRLS)"
+            ax.plot([c["epoch"] for c in curve], [c["val"] for c in curve], label=m, lw=2.0 if joint else 1.0,
+                    zorder=3 if joint else 2, color="k" if joint else None)
+        joint = raw[task]["Joint (IRLS)"][seed_key]["curve"]
+        ax2 = ax.twinx()
+        ax2.plot([c["epoch"] for c in joint], [c["closs"] for c in joint], "k:", lw=1)
+        ax2.set_ylabel("Joint closs (dotted): eq. 3, the L2 sum during init", fontsize=7)
+        ax.set_xlabel("sweep (one epoch of every domain)")
+        ax.set_ylabel(label)
+        ax.set_title(f"Task {'I' if task == 'classification' else 'II'}: {task}", fontsize=10)
+        ax.legend(fontsize=7, loc="center right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: str = "cpu") -> dict:
+    """Joint IRLS vs Isolated, L2Reg, Shareall, PretrainFinetune on five digit domains.
+
+    quick: one seed, a shorter budget and a fixed lam (``make demo``); full: every seed,
+    lam of Joint and L2Reg chosen on validation from a grid.
+    """
+    st = settings(quick)
+    seeds = tuple(seeds)[:1] if quick else tuple(seeds)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: intra-op threads only contend on a shared CPU
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    raw: dict = {"settings": st, "seeds": list(seeds), "domains": list(DOMAINS), "classification": {},
+                 "autoencoder": {}}
+    try:
+        for seed in seeds:
+            splits = digits_domains(DOMAINS, seed=seed, train_per_domain=st["train_per_domain"])
+            for task in ("classification", "autoencoder"):
+                for m in METHODS:
+                    raw[task].setdefault(m, {})[str(seed)] = _fit_one(task, m, splits, seed, st, device, log)
+    finally:
+        torch.set_num_threads(threads)
+    raw["seconds"] = time.perf_counter() - t_start
+    raw["cpu_seconds"] = time.process_time() - cpu_start
+    log(f"  joint_irls experiment: {raw['seconds']:.1f} s wall, {raw['cpu_seconds']:.1f} s CPU")
+
+    rows = []
+    summary = {}
+    for m in METHODS:
+        cls = [raw["classification"][m][str(s)] for s in seeds]
+        ae = [raw["autoencoder"][m][str(s)] for s in seeds]
+        acc = [r["mean"] for r in cls]
+        err = [r["mean"] for r in ae]
+        summary[m] = (float(np.mean(acc)), float(np.mean(err)))
+        lams = sorted({r["lam"] for r in cls + ae if r["lam"] is not None})
+        rows.append([m] + [_ms([r["per_task"][d] for r in cls]) for d in range(len(DOMAINS))]
+                    + [_ms(acc), _ms(err), ", ".join(f"{x:g}" for x in lams) or "-",
+                       f"{np.mean([r['seconds'] for r in cls + ae]):.1f}"])
+    columns = ["method"] + [f"acc {d}" for d in DOMAINS] + ["mean acc (Task I)", "completion error (Task II)",
+                                                            "lam chosen (val)", "s / method"]
+
+    plots = []
+    if out_dir is not None:
+        from pathlib import Path
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        key = str(seeds[0])
+        for task in ("classification", "autoencoder"):
+            g = raw[task]["Joint (IRLS)"][key]["weight_graph"]
+            plots.append(plot_weight_graph(g, out / f"joint_irls_weight_graph_{task}.png",
+                                           title=f"Joint IRLS, Task {'I' if task == 'classification' else 'II'} "
+                                                 f"({task}), seed {key}: eq. 7 weights per layer pair (Fig. 2)"))
+        plots.append(_plot_curves(raw, key, out / "joint_irls_curves.png"))
+
+    notes = _notes(raw, summary, seeds, quick)
+    return {"title": f"Joint IRLS (seed 001) on {len(DOMAINS)} digit domains, {st['train_per_domain']} training images "
+                     f"each: test accuracy (Task I, higher is better) and completion error (Task II, lower is better), "
+                     f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}",
+            "columns": columns, "rows": rows, "notes": notes, "plots": plots, "raw": raw}
+
+
+def _notes(raw: dict, summary: dict, seeds, quick: bool) -> str:
+    best_acc = max(METHODS, key=lambda m: summary[m][0])
+    best_err = min(METHODS, key=lambda m: summary[m][1])
+    j_acc, j_err = summary["Joint (IRLS)"]
+    lines = [f"Task I (classification): best mean accuracy {best_acc} ({summary[best_acc][0]:.3f}); "
+             f"Joint {j_acc:.3f}. Task II (completion): lowest error {best_err} ({summary[best_err][1]:.3f}); "
+             f"Joint {j_err:.3f}."]
+    for task, idx, word in (("classification", 0, "accuracy"), ("autoencoder", 1, "error")):
+        beats = [m for m in METHODS[1:] if (summary["Joint (IRLS)"][idx] > summary[m][idx]) == (idx == 0)]
+        loses = [m for m in METHODS[1:] if m not in beats]
+        lines.append(f"{task}: Joint is better than {', '.join(beats) or 'no baseline'}"
+                     + (f" and not better than {', '.join(loses)}" if loses else "") + f" in mean {word}.")
+    if best_acc != "Joint (IRLS)" or best_err != "Joint (IRLS)":
+        lines.append("Where Joint is not the best this does not follow the paper (Table 4, Fig. 5: Joint best "
+                     "overall). The setting differs: networks of a few thousand parameters trained from scratch "
+                     "(the paper starts Inception from ImageNet weights), 60 images per domain, and an equal budget "
+                     "of sweeps, in which Shareall and the pretraining of PretrainFinetune take 5x more optimiser "
+                     "steps than each per-domain network.")
+    iters = [raw[t]["Joint (IRLS)"][str(s)]["irls_iters"] for t in ("classification", "autoencoder") for s in seeds]
+    conv = [raw[t]["Joint (IRLS)"][str(s)]["converged"] for t in ("classification", "autoencoder") for s in seeds]
+    last = [raw[t]["Joint (IRLS)"][str(s)]["deltas"][-1] for t in ("classification", "autoencoder") for s in seeds]
+    lines.append(f"IRLS: {sum(conv)}/{len(conv)} runs reached delta <= 1e-2 (the paper: 4-8 iterations); "
+                 f"iterations {min(iters)}-{max(iters)}, last delta {min(last):.3f}-{max(last):.3f}: with "
+                 f"{raw['settings']['epochs_per_iter']} epoch(s) of minibatch Adam per iteration the weights keep "
+                 "moving by about the threshold, and the cap of 8 iterations ends the other runs.")
+    g = raw["classification"]["Joint (IRLS)"][str(seeds[0])]["weight_graph"]
+    names = g["datasets"]
+    desc = []
+    for l, pair in enumerate(g["layer_pairs"]):
+        W = np.asarray(g["weights"][l])
+        iu = np.triu_indices(len(names), 1)
+        k = int(np.argmax(W[iu]))
+        i, j = iu[0][k], iu[1][k]
+        desc.append(f"{pair}: strongest {names[i]}-{names[j]} (w {W[i, j]:.2f}), mean w {W[iu].mean():.2f}")
+    lines.append("Weight graph (Task I, seed %s): " % seeds[0] + "; ".join(desc) + ".")
+    lines.append("lam is small here (0.003-0.03, against the paper's 10): the squared distances grow with the number "
+                 "of parameters, and block coordinate descent with a strong coupling barely moves (each network can "
+                 "only leave the fixed consensus by about grad / (2 lam C) per sweep).")
+    if quick:
+        lines.append("Quick mode: one seed, 80 sweeps, lam fixed at 0.003 (the value validation picks most often in "
+                     "the full run); the full run is benchmarks/methods_deep.py --only joint-irls.")
+    return " ".join(lines)
