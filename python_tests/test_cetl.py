@@ -363,3 +363,16 @@ def test_fused_dwa_gradient_gives_the_same_training(data, source):
     assert b.history_[-1]["dwa3"] > 0
     for p, q in zip(params_of(a.target, a.decoder), params_of(b.target, b.decoder)):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_experiment_notes_say_where_the_paper_is_not_followed():
+    from mtlkernels.experiments.cetl import _notes, _pm
+
+    per_setting = {"a": {"T2 alone": [0.5, 0.6, 0.55], "fine-tuning": [0.6, 0.62, 0.61], "CETL": [0.7, 0.72, 0.71]},
+                   "b": {"T2 alone": [0.9, 0.92, 0.91], "fine-tuning": [0.8, 0.8, 0.8], "CETL": [0.85, 0.86, 0.84],
+                         "CETL_e (no DWA)": [0.8, 0.8, 0.8]}}
+    notes = _notes(per_setting, quick=False, n_seeds=3)
+    assert "a: CETL 0.710" in notes and "follows the paper: CETL is best." in notes
+    assert "b: CETL 0.850" in notes and "does NOT follow the paper: T2 alone (0.910)" in notes
+    assert "Ablations, best first: CETL 0.850 > CETL_e (no DWA) 0.800" in notes
+    assert _pm([0.5, 0.7]) == "0.600 ± 0.141" and _pm([0.1], signed=True) == "+0.100 ± 0.000"
