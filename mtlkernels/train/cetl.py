@@ -56,8 +56,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -213,14 +212,11 @@ class CETLTrainer:
                 cT = self._code(T2, x)
             params = dict(T1.named_parameters())
 
-            def l_rs(p, c, xx):  # eq. 2, per sample
-                return 0.5 * (torch.func.functional_call(T1, p, (c,)) - xx).pow(2).sum()
+            def l_rec(p, code, goal):  # 1/2 |T1(code) - goal|^2 per sample: eq. 2 (S, x) and eq. 5 (T2, recons1)
+                return 0.5 * (torch.func.functional_call(T1, p, (code,)) - goal).pow(2).sum()
 
-            def l_rt(p, c, rr):  # eq. 5 w.r.t. T1, per sample
-                return 0.5 * (torch.func.functional_call(T1, p, (c,)) - rr).pow(2).sum()
-
-            g_rs = per_sample_grads(l_rs, params, (cS, x))
-            g_rt = per_sample_grads(l_rt, params, (cT, r1))
+            g_rs = per_sample_grads(l_rec, params, (cS, x))
+            g_rt = per_sample_grads(l_rec, params, (cT, r1))
             kept, other = (g_rs, g_rt) if which == "gfi1" else (g_rt, g_rs)
         else:
             pool = data["n_lab"]
