@@ -193,8 +193,16 @@ TierResult gram_tier(const Runner& r, const at::Tensor& xs, const at::Tensor& ts
   const bool wide = xs.size(1) < xs.size(2);  // Gram of the rows: x x^T
   const at::Tensor xc = xs.scalar_type() == c ? xs : xs.to(c);
   at::Tensor G = wide ? at::matmul(xc, xc.mT()) : at::matmul(xc.mT(), xc);
-  const at::Tensor gfin = at::isfinite(G).flatten(1).all(1);
-  G = at::where(gfin.view({-1, 1, 1}), G, at::zeros({}, G.options())).contiguous();
+  // G is finite iff its diagonal (sums of squares) is: |G_ij| <= sqrt(G_ii G_jj), and the
+  // same bound holds for every partial sum of the GEMM. A quarter of the largest float
+  // leaves room for rounding. Non-finite matrices are zeroed for the eigensolver and
+  // rejected.
+  const at::Tensor diag = G.diagonal(0, -2, -1);
+  const double big = (c == at::kFloat ? double(std::numeric_limits<float>::max())
+                                      : std::numeric_limits<double>::max()) / 4;
+  const at::Tensor gfin = at::isfinite(diag).all(-1) & (diag.amax(-1) < big);
+  if (!gfin.all().item<bool>()) G = at::where(gfin.view({-1, 1, 1}), G, at::zeros({}, G.options()));
+  G = G.contiguous();
 
   auto [w, V] = r.eig(G, matrix);
   const at::Tensor wd = w.to(at::kDouble);

@@ -152,7 +152,9 @@ def spectral_route(x: Tensor, op: str = "svt", tau: float | Tensor = 0.0) -> Ten
 
 def _check_fake(op: str, x: Tensor) -> None:
     if x.dim() < 2:
-        raise RuntimeError(f"{op}: x must be a matrix or a batch of matrices of shape (..., m, n), got shape {list(x.shape)}")
+        raise RuntimeError(
+            f"{op}: x must be a matrix or a batch of matrices of shape (..., m, n), got shape {list(x.shape)}"
+        )
     if x.dtype not in (torch.float32, torch.float64):
         raise RuntimeError(f"{op}: x must be float32 or float64, got {x.dtype}")
 
