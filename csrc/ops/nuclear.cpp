@@ -16,13 +16,15 @@
 // An exact SVD in the output precision has an error of about eps_out * s_max per
 // component (for the gradient, eps_out * s_max * t / s_min when every s_i > t: the
 // output is then t U V^T). THE RULE: a matrix's Gram result is accepted (1) when the
-// largest estimated error is at most kAcceptFactor (16) times that (for svt:
-// max_i e_i <= 16 eps_out s_max), or (2) when t == 0 (svt is then the identity
+// estimated error, aggregated over the k components as the error of the op's result
+// aggregates (root mean square for a matrix, whose Frobenius error it is; mean for a
+// sum), is at most kAcceptFactor (16) times that of the exact route, e.g. for svt
+// sqrt(mean_i e_i^2) <= 16 eps_out s_max, or (2) when t == 0 (svt is then the identity
 // x V V^T, the gradient and the smoothed value are zero); in both cases only if G is
-// finite and s_max^2 does not underflow. For svt with every
-// s_i well above t this accepts any t; in the worst case (singular values near t) it
-// needs t >= s_max * eps_c / (16 eps_out), i.e. t >= s_max / 16 when the Gram matrix is
-// in the input's precision. Rejected matrices go to the next tier: for float32 input
+// finite and s_max^2 does not underflow. For svt with every s_i well above t this
+// accepts any t; in the worst case (every singular value near t) it needs
+// t >= s_max * eps_c / (16 eps_out), i.e. t >= s_max / 16 when the Gram matrix is in
+// the input's precision. Rejected matrices go to the next tier: for float32 input
 // the Gram matrix in float64, whose floor sqrt(eps64) s_max ~ 1.5e-8 s_max is below
 // float32 resolution (it passes the rule for svt and the norms whatever t; only the
 // gradient with t far below s_min can fail it), then the exact route (LAPACK /
@@ -176,7 +178,8 @@ at::Tensor gram_accept(const at::Tensor& s, const at::Tensor& t, Spectral kind, 
     const at::Tensor smin = s.amin(-1, /*keepdim=*/true);
     bound = bound * at::where(smin > t, t / smin, at::ones({}, s.options()));
   }
-  at::Tensor ok = e.amax(-1) <= bound.squeeze(-1);
+  const at::Tensor agg = spectral_is_matrix(kind) ? e.square().mean(-1).sqrt() : e.mean(-1);
+  at::Tensor ok = agg <= bound.squeeze(-1);
   if (kind != Spectral::Nuclear) ok = ok | (t.squeeze(-1) == 0);
   return ok;
 }
@@ -193,8 +196,16 @@ TierResult gram_tier(const Runner& r, const at::Tensor& xs, const at::Tensor& ts
   const bool wide = xs.size(1) < xs.size(2);  // Gram of the rows: x x^T
   const at::Tensor xc = xs.scalar_type() == c ? xs : xs.to(c);
   at::Tensor G = wide ? at::matmul(xc, xc.mT()) : at::matmul(xc.mT(), xc);
-  const at::Tensor gfin = at::isfinite(G).flatten(1).all(1);
-  G = at::where(gfin.view({-1, 1, 1}), G, at::zeros({}, G.options())).contiguous();
+  // G is finite iff its diagonal (sums of squares) is: |G_ij| <= sqrt(G_ii G_jj), and the
+  // same bound holds for every partial sum of the GEMM. A quarter of the largest float
+  // leaves room for rounding. Non-finite matrices are zeroed for the eigensolver and
+  // rejected.
+  const at::Tensor diag = G.diagonal(0, -2, -1);
+  const double big = (c == at::kFloat ? double(std::numeric_limits<float>::max())
+                                      : std::numeric_limits<double>::max()) / 4;
+  const at::Tensor gfin = at::isfinite(diag).all(-1) & (diag.amax(-1) < big);
+  if (!gfin.all().item<bool>()) G = at::where(gfin.view({-1, 1, 1}), G, at::zeros({}, G.options()));
+  G = G.contiguous();
 
   auto [w, V] = r.eig(G, matrix);
   const at::Tensor wd = w.to(at::kDouble);

@@ -70,6 +70,7 @@ using SmallSpectralKernel = bool (*)(const at::Tensor& x, const SpectralArgs& a,
 struct SpectralLimits {
   int64_t max_gram_k;  // the Gram route is tried only for k = min(m, n) <= max_gram_k
 };
+using MaxGramKFn = int64_t (*)();
 
 // ---- entry points (nuclear.cpp) -----------------------------------------------
 at::Tensor svt_entry(SymEigKernel e, SmallSpectralKernel s, SpectralLimits lim, const at::Tensor& x,
@@ -83,18 +84,20 @@ at::Tensor spectral_route_entry(SymEigKernel e, SmallSpectralKernel s, SpectralL
                                 const at::Tensor& tau, int64_t kind);
 
 // Registers every nuclear-family op for one dispatch key, given its kernels.
-template <SymEigKernel E, SmallSpectralKernel S, int64_t MaxGramK>
+template <SymEigKernel E, SmallSpectralKernel S, MaxGramKFn L>
 void register_nuclear(torch::Library& m) {
-  m.impl("svt", [](const at::Tensor& x, const at::Tensor& tau) { return svt_entry(E, S, SpectralLimits{MaxGramK}, x, tau); });
-  m.impl("nuclear_norm", [](const at::Tensor& x) { return nuclear_norm_entry(E, S, SpectralLimits{MaxGramK}, x); });
+  m.impl("svt", [](const at::Tensor& x, const at::Tensor& tau) {
+    return svt_entry(E, S, SpectralLimits{L()}, x, tau);
+  });
+  m.impl("nuclear_norm", [](const at::Tensor& x) { return nuclear_norm_entry(E, S, SpectralLimits{L()}, x); });
   m.impl("smoothed_nuclear_norm", [](const at::Tensor& x, double lam, double eps) {
-    return smoothed_nuclear_norm_entry(E, S, SpectralLimits{MaxGramK}, x, lam, eps);
+    return smoothed_nuclear_norm_entry(E, S, SpectralLimits{L()}, x, lam, eps);
   });
   m.impl("smoothed_nuclear_norm_grad", [](const at::Tensor& x, double lam, double eps) {
-    return smoothed_nuclear_norm_grad_entry(E, S, SpectralLimits{MaxGramK}, x, lam, eps);
+    return smoothed_nuclear_norm_grad_entry(E, S, SpectralLimits{L()}, x, lam, eps);
   });
   m.impl("_spectral_route", [](const at::Tensor& x, const at::Tensor& tau, int64_t kind) {
-    return spectral_route_entry(E, S, SpectralLimits{MaxGramK}, x, tau, kind);
+    return spectral_route_entry(E, S, SpectralLimits{L()}, x, tau, kind);
   });
 }
 

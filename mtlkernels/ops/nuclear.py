@@ -18,10 +18,12 @@ Otherwise the Gram route: G = x^T x (k x k, k = min(m, n)) by a batched GEMM in
 full float32 (never TF32), a batched symmetric eigensolver (CPU: LAPACK spread over
 the batch; CUDA: our Jacobi kernel), then one GEMM ``x V diag(f(s)) V^T``. The Gram
 route squares the condition number, so each matrix's result is checked by an
-a-posteriori rule: it is kept when the estimated error is within 16x that of an
-exact SVD in the output precision (for svt, in the worst case, tau >= s_max / 16
-with the Gram matrix in the input's precision); otherwise the matrix is redone with
-the Gram matrix in float64 (float32 input), then with LAPACK / cuSOLVER's SVD.
+a-posteriori rule: it is kept when the error estimated from its singular values is
+within 16x that of an exact SVD in the output precision (for svt: always when every
+singular value is far from tau, and in the worst case, every singular value near tau,
+when tau >= s_max / 16 with the Gram matrix in the input's precision); otherwise the
+matrix is redone with the Gram matrix in float64 (float32 input), then with LAPACK /
+cuSOLVER's SVD. The rule is stated in full in csrc/ops/nuclear.cpp.
 :func:`spectral_route` tells which route each matrix took.
 
 A matrix holding NaN or inf gives NaN (the whole matrix for svt, the value for the
@@ -152,7 +154,9 @@ def spectral_route(x: Tensor, op: str = "svt", tau: float | Tensor = 0.0) -> Ten
 
 def _check_fake(op: str, x: Tensor) -> None:
     if x.dim() < 2:
-        raise RuntimeError(f"{op}: x must be a matrix or a batch of matrices of shape (..., m, n), got shape {list(x.shape)}")
+        raise RuntimeError(
+            f"{op}: x must be a matrix or a batch of matrices of shape (..., m, n), got shape {list(x.shape)}"
+        )
     if x.dtype not in (torch.float32, torch.float64):
         raise RuntimeError(f"{op}: x must be float32 or float64, got {x.dtype}")
 

@@ -24,16 +24,18 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> sym_eig_cpu(const at::Tensor& G, bool want_vectors) {
   const int64_t b = G.size(0), k = G.size(1);
   at::Tensor w = at::empty({b, k}, G.options());
-  at::Tensor V = want_vectors ? at::empty({b, k, k}, G.options()) : at::Tensor();
+  // Batched column-major, the layout LAPACK writes: the out= calls below fill their
+  // slices in place, without a copy.
+  at::Tensor V = want_vectors ? at::empty_strided({b, k, k}, {k * k, 1, k}, G.options()) : at::Tensor();
   if (b == 0 || k == 0) return {w, V};
   auto run = [&](int64_t b0, int64_t b1) {
     const at::Tensor g = G.narrow(0, b0, b1 - b0);
+    at::Tensor ws = w.narrow(0, b0, b1 - b0);
     if (want_vectors) {
-      auto [ww, vv] = at::linalg_eigh(g);
-      w.narrow(0, b0, b1 - b0).copy_(ww);
-      V.narrow(0, b0, b1 - b0).copy_(vv);
+      at::Tensor vs = V.narrow(0, b0, b1 - b0);
+      at::linalg_eigh_out(ws, vs, g);
     } else {
-      w.narrow(0, b0, b1 - b0).copy_(at::linalg_eigvalsh(g));
+      at::linalg_eigvalsh_out(ws, g);
     }
   };
   const int64_t threads = at::get_num_threads();
@@ -49,10 +51,12 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cpu(const at::Tensor& G, bool want_ve
 
 bool no_small_route_cpu(const at::Tensor&, const SpectralArgs&, at::Tensor&) { return false; }
 
+int64_t max_gram_k_cpu() { return std::numeric_limits<int64_t>::max(); }
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mtlkernels, CPU, m) {
-  register_nuclear<sym_eig_cpu, no_small_route_cpu, std::numeric_limits<int64_t>::max()>(m);
+  register_nuclear<sym_eig_cpu, no_small_route_cpu, max_gram_k_cpu>(m);
 }
 
 }  // namespace mtlkernels

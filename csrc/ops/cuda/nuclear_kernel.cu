@@ -25,8 +25,12 @@
 // when |a_pq| > tol * sqrt(a_pp a_qq) (the relative criterion of Demmel and Veselic);
 // sweeps stop when none is, or after kMaxSweeps.
 //
-// The route limits (kSmallMaxK, kSmallMaxRows, kCudaMaxGramK) are first guesses, to be
-// tuned on a GPU with benchmarks/bench_svt.py --device cuda.
+// The route limits are first guesses, to be tuned on a GPU with benchmarks/bench_svt.py
+// --device cuda. They can be changed without rebuilding through environment variables,
+// read once per process: MTLKERNELS_NUCLEAR_SMALL_MAX_K (default 64, at most 64; 0
+// disables the fused route), MTLKERNELS_NUCLEAR_SMALL_MAX_ROWS (default 512) and
+// MTLKERNELS_NUCLEAR_MAX_GRAM_K (default 512; 0 sends everything past the fused route to
+// at::linalg_svd).
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -37,19 +41,44 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "ops/nuclear.h"
 
 namespace mtlkernels {
 namespace {
 
-constexpr int kSmallMaxK = 64;       // fused route: at most 32 warps, one per column pair
-constexpr int kSmallMaxRows = 512;   // beyond this the Gram route is cheaper
-constexpr int64_t kCudaMaxGramK = 512;  // beyond this: at::linalg_svd
+constexpr int64_t kSmallMaxK = 64;       // fused route: at most 32 warps, one per column pair
+constexpr int64_t kSmallMaxRows = 512;   // beyond this the Gram route should be cheaper
+constexpr int64_t kCudaMaxGramK = 512;   // beyond this: at::linalg_svd
+constexpr int64_t kEigMaxK = 4096;       // what jacobi_eigh_kernel's int indexing allows
 constexpr int kMaxSweeps = 30;
 constexpr size_t kStaticSmemReserve = 1024;  // the kernels' static __shared__ variables, with margin
 constexpr size_t kDefaultDynamicSmem = 48 * 1024;
 constexpr unsigned kFull = 0xffffffffu;
+
+int64_t env_limit(const char* name, int64_t fallback, int64_t hi) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == 0) return fallback;
+  char* end = nullptr;
+  const long long r = std::strtoll(v, &end, 10);
+  TORCH_CHECK(end != v && *end == 0 && r >= 0 && r <= hi, name, " must be an integer in [0, ", hi, "], got '", v,
+              "'");
+  return r;
+}
+
+struct CudaLimits {
+  int64_t small_max_k, small_max_rows, max_gram_k;
+};
+
+const CudaLimits& cuda_limits() {
+  static const CudaLimits lim{env_limit("MTLKERNELS_NUCLEAR_SMALL_MAX_K", kSmallMaxK, kSmallMaxK),
+                              env_limit("MTLKERNELS_NUCLEAR_SMALL_MAX_ROWS", kSmallMaxRows, int64_t(1) << 30),
+                              env_limit("MTLKERNELS_NUCLEAR_MAX_GRAM_K", kCudaMaxGramK, kEigMaxK)};
+  return lim;
+}
+
+int64_t max_gram_k_cuda() { return cuda_limits().max_gram_k; }
 
 // ---- device helpers ---------------------------------------------------------------
 
@@ -268,19 +297,20 @@ size_t smem_optin() {
 template <typename K>
 void allow_dynamic_smem(K kernel, size_t bytes) {
   if (bytes > kDefaultDynamicSmem) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   }
 }
 
 bool small_spectral_cuda(const at::Tensor& x, const SpectralArgs& a, at::Tensor& out) {
   const int64_t B = x.size(0), m = x.size(1), n = x.size(2);
   const int64_t k = std::min(m, n), r = std::max(m, n);
-  if (k > kSmallMaxK || r > kSmallMaxRows) return false;
+  if (k > cuda_limits().small_max_k || r > cuda_limits().small_max_rows) return false;
   const bool matrix = spectral_is_matrix(a.kind);
   const size_t bytes = sizeof(double) * static_cast<size_t>(r * k + (matrix ? k * k : 0) + k);
   if (bytes + kStaticSmemReserve > smem_optin()) return false;
   TORCH_CHECK(a.t.is_cuda() && a.t.scalar_type() == at::kDouble && a.t.is_contiguous() && a.t.numel() == B,
-              "svt (CUDA): internal error, thresholds must be a contiguous float64 CUDA tensor with one value per matrix");
+              "nuclear ops (CUDA): internal error, thresholds must be contiguous float64, one per matrix");
 
   const c10::cuda::CUDAGuard guard(x.device());
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -425,7 +455,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& G, bool want_v
   const c10::cuda::CUDAGuard guard(G.device());
   const int64_t B = G.size(0), k = G.size(1);
   TORCH_CHECK(G.dim() == 3 && G.size(2) == k && G.is_contiguous(), "sym_eig_cuda: internal error, G must be (b, k, k)");
-  TORCH_CHECK(k <= kCudaMaxGramK, "sym_eig_cuda: internal error, k = ", k, " exceeds ", kCudaMaxGramK);
+  TORCH_CHECK(k <= kEigMaxK, "sym_eig_cuda: internal error, k = ", k, " exceeds ", kEigMaxK);
   const auto dopts = G.options().dtype(at::kDouble);
   at::Tensor w = at::empty({B, k}, dopts);
   at::Tensor V = want_vectors ? at::empty({B, k, k}, dopts) : at::Tensor();
@@ -470,7 +500,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& G, bool want_v
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mtlkernels, CUDA, m) {
-  register_nuclear<sym_eig_cuda, small_spectral_cuda, kCudaMaxGramK>(m);
+  register_nuclear<sym_eig_cuda, small_spectral_cuda, max_gram_k_cuda>(m);
 }
 
 }  // namespace mtlkernels
