@@ -17,10 +17,10 @@
 //    current matrix, then applied to all rows, then to all columns (and to V). The
 //    matrix lives in shared memory when it fits, else in a global workspace.
 //
-// Both compute in float64 whatever the input dtype. A float32 Jacobi loses
-// orthogonality by about k * eps32 per sweep count (measured in a NumPy model of these
-// kernels: 1e-5 relative reconstruction error at k = 64, 5-10x worse than LAPACK); in
-// float64 the float32 results are correct to rounding. Matrices are scaled by a power
+// Both compute in float64 whatever the input dtype. In float32 the accumulated rotations
+// lose orthogonality roughly in proportion to k * eps32 (measured in a NumPy model of
+// these kernels: 1e-5 relative reconstruction error at k = 64, 5-10x worse than
+// LAPACK); in float64 the float32 results are correct to rounding. Matrices are scaled by a power
 // of two (exact) so that squares neither overflow nor underflow. A rotation is applied
 // when |a_pq| > tol * sqrt(a_pp a_qq) (the relative criterion of Demmel and Veselic);
 // sweeps stop when none is, or after kMaxSweeps.
@@ -53,6 +53,7 @@ constexpr int64_t kSmallMaxRows = 512;   // beyond this the Gram route should be
 constexpr int64_t kCudaMaxGramK = 512;   // beyond this: at::linalg_svd
 constexpr int64_t kEigMaxK = 4096;       // what jacobi_eigh_kernel's int indexing allows
 constexpr int kMaxSweeps = 30;
+constexpr int kMaxThreads = 1024;        // both kernels launch up to 1024 threads (32 warps)
 constexpr size_t kStaticSmemReserve = 1024;  // the kernels' static __shared__ variables, with margin
 constexpr size_t kDefaultDynamicSmem = 48 * 1024;
 constexpr unsigned kFull = 0xffffffffu;
@@ -170,7 +171,8 @@ struct SmallParams {
 // Dynamic shared memory (float64): A (k columns of length r), then V (k x k, column
 // j at V + j * k; kMatrix only), then k singular values / filters.
 template <typename T, bool kMatrix>
-__global__ void small_spectral_kernel(const T* __restrict__ x, T* __restrict__ out, SmallParams P) {
+__global__ void __launch_bounds__(kMaxThreads)
+    small_spectral_kernel(const T* __restrict__ x, T* __restrict__ out, SmallParams P) {
   extern __shared__ double smem[];
   __shared__ double s_red[32];
   __shared__ int s_rot;
@@ -352,8 +354,9 @@ struct EigParams {
 // Dynamic shared memory: c[np], s[np] (float64), pq[2 np] (int), then, when in_smem,
 // G (k x ld) and V (k x ld), row-major.
 template <typename T>
-__global__ void jacobi_eigh_kernel(const T* __restrict__ Gin, double* __restrict__ w, double* __restrict__ Vout,
-                                   double* __restrict__ work, EigParams P) {
+__global__ void __launch_bounds__(kMaxThreads)
+    jacobi_eigh_kernel(const T* __restrict__ Gin, double* __restrict__ w, double* __restrict__ Vout,
+                       double* __restrict__ work, EigParams P) {
   extern __shared__ double smem[];
   __shared__ double s_red[32];
   __shared__ int s_rot;
@@ -471,7 +474,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& G, bool want_v
   const size_t mat_bytes = (want_vectors ? 2 : 1) * static_cast<size_t>(k) * P.ld * sizeof(double);
   P.in_smem = rot_bytes + mat_bytes + kStaticSmemReserve <= smem_optin();
   const size_t dyn = rot_bytes + (P.in_smem ? mat_bytes : 0);
-  const int threads = k <= 32 ? 128 : k <= 64 ? 256 : k <= 128 ? 512 : 1024;
+  const int threads = k <= 32 ? 128 : k <= 64 ? 256 : k <= 128 ? 512 : kMaxThreads;
 
   // Out of shared memory: a global workspace per matrix, in chunks of <= 512 MiB.
   int64_t chunk = std::min<int64_t>(B, INT_MAX);
