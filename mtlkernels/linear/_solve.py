@@ -37,3 +37,16 @@ def svd_init(W0: Tensor, k: int) -> tuple[Tensor, Tensor]:
     L[:, :k_eff] = U[:, :k_eff] * r
     S[:k_eff] = r[:, None] * Vh[:k_eff]
     return L, S
+
+
+def latent_init(est, data, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """L (d, k), S (k, T) and intercepts from the SVD of single-task solutions (ridge with
+    ``est.init_alpha``, the estimator's loss): the initialisation of seed 003's Algorithm 1,
+    used by every latent-basis estimator here."""
+    from .stl import SingleTaskLinear
+
+    stl = SingleTaskLinear(loss=est.loss, alpha=est.init_alpha, fit_intercept=est.fit_intercept,
+                           max_iter=est.max_iter, tol=max(est.tol, 1e-5), device=est.device, dtype=est.dtype)
+    W0, b0 = stl._fit(data, None, None)
+    L, S = svd_init(W0, k)
+    return L, S, b0

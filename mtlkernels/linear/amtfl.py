@@ -7,8 +7,7 @@ import torch
 
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
-from ._solve import plain_step, run_fista, svd_init
-from .stl import SingleTaskLinear
+from ._solve import latent_init, plain_step, run_fista
 
 
 class AMTFL(MultiTaskLinear):
@@ -87,10 +86,7 @@ class AMTFL(MultiTaskLinear):
         N = samples.shape[0]
         alpha, mu, gamma, lam, l1_L = (float(v) for v in (self.alpha, self.mu, self.gamma, self.lam, self.l1_L))
 
-        stl = SingleTaskLinear(loss=self.loss, alpha=self.init_alpha, fit_intercept=self.fit_intercept,
-                               max_iter=self.max_iter, tol=max(self.tol, 1e-5), device=self.device, dtype=self.dtype)
-        W_init, b = stl._fit(data, None, None)
-        L, S = svd_init(W_init, k)
+        L, S, b = latent_init(self, data, k)
         Z0 = self._features(samples, L)
         A = torch.linalg.lstsq(Z0 @ S, Z0).solution if N >= T else torch.zeros(T, k, **kw)
         c = torch.zeros(k, **kw)

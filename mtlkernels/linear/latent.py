@@ -8,8 +8,7 @@ import torch
 
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
-from ._solve import plain_step, run_fista, svd_init
-from .stl import SingleTaskLinear
+from ._solve import latent_init, plain_step, run_fista
 
 
 class _LatentFactorMTL(MultiTaskLinear):
@@ -36,11 +35,7 @@ class _LatentFactorMTL(MultiTaskLinear):
         if self.warm_start and hasattr(self, "L_") and self.L_.shape == (d, self.n_latent) and self.S_.shape[1] == T:
             return (torch.as_tensor(self.L_, **kw), torch.as_tensor(self.S_, **kw),
                     torch.as_tensor(self.intercept_, **kw))
-        stl = SingleTaskLinear(loss=self.loss, alpha=self.init_alpha, fit_intercept=self.fit_intercept,
-                               max_iter=self.max_iter, tol=max(self.tol, 1e-5), device=self.device, dtype=self.dtype)
-        W0, b0 = stl._fit(data, None, None)
-        L, S = svd_init(W0, self.n_latent)
-        return L, S, b0
+        return latent_init(self, data, self.n_latent)
 
     def _fit(self, data, W0, b0):
         if not (isinstance(self.n_latent, (int, np.integer)) and self.n_latent > 0):
