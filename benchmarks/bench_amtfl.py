@@ -18,7 +18,6 @@ smaller (k, T).
 
 from __future__ import annotations
 
-import argparse
 import os
 import itertools
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import default_device, time_fn, write_table  # noqa: E402
+from common import bench_parser, bench_setup, time_fn, write_table  # noqa: E402
 
 from mtlkernels import ops  # noqa: E402
 from mtlkernels import reference as ref  # noqa: E402
@@ -78,15 +77,11 @@ def fwd_bwd(fn, ts):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); default: torch's")
+    ap = bench_parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="a few small sizes only")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = default_device(args.device)
+    device = bench_setup(args)
     load0 = os.getloadavg()[0]
     is_cuda = torch.device(device).type == "cuda"
 

@@ -20,7 +20,6 @@ Usage (from python_tests/, after `make install`):
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import copy_bandwidth, default_device, time_fn, write_table  # noqa: E402
+from common import bench_parser, bench_setup, copy_bandwidth, time_fn, write_table  # noqa: E402
 
 from mtlkernels import ops  # noqa: E402
 from mtlkernels import reference as ref  # noqa: E402
@@ -115,14 +114,10 @@ def with_backward(penalty):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); default: torch's")
+    ap = bench_parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="ResNet-18 only, fewer repetitions")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = default_device(args.device)
+    device = bench_setup(args)
     load0 = os.getloadavg()[0]
     is_cuda = torch.device(device).type == "cuda"
     reps = 50 if is_cuda else (5 if args.quick else 20)

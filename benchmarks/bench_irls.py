@@ -18,7 +18,6 @@ Usage (after `make install`, from python_tests/):
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import copy_bandwidth, default_device, time_fn, write_table  # noqa: E402
+from common import bench_parser, bench_setup, copy_bandwidth, time_fn, write_table  # noqa: E402
 
 from mtlkernels import ops  # noqa: E402
 from mtlkernels import reference as ref  # noqa: E402
@@ -98,16 +97,10 @@ def accuracy(device) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser = bench_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="a few small sizes only")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: torch's); 1 is steadier on a busy machine"
-    )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = default_device(args.device)
+    device = bench_setup(args)
     is_cuda = torch.device(device).type == "cuda"
 
     if is_cuda:

@@ -14,11 +14,10 @@ The ratio is (step with regulariser) / (plain step): 1.0 means free.
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
-from common import default_device, time_fn, write_table
+from common import bench_parser, bench_setup, time_fn, write_table
 
 from mtlkernels import ops
 from mtlkernels.datasets import digits_images
@@ -45,14 +44,10 @@ def step_fn(model, X, y, loss_fn, extra=None):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--device", default=None)
+    p = bench_parser(__doc__)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = default_device(args.device)
+    device = bench_setup(args)
     data = digits_images(seed=0)
     X, y = data.X_train[: args.batch].to(device), data.y_train[: args.batch].to(device)
     rows = []

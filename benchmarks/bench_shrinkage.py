@@ -10,27 +10,22 @@ time to ours (> 1: we are faster). Writes benchmarks/results/shrinkage_<device>.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 import torch.nn.functional as F
 
-from common import copy_bandwidth, default_device, time_fn, write_table
+from common import bench_parser, bench_setup, copy_bandwidth, time_fn, write_table
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--device", default=None)
+    p = bench_parser(__doc__)
     p.add_argument("--quick", action="store_true", help="one small size (a smoke run)")
-    p.add_argument("--threads", type=int, default=None, help="torch/OpenMP threads on the CPU")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = default_device(args.device)
+    device = bench_setup(args)
     cuda = device.startswith("cuda")
     if args.quick:
         sizes = [1 << 20]

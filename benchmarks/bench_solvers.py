@@ -14,12 +14,11 @@ solver's time counts until its objective is within 1e-6 relative of F*.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
-from common import default_device, sync, write_table
+from common import bench_parser, bench_setup, sync, write_table
 from sklearn.linear_model import Lasso, MultiTaskLasso
 
 from mtlkernels import ops
@@ -72,11 +71,10 @@ def plain_torch_fista_as(X, Y, lc, ls, F_star, max_iter=20000):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--device", default=None)
+    p = bench_parser(__doc__)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
-    device = default_device(args.device)
+    device = bench_setup(args)
     cuda = device.startswith("cuda")
     if args.quick:
         sizes = [(2000, 256, 20)]

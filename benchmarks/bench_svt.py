@@ -20,7 +20,6 @@ Tables: benchmarks/results/svt_<device>.md (svt_threads<N>_<device>.md with --th
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import default_device, sync, time_fn, write_table  # noqa: E402
+from common import bench_parser, bench_setup, sync, time_fn, write_table  # noqa: E402
 
 from mtlkernels import ops  # noqa: E402
 from mtlkernels import reference as R  # noqa: E402
@@ -97,17 +96,12 @@ def route_summary(x, tau) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default=None)
+    p = bench_parser(__doc__)
     p.add_argument("--quick", action="store_true", help="smaller shapes, for a smoke run")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 10 on CUDA, 3 on CPU)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (CPU); the table is then named svt_threads<N>")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = default_device(args.device)
+    device = bench_setup(args)
     is_cuda = torch.device(device).type == "cuda"
     reps = args.reps or (10 if is_cuda else 3)
     warmup = 2 if is_cuda else 1

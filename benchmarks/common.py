@@ -7,6 +7,7 @@ and reports medians; nothing here asserts a speed.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -128,3 +129,19 @@ def default_device(argv_device: str | None = None) -> str:
     if argv_device:
         return argv_device
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --device (default cuda when available) and --threads."""
+    p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (torch.set_num_threads; default: torch's); 1 is steadier on a busy machine")
+    return p
+
+
+def bench_setup(args) -> str:
+    """Apply --threads and return the device to run on."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return default_device(args.device)
