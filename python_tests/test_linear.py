@@ -10,7 +10,8 @@ from sklearn.model_selection import GridSearchCV
 from mtlkernels import ops
 from mtlkernels.datasets import amtfl_synthetic, digits_tasks
 from mtlkernels.linear import AMTFL, AMTL, AdaptiveSharing, GoMTL, LatentTaskMTL, SingleTaskLinear
-from mtlkernels.optim import fista
+from mtlkernels.linear import _solve
+from mtlkernels.optim import Quadratic, fista
 
 
 def regression(n=60, d=12, T=4, seed=0, noise=0.1):
@@ -33,9 +34,11 @@ def classification(n=80, d=10, T=3, seed=1):
 # ---- the solver core ------------------------------------------------------------------
 
 
-def test_fista_reaches_optimum_of_multitask_lasso_like_sklearn():
+@pytest.mark.parametrize("form", ["autograd", "quadratic"])
+def test_fista_reaches_optimum_of_multitask_lasso_like_sklearn(form):
     """Group lasso over the rows of W (features shared by all tasks) is sklearn's MultiTaskLasso:
-    1/(2n) ||Y - X W||_F^2 + alpha sum_d ||W_d,:||_2."""
+    1/(2n) ||Y - X W||_F^2 + alpha sum_d ||W_d,:||_2. The smooth part either by autograd or
+    as a Quadratic (Gram form); the first step is far too long, so the line search must act."""
     X, Y = regression(n=50, d=10, T=3, seed=3)
     alpha = 0.3
     Xt, Yt = torch.tensor(X), torch.tensor(Y)
@@ -44,15 +47,69 @@ def test_fista_reaches_optimum_of_multitask_lasso_like_sklearn():
     def smooth(p):
         return ((Xt @ p[0] - Yt) ** 2).sum() / (2 * n)
 
-    res = fista(smooth, lambda p, g, lr: [ops.group_prox_grad_step(p[0], g[0], lr, alpha, dim=1)],
+    res = fista(smooth if form == "autograd" else Quadratic.least_squares(Xt, Yt),
+                lambda p, g, lr: [ops.group_prox_grad_step(p[0], g[0], lr, alpha, dim=1)],
                 lambda p: float(alpha * p[0].norm(dim=1).sum()), [torch.zeros(10, 3, dtype=torch.float64)],
-                lr=1.0, max_iter=5000, tol=1e-10)
+                lr=100.0, max_iter=5000, tol=1e-10)
     assert res.converged and res.residual <= 1e-10
     sk = MultiTaskLasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100000).fit(X, Y)
     np.testing.assert_allclose(res.params[0].numpy(), sk.coef_.T, atol=1e-6)
+    F_sk = float(smooth([torch.tensor(sk.coef_.T)])) + alpha * np.linalg.norm(sk.coef_, axis=0).sum()
+    assert abs(res.objective - F_sk) <= 1e-10 * F_sk
     # objective history never increases (restart rejects increasing steps)
     h = np.array(res.history)
     assert np.all(np.diff(h) <= 1e-12 * np.abs(h[:-1]))
+    assert res.n_trials >= res.n_iter
+
+
+@pytest.mark.parametrize("gram", [True, False])
+def test_quadratic_values_and_gradients_are_exact(gram):
+    """Quadratic.least_squares: value and gradient at a point, and at the trial and
+    extrapolated points the engine derives from them, equal a direct evaluation."""
+    torch.manual_seed(0)
+    X, Y = torch.randn(30, 7, dtype=torch.float64), torch.randn(30, 3, dtype=torch.float64)
+    quad = Quadratic.least_squares(X, Y, gram=gram)
+
+    def direct(W):
+        W = W.clone().requires_grad_(True)
+        f = ((X @ W - Y) ** 2).sum() / 60
+        (g,) = torch.autograd.grad(f, W)
+        return float(f.detach()), g
+
+    A, B, C = (torch.randn(7, 3, dtype=torch.float64) for _ in range(3))
+    pa = quad.point([A])
+    f, g = direct(A)
+    assert pa.f == pytest.approx(f, rel=1e-12) and float(quad([A])) == pytest.approx(f, rel=1e-12)
+    torch.testing.assert_close(pa.grad[0], g)
+    pb = quad.trial(pa, [B])
+    f, g = direct(B)
+    assert pb.f == pytest.approx(f, rel=1e-12)
+    torch.testing.assert_close(pb.grad[0], g)
+    pc = quad.extrapolate(pb, pa, 0.7)
+    f, g = direct(B + 0.7 * (B - A))
+    assert pc.f == pytest.approx(f, rel=1e-12)
+    torch.testing.assert_close(pc.grad[0], g)
+    torch.testing.assert_close(pc.params[0], B + 0.7 * (B - A))
+    # two blocks: g depends on their sum, and every block gets its gradient
+    p2 = quad.point([A, C])
+    assert p2.f == pytest.approx(direct(A + C)[0], rel=1e-12) and len(p2.grad) == 2
+    with pytest.raises(ValueError, match="least_squares needs"):
+        Quadratic.least_squares(X, Y[:5])
+
+
+@pytest.mark.parametrize("gram_bytes", [_solve.PER_TASK_GRAM_BYTES, 0])
+def test_squared_loss_per_task_designs_equal_sklearn_lasso(monkeypatch, gram_bytes):
+    """Per-task designs with different sample counts and intercepts (centred per task): both
+    Hessian routes (per-task Gram matrices, or through the data) give sklearn's Lasso."""
+    monkeypatch.setattr(_solve, "PER_TASK_GRAM_BYTES", gram_bytes)
+    rng = np.random.default_rng(21)
+    Xs = [rng.standard_normal((n, 6)) + 1.5 for n in (40, 25, 33)]
+    ys = [x @ rng.standard_normal(6) + 2.0 + 0.1 * rng.standard_normal(len(x)) for x in Xs]
+    est = SingleTaskLinear(penalty="l1", alpha=0.05, tol=1e-11, max_iter=20000).fit(Xs, ys)
+    for t, (x, y) in enumerate(zip(Xs, ys)):
+        sk = Lasso(alpha=0.05, tol=1e-13, max_iter=100000).fit(x, y)
+        np.testing.assert_allclose(est.coef_[:, t], sk.coef_, atol=1e-7)
+        np.testing.assert_allclose(est.intercept_[t], sk.intercept_, atol=1e-7)
 
 
 def test_fista_objective_matches_long_float64_run():

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 from torch import Tensor
 
 from .. import ops
-from ..optim import FistaResult, fista
+from ..optim import FistaResult, Quadratic, fista
+
+# per-task Gram matrices (T, d, d) are formed only below this many bytes; above it the
+# Hessian is applied through the data, X_t^T (w_t * (X_t D_t))
+PER_TASK_GRAM_BYTES = 256 * 2**20
 
 
 def plain_step(x: Tensor, g: Tensor, lr: float) -> Tensor:
@@ -50,3 +57,65 @@ def latent_init(est, data, k: int) -> tuple[Tensor, Tensor, Tensor]:
     W0, b0 = stl._fit(data, None, None)
     L, S = svd_init(W0, k)
     return L, S, b0
+
+
+def squared_loss_quadratic(data, fit_intercept: bool) -> tuple[Quadratic, Callable[[Tensor], Tensor]]:
+    """The squared loss sum_t mean_i 0.5 (x_ti^T w_t + b_t - y_ti)^2 as a
+    :class:`~mtlkernels.optim.Quadratic` in W (d, T), and the map W -> intercepts.
+
+    With ``fit_intercept`` the features and targets are centred per task (weighted
+    means), which removes the unpenalised intercept exactly: its optimum for a given W is
+    b_t = ybar_t - xbar_t^T w_t, the returned map. A shared design gives one Gram matrix
+    X^T X / n when d <= n; per-task designs a batch of them when small enough
+    (:data:`PER_TASK_GRAM_BYTES`), else the Hessian is applied through the data.
+    """
+    X, Y, w = data.X, data.Y, data.weight  # Y, w: (T, n)
+    if data.shared:
+        Yn = Y.T  # (n, T)
+        if fit_intercept:
+            xm, ym = X.mean(0), Yn.mean(0)
+            X, Yn = X - xm, Yn - ym
+        quad = Quadratic.least_squares(X, Yn)
+    else:
+        mask = (w > 0).to(X.dtype)
+        if fit_intercept:
+            xm = (w[:, :, None] * X).sum(1)  # (T, d) weighted means
+            ym = (w * Y).sum(1)
+            X = (X - xm[:, None, :]) * mask[:, :, None]
+            Y = (Y - ym[:, None]) * mask
+        T, n, d = X.shape
+        Xw = X * w[:, :, None]
+        lin = torch.einsum("tnd,tn->dt", Xw, Y)
+        const = 0.5 * float((w * Y.double() ** 2).sum())
+        if d <= n and T * d * d * X.element_size() <= PER_TASK_GRAM_BYTES:
+            H = Xw.transpose(1, 2) @ X  # (T, d, d)
+
+            def hess(D):
+                return torch.bmm(H, D.T.unsqueeze(-1)).squeeze(-1).T
+        else:
+            def hess(D):
+                Z = torch.bmm(X, D.T.unsqueeze(-1))  # (T, n, 1)
+                return torch.bmm(Xw.transpose(1, 2), Z).squeeze(-1).T
+        quad = Quadratic(hess, lin, const)
+
+    def intercept(W: Tensor) -> Tensor:
+        if not fit_intercept:
+            return torch.zeros(W.shape[1], dtype=W.dtype, device=W.device)
+        return ym - (xm @ W if data.shared else (xm * W.T).sum(1))
+
+    return quad, intercept
+
+
+def quadratic_step(quad: Quadratic, like: Tensor, iters: int = 30) -> float:
+    """1 / lambda_max of the quadratic's Hessian, by power iteration from a fixed
+    random direction shaped like W: a first step for the line search to refine."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    v = torch.randn(like.shape, generator=g, dtype=torch.float64).to(like.device, like.dtype)
+    lam = 0.0
+    for _ in range(iters):
+        hv = quad.hess(v)
+        lam = float(hv.norm())
+        if lam == 0 or not math.isfinite(lam):
+            return 1.0
+        v = hv / lam
+    return 1.0 / lam

@@ -6,7 +6,7 @@ import torch
 
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
-from ._solve import plain_step, run_fista
+from ._solve import plain_step, quadratic_step, run_fista, squared_loss_quadratic
 
 
 class AdaptiveSharing(MultiTaskLinear):
@@ -49,23 +49,29 @@ class AdaptiveSharing(MultiTaskLinear):
         b = b0 if b0 is not None else torch.zeros(T, **kw)
         lc, ls = float(self.lambda_c), float(self.lambda_s)
 
-        def smooth(p):
-            C, S, b = p
-            return task_losses(self.loss, data.predict(C + S, b if self.fit_intercept else None), data).sum()
-
-        def prox(p, g, lr):  # eq. 9: the two blocks separate
-            return [
-                ops.svt(p[0] - lr * g[0], lr * lc),
-                ops.prox_grad_step(p[1], g[1], lr, ls),
-                plain_step(p[2], g[2], lr) if self.fit_intercept else p[2],
-            ]
-
         def penalty(p):
             return float(lc * ops.nuclear_norm(p[0]) + ls * p[1].abs().sum())
 
-        # the gradient is the same for C and S: the step must fit the sum of both
-        res = run_fista(self, smooth, prox, penalty, [C, S, b], 0.5 * lipschitz_guess(data, self.loss), "AdaptiveSharing")
-        C, S, b = res.params
+        def prox_cs(p, g, lr):  # eq. 9: the two blocks separate
+            return [ops.svt(p[0] - lr * g[0], lr * lc), ops.prox_grad_step(p[1], g[1], lr, ls)]
+
+        # the gradient is the same for C and S: the step must fit the sum of both (the 0.5)
+        if self.loss == "squared":  # a quadratic in C + S: Gram form, the intercept in closed form
+            quad, intercept = squared_loss_quadratic(data, self.fit_intercept)
+            res = run_fista(self, quad, prox_cs, penalty, [C, S], 0.5 * quadratic_step(quad, C), "AdaptiveSharing")
+            C, S = res.params
+            b = intercept(C + S)
+        else:
+            def smooth(p):
+                C, S, b = p
+                return task_losses(self.loss, data.predict(C + S, b if self.fit_intercept else None), data).sum()
+
+            def prox(p, g, lr):
+                return prox_cs(p, g, lr) + [plain_step(p[2], g[2], lr) if self.fit_intercept else p[2]]
+
+            res = run_fista(self, smooth, prox, penalty, [C, S, b], 0.5 * lipschitz_guess(data, self.loss),
+                            "AdaptiveSharing")
+            C, S, b = res.params
         self.C_ = C.cpu().numpy()
         self.S_ = S.cpu().numpy()
         self.task_similarity_ = (C.T @ C).cpu().numpy()

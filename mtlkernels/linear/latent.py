@@ -8,7 +8,7 @@ import torch
 
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
-from ._solve import latent_init, plain_step, run_fista
+from ._solve import latent_init, plain_step, quadratic_step, run_fista, squared_loss_quadratic
 
 
 class _LatentFactorMTL(MultiTaskLinear):
@@ -43,32 +43,46 @@ class _LatentFactorMTL(MultiTaskLinear):
         L, S, b = self._init_factors(data)
         base_lr = lipschitz_guess(data, self.loss)
         fit_b = self.fit_intercept
+        name = type(self).__name__
+        # the squared loss is a quadratic in S (L fixed) and in L (S fixed): Gram form, the
+        # intercept in closed form; other losses go through autograd with b as a block
+        quad, intercept = squared_loss_quadratic(data, fit_b) if self.loss == "squared" else (None, None)
 
         def objective(L, S, b):
-            return float(task_losses(self.loss, data.predict(L @ S, b if fit_b else None), data).sum()) + \
-                self._penalty_S(S) + self._penalty_L(L)
+            smooth = quad([L @ S]) if quad is not None else \
+                task_losses(self.loss, data.predict(L @ S, b if fit_b else None), data).sum()
+            return float(smooth) + self._penalty_S(S) + self._penalty_L(L)
 
         history = [objective(L, S, b)]
         self.n_iter_ = 0
         for outer in range(self.max_outer):
             # S-step (L fixed): for seed 003, the group lasso within attribute groups
-            res = run_fista(
-                self,
-                lambda p: task_losses(self.loss, data.predict(L @ p[0], p[1] if fit_b else None), data).sum(),
-                lambda p, g, lr: [self._prox_S(p[0], g[0], lr), plain_step(p[1], g[1], lr) if fit_b else p[1]],
-                lambda p: self._penalty_S(p[0]),
-                [S, b], base_lr / max(spectral_norm_sq(L), 1e-12), f"{type(self).__name__} S-step", self.max_inner,
-            )
-            S, b = res.params
+            if quad is not None:
+                q = quad.compose(lambda D: L @ D, lambda M: L.T @ M)
+                (S,) = run_fista(self, q, lambda p, g, lr: [self._prox_S(p[0], g[0], lr)],
+                                 lambda p: self._penalty_S(p[0]), [S], quadratic_step(q, S), f"{name} S-step",
+                                 self.max_inner).params
+            else:
+                S, b = run_fista(
+                    self,
+                    lambda p: task_losses(self.loss, data.predict(L @ p[0], p[1] if fit_b else None), data).sum(),
+                    lambda p, g, lr: [self._prox_S(p[0], g[0], lr), plain_step(p[1], g[1], lr) if fit_b else p[1]],
+                    lambda p: self._penalty_S(p[0]),
+                    [S, b], base_lr / max(spectral_norm_sq(L), 1e-12), f"{name} S-step", self.max_inner,
+                ).params
             # L-step (S fixed): l1 + Frobenius (elastic-net prox)
-            res = run_fista(
-                self,
-                lambda p: task_losses(self.loss, data.predict(p[0] @ S, b if fit_b else None), data).sum(),
-                lambda p, g, lr: [self._prox_L(p[0], g[0], lr)],
-                lambda p: self._penalty_L(p[0]),
-                [L], base_lr / max(spectral_norm_sq(S.T), 1e-12), f"{type(self).__name__} L-step", self.max_inner,
-            )
-            (L,) = res.params
+            if quad is not None:
+                q = quad.compose(lambda D: D @ S, lambda M: M @ S.T)
+                smooth, lr = q, quadratic_step(q, L)
+            else:
+                def smooth(p):
+                    return task_losses(self.loss, data.predict(p[0] @ S, b if fit_b else None), data).sum()
+
+                lr = base_lr / max(spectral_norm_sq(S.T), 1e-12)
+            (L,) = run_fista(self, smooth, lambda p, g, lr: [self._prox_L(p[0], g[0], lr)],
+                             lambda p: self._penalty_L(p[0]), [L], lr, f"{name} L-step", self.max_inner).params
+            if quad is not None:
+                b = intercept(L @ S)
             history.append(objective(L, S, b))
             self.n_iter_ = outer + 1
             if abs(history[-2] - history[-1]) <= self.tol * max(abs(history[-2]), 1e-30):

@@ -6,7 +6,7 @@ import torch
 
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
-from ._solve import plain_step, run_fista
+from ._solve import plain_step, quadratic_step, run_fista, squared_loss_quadratic
 
 
 class SingleTaskLinear(MultiTaskLinear):
@@ -43,17 +43,26 @@ class SingleTaskLinear(MultiTaskLinear):
         b = b0 if b0 is not None else torch.zeros(T, dtype=data.X.dtype, device=data.X.device)
         l1, l2 = (self.alpha, 0.0) if self.penalty == "l1" else (0.0, self.alpha)
 
-        def smooth(p):
-            Wp, bp = p
-            return task_losses(self.loss, data.predict(Wp, bp if self.fit_intercept else None), data).sum()
-
-        def prox(p, g, lr):
-            return [ops.prox_grad_step(p[0], g[0], lr, l1, l2), plain_step(p[1], g[1], lr) if self.fit_intercept else p[1]]
-
         def penalty(p):
             return float(l1 * p[0].abs().sum() + 0.5 * l2 * (p[0] ** 2).sum())
 
-        res = run_fista(self, smooth, prox, penalty, [W, b], lipschitz_guess(data, self.loss), "STL")
+        if self.loss == "squared":  # a quadratic in W: Gram form, the intercept solved in closed form
+            quad, intercept = squared_loss_quadratic(data, self.fit_intercept)
+            res = run_fista(self, quad, lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, l1, l2)], penalty, [W],
+                            quadratic_step(quad, W), "STL")
+            W = res.params[0]
+            b = intercept(W)
+        else:
+            def smooth(p):
+                Wp, bp = p
+                return task_losses(self.loss, data.predict(Wp, bp if self.fit_intercept else None), data).sum()
+
+            def prox(p, g, lr):
+                return [ops.prox_grad_step(p[0], g[0], lr, l1, l2),
+                        plain_step(p[1], g[1], lr) if self.fit_intercept else p[1]]
+
+            res = run_fista(self, smooth, prox, penalty, [W, b], lipschitz_guess(data, self.loss), "STL")
+            W, b = res.params
         self.objective_history_ = res.history
         self.n_iter_, self.converged_ = res.n_iter, res.converged
-        return res.params[0], res.params[1]
+        return W, b
