@@ -8,6 +8,7 @@ from sklearn.linear_model import Lasso, MultiTaskLasso
 from sklearn.model_selection import GridSearchCV
 
 from mtlkernels import ops
+from mtlkernels.testing import devices
 from mtlkernels.datasets import amtfl_synthetic, digits_tasks
 from mtlkernels.linear import AMTFL, AMTL, AdaptiveSharing, GoMTL, LatentTaskMTL, SingleTaskLinear
 from mtlkernels.linear import _solve
@@ -128,6 +129,27 @@ def test_fista_float32_and_nan_objective():
     np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-3, atol=1e-3)
     with pytest.raises(FloatingPointError, match="smooth objective is nan"):
         fista(lambda p: p[0].sum() * float("nan"), lambda p, g, lr: p, lambda p: 0.0, [torch.zeros(2)])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("device", devices())
+def test_estimators_on_each_device_and_dtype(device, dtype):
+    """The squared-loss (Quadratic) and logistic (autograd) paths on CUDA and in float32
+    give the CPU float64 solution (to float32 accuracy for float32)."""
+    if device == "cpu" and dtype == "float64":
+        pytest.skip("the reference itself")
+    X, Y = regression(seed=22)
+    Xc, Yc = classification(seed=23)
+    atol = 1e-6 if dtype == "float64" else 2e-3
+    for make, XX, YY in [
+        (lambda **kw: AdaptiveSharing(lambda_c=0.5, lambda_s=0.05, tol=1e-9, max_iter=20000, **kw), X, Y),
+        (lambda **kw: SingleTaskLinear(loss="logistic", penalty="l1", alpha=0.02, tol=1e-9, max_iter=20000, **kw),
+         Xc, Yc),
+    ]:
+        ref = make().fit(XX, YY)
+        est = make(device=device, dtype=dtype).fit(XX, YY)
+        np.testing.assert_allclose(est.coef_, ref.coef_, atol=atol * max(1.0, np.abs(ref.coef_).max()))
+        np.testing.assert_allclose(est.intercept_, ref.intercept_, atol=atol * max(1.0, np.abs(ref.intercept_).max()))
 
 
 # ---- special cases against scikit-learn -----------------------------------------------
