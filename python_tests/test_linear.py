@@ -12,7 +12,7 @@ from mtlkernels.testing import devices
 from mtlkernels.datasets import amtfl_synthetic, digits_tasks
 from mtlkernels.linear import AMTFL, AMTL, AdaptiveSharing, GoMTL, LatentTaskMTL, SingleTaskLinear
 from mtlkernels.linear import _solve
-from mtlkernels.optim import Quadratic, fista
+from mtlkernels.optim import Quadratic, fista, gram_matrix
 
 
 def regression(n=60, d=12, T=4, seed=0, noise=0.1):
@@ -96,6 +96,16 @@ def test_quadratic_values_and_gradients_are_exact(gram):
     assert p2.f == pytest.approx(direct(A + C)[0], rel=1e-12) and len(p2.grad) == 2
     with pytest.raises(ValueError, match="least_squares needs"):
         Quadratic.least_squares(X, Y[:5])
+
+
+@pytest.mark.parametrize("d", [5, 383, 384, 401])
+def test_gram_matrix_blocked_equals_full_product(d):
+    X = torch.randn(37, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
+    H = gram_matrix(X)
+    torch.testing.assert_close(H, X.T @ X, rtol=1e-12, atol=1e-12)
+    assert torch.equal(H, H.T)
+    Xn = X.T.contiguous().T  # column-major
+    torch.testing.assert_close(gram_matrix(Xn), X.T @ X, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("gram_bytes", [_solve.PER_TASK_GRAM_BYTES, 0])
@@ -281,6 +291,17 @@ def test_warm_start_continues_from_previous_fit():
     n_cold = est.n_iter_
     est.fit(X, Y)
     assert est.n_iter_ < n_cold
+
+
+def test_fit_leaves_the_inputs_alone():
+    X, Y = regression(seed=24)
+    X0, Y0 = X.copy(), Y.copy()
+    for est in (AdaptiveSharing(lambda_c=0.5, lambda_s=0.05), GoMTL(n_latent=2, max_outer=3),
+                SingleTaskLinear(penalty="l1", alpha=0.05)):
+        est.fit(X, Y)
+        est.score(X, Y)
+        np.testing.assert_array_equal(X, X0)
+        np.testing.assert_array_equal(Y, Y0)
 
 
 def test_bad_input():

@@ -91,12 +91,12 @@ def _finite_2d(a, name: str) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype == object or not np.issubdtype(a.dtype, np.number):
         raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
-    a = a.astype(np.float64)
+    a = np.asarray(a, dtype=np.float64)  # no copy when it already is float64
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {a.shape}")
     if a.shape[0] == 0:
         raise ValueError(f"{name} has no samples")
-    if not np.isfinite(a).all():
+    if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):  # NaN propagates to min/max
         raise ValueError(f"{name} contains NaN or inf")
     return a
 

@@ -79,9 +79,64 @@ inline double group_factor(double sumsq, double t) {
   return nrm > t ? 1.0 - t / nrm : 0.0;
 }
 
+// Sum of squares in double with kLanes independent partial sums: one running sum is a
+// serial chain of dependent adds (one add latency per element); independent lanes let
+// the compiler vectorise. Fixed order, so the result does not depend on threads.
+constexpr int kLanes = 8;
+
+template <typename T>
+inline double sum_squares(const T* v, int64_t n) {
+  double acc[kLanes] = {0};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(v[c + j]) * static_cast<double>(v[c + j]);
+  }
+  double s = 0;
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  for (; c < n; ++c) s += static_cast<double>(v[c]) * static_cast<double>(v[c]);
+  return s;
+}
+
 template <typename T>
 inline double tau_of(const GroupArgs& a, const T* tv, int64_t grp) {
   return (tv ? static_cast<double>(tv[grp]) : a.tau.scalar) * a.tmul;
+}
+
+// Column groups of a matrix with many rows, in two streaming passes over contiguous
+// rows: (1) out = prox(row) and per-chunk partial column sums of squares (a fixed number
+// of row chunks, so the summation order does not depend on the thread count), then the
+// column factors from the chunks' sums in chunk order; (2) every row scaled by them.
+constexpr int64_t kMinRowsForPartials = 64;
+constexpr int64_t kMaxChunks = 16;
+
+template <typename T, typename ProxRow, typename TauOf>
+void cols_by_row_chunks(int64_t m, int64_t n, const ProxRow& prox_row, T* op, const TauOf& tau_of_col) {
+  const int64_t chunks = std::min<int64_t>(kMaxChunks, std::max<int64_t>(1, m * n / kGrain));
+  const int64_t rows_per = (m + chunks - 1) / chunks;
+  std::vector<double> part(static_cast<size_t>(chunks * n), 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      double* ss = part.data() + k * n;
+      for (int64_t r = k * rows_per; r < std::min(m, (k + 1) * rows_per); ++r) {
+        prox_row(r, 0, n);
+        const T* row = op + r * n;
+        for (int64_t c = 0; c < n; ++c) ss[c] += static_cast<double>(row[c]) * static_cast<double>(row[c]);
+      }
+    }
+  });
+  std::vector<T> f(static_cast<size_t>(n));
+  for (int64_t c = 0; c < n; ++c) {
+    double s = 0;
+    for (int64_t k = 0; k < chunks; ++k) s += part[k * n + c];
+    f[c] = static_cast<T>(group_factor(s, tau_of_col(c)));
+  }
+  const T* fp = f.data();
+  at::parallel_for(0, m, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      T* row = op + r * n;
+      for (int64_t c = 0; c < n; ++c) row[c] *= fp[c];
+    }
+  });
 }
 
 template <typename T>
@@ -109,9 +164,7 @@ void group_cpu_impl(const at::Tensor& x, const at::Tensor& grad, double lr_, con
         for (int64_t r = b; r < e; ++r) {
           prox_row(r, 0, n);
           T* row = op + r * n;
-          double ss = 0;
-          for (int64_t c = 0; c < n; ++c) ss += static_cast<double>(row[c]) * row[c];
-          const T f = static_cast<T>(group_factor(ss, tau_of(a, tv, r)));
+          const T f = static_cast<T>(group_factor(sum_squares(row, n), tau_of(a, tv, r)));
           for (int64_t c = 0; c < n; ++c) row[c] *= f;
         }
       });
@@ -136,7 +189,11 @@ void group_cpu_impl(const at::Tensor& x, const at::Tensor& grad, double lr_, con
       break;
     }
     case GroupMode::Cols: {
-      // Blocks of columns: each row touches a short contiguous run of the block.
+      if (m >= kMinRowsForPartials) {
+        cols_by_row_chunks(m, n, prox_row, op, [&](int64_t c) { return tau_of(a, tv, c); });
+        break;
+      }
+      // Few rows: blocks of columns, each row touching a short contiguous run of the block.
       constexpr int64_t kBlock = 64;
       const int64_t nblocks = (n + kBlock - 1) / kBlock;
       const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(m * kBlock, 1));
