@@ -77,7 +77,9 @@ def test_inplace_variants_write_into_x(device, dtype):
         assert torch.all(buf[:, 1::2] == 0)
 
 
-GROUP_SHAPES = [(0, 5), (4, 0), (1, 1), (1, 9), (9, 1), (7, 13), (40, 70), (3, 2000), (2500, 3)]
+# (300, 257) and (1000, 70): column groups over many rows, summed in several row chunks
+GROUP_SHAPES = [(0, 5), (4, 0), (1, 1), (1, 9), (9, 1), (7, 13), (40, 70), (3, 2000), (2500, 3), (300, 257),
+                (1000, 70)]
 
 
 @pytest.mark.parametrize("device", devices())
@@ -105,6 +107,28 @@ def test_group_ops_match_reference(device, dtype, shape):
                       ref.group_prox_grad_step(x, g, 0.25, tau, dim, groups, l1), dtype)
 
 
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_isa_variants(isa, dtype, monkeypatch):
+    # The elementwise and row-group CPU loops are compiled per ISA and picked at run time
+    # (a cap above what the CPU has falls back to the widest it has).
+    monkeypatch.setenv("MTLKERNELS_CPU_ISA", isa)
+    x = randn(37, 131, seed=40, dtype=dtype)  # odd sizes: vector bodies and tails
+    g = randn(37, 131, seed=41, dtype=dtype)
+    x[3, 7] = float("nan")  # NaN where the reference has it (one element, or its row's group)
+
+    def same(out, expected):
+        assert torch.equal(out.isnan(), expected.isnan())
+        check(out.nan_to_num(), expected.nan_to_num(), dtype)
+
+    for tau in thresholds((37, 131), 42, dtype, "cpu"):
+        same(ops.soft_threshold(x, tau), ref.soft_threshold(x, tau))
+        same(ops.prox_grad_step(x, g, 0.3, tau, 0.1), ref.prox_grad_step(x, g, 0.3, tau, 0.1))
+    for l1 in (0.0, 0.2):
+        same(ops.group_soft_threshold(x, 1.5, 1, None, l1), ref.group_soft_threshold(x, 1.5, 1, None, l1))
+        same(ops.group_prox_grad_step(x, g, 0.3, 1.5, 1, None, l1), ref.group_prox_grad_step(x, g, 0.3, 1.5, 1, None, l1))
+
+
 def test_group_threshold_zeroes_and_keeps_groups():
     x = torch.tensor([[3.0, 4.0], [0.3, 0.4]], dtype=torch.float64)  # row norms 5 and 0.5
     out = ops.group_soft_threshold(x, 1.0, dim=1)
@@ -125,6 +149,10 @@ def test_nan_propagates():
     assert torch.isnan(grp[0, 1]) and not torch.isnan(grp[0, [0, 2]]).any()
     col = ops.group_soft_threshold(x, 0.5, dim=0)
     assert torch.isnan(col[:, 1]).all() and not torch.isnan(col[:, [0, 2]]).any()
+    tall = torch.randn(1000, 70, generator=torch.Generator().manual_seed(0))  # the row-chunk path
+    tall[777, 5] = float("nan")
+    col = ops.group_soft_threshold(tall, 0.5, dim=0)
+    assert torch.isnan(col[:, 5]).all() and not torch.isnan(col[:, :5]).any() and not torch.isnan(col[:, 6:]).any()
 
 
 # ---- opcheck, gradcheck, torch.compile ------------------------------------------------

@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/cpu_isa.h"
 #include "ops/irls.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -143,47 +144,17 @@ using SqChunkFn = void (*)(const void* x, int64_t ld, int64_t n, int64_t cb, int
     sq_dists_chunk<T, A, V, TI, TJ>(static_cast<const T*>(x), ld, n, cb, ce, part);                     \
   }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MTL_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,avx")))
-#define MTL_TARGET_AVX2 __attribute__((target("avx2,fma,avx")))
+#ifdef MTL_HAVE_X86_VARIANTS
 MTL_SQ_CHUNK(sq_f32_avx512, MTL_TARGET_AVX512, float, float, 16, 4, 4)
 MTL_SQ_CHUNK(sq_f32d_avx512, MTL_TARGET_AVX512, float, double, 8, 4, 4)
 MTL_SQ_CHUNK(sq_f64_avx512, MTL_TARGET_AVX512, double, double, 8, 4, 4)
 MTL_SQ_CHUNK(sq_f32_avx2, MTL_TARGET_AVX2, float, float, 8, 2, 4)
 MTL_SQ_CHUNK(sq_f32d_avx2, MTL_TARGET_AVX2, float, double, 4, 2, 4)
 MTL_SQ_CHUNK(sq_f64_avx2, MTL_TARGET_AVX2, double, double, 4, 2, 4)
-#define MTL_HAVE_X86_VARIANTS 1
 #endif
 MTL_SQ_CHUNK(sq_f32_base, , float, float, 4, 2, 4)
 MTL_SQ_CHUNK(sq_f32d_base, , float, double, 2, 2, 4)
 MTL_SQ_CHUNK(sq_f64_base, , double, double, 2, 2, 4)
-
-enum class Isa { Base, Avx2, Avx512 };
-
-// The widest instruction set of this CPU, capped by the environment variable
-// MTLKERNELS_CPU_ISA (base, avx2 or avx512; read at every call, so that tests can
-// exercise every variant on one machine).
-Isa cpu_isa() {
-#ifdef MTL_HAVE_X86_VARIANTS
-  static const Isa hw = [] {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-      return Isa::Avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
-    return Isa::Base;
-  }();
-  Isa cap = Isa::Avx512;
-  if (const char* env = std::getenv("MTLKERNELS_CPU_ISA")) {
-    const std::string v(env);
-    if (v == "base") cap = Isa::Base;
-    else if (v == "avx2") cap = Isa::Avx2;
-  }
-  return std::min(hw, cap);
-#else
-  return Isa::Base;
-#endif
-}
 
 SqChunkFn pick_sq_chunk(at::ScalarType dtype, bool fp64) {
   const int kind = dtype == at::kDouble ? 2 : (fp64 ? 1 : 0);

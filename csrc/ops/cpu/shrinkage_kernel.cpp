@@ -1,13 +1,19 @@
 // CPU kernels of the shrinkage family: parallel over elements (or groups) with
 // at::parallel_for; inner loops are branch-free so the compiler vectorises them.
+// The elementwise loop and the row-group loop are compiled once per instruction set
+// (AVX-512, AVX2, baseline; common/cpu_isa.h) and picked at run time.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#include "common/cpu_isa.h"
 #include "ops/shrinkage.h"
+
+#define MTL_INLINE inline __attribute__((always_inline))
 
 namespace mtlkernels {
 namespace {
@@ -17,19 +23,19 @@ constexpr int64_t kGrain = 32768;
 // scale * sign(v) * max(|v| - t, 0). NaN in v propagates (std::max keeps its
 // first argument when the comparison is false).
 template <typename T>
-inline T shrink1(T v, T t, T scale) {
+MTL_INLINE T shrink1(T v, T t, T scale) {
   T a = std::max(std::abs(v) - t, T(0));
   return (v < T(0) ? -a : a) * scale;
 }
 
 template <typename T, bool HasGrad>
-inline T step1(const T* x, const T* g, int64_t i, T lr) {
+MTL_INLINE T step1(const T* x, const T* g, int64_t i, T lr) {
   if constexpr (HasGrad) return x[i] - lr * g[i];
   else return x[i];
 }
 
 template <typename T, bool HasGrad>
-void shrink_range(const T* x, const T* g, T* out, int64_t b, int64_t e, T lr, const Threshold& th, T tmul,
+MTL_INLINE void shrink_range(const T* x, const T* g, T* out, int64_t b, int64_t e, T lr, const Threshold& th, T tmul,
                   T scale) {
   if (th.uniform()) {
     const T t = static_cast<T>(th.scalar) * tmul;
@@ -59,17 +65,57 @@ void shrink_range(const T* x, const T* g, T* out, int64_t b, int64_t e, T lr, co
   }
 }
 
+using ShrinkRangeFn = void (*)(const void* x, const void* g, void* out, int64_t b, int64_t e, double lr,
+                              const Threshold& th, double tmul, double scale);
+
+#define MTL_SHRINK_RANGE(NAME, TARGET, T, G)                                                              \
+  TARGET void NAME(const void* x, const void* g, void* out, int64_t b, int64_t e, double lr,              \
+                   const Threshold& th, double tmul, double scale) {                                      \
+    shrink_range<T, G>(static_cast<const T*>(x), static_cast<const T*>(g), static_cast<T*>(out), b, e,    \
+                       static_cast<T>(lr), th, static_cast<T>(tmul), static_cast<T>(scale));             \
+  }
+// One set per ISA, indexed by 2 * (dtype is float64) + (has a gradient step).
+#define MTL_SHRINK_SET(SUF, TARGET)                          \
+  MTL_SHRINK_RANGE(shrink_f32_##SUF, TARGET, float, false)   \
+  MTL_SHRINK_RANGE(shrink_f32g_##SUF, TARGET, float, true)   \
+  MTL_SHRINK_RANGE(shrink_f64_##SUF, TARGET, double, false)  \
+  MTL_SHRINK_RANGE(shrink_f64g_##SUF, TARGET, double, true)  \
+  const ShrinkRangeFn shrink_set_##SUF[4] = {shrink_f32_##SUF, shrink_f32g_##SUF, shrink_f64_##SUF, shrink_f64g_##SUF};
+
+MTL_SHRINK_SET(base, )
+#ifdef MTL_HAVE_X86_VARIANTS
+MTL_SHRINK_SET(avx2, MTL_TARGET_AVX2)
+MTL_SHRINK_SET(avx512, MTL_TARGET_AVX512)
+#endif
+
+// The variant of the widest ISA this CPU has (capped by MTLKERNELS_CPU_ISA) from a set
+// of three tables.
+template <typename Fn>
+Fn pick_isa(const Fn* base, const Fn* avx2, const Fn* avx512, int kind) {
+  switch (cpu_isa()) {
+    case Isa::Avx512:
+      return avx512 ? avx512[kind] : base[kind];
+    case Isa::Avx2:
+      return avx2 ? avx2[kind] : base[kind];
+    default:
+      return base[kind];
+  }
+}
+
+#ifdef MTL_HAVE_X86_VARIANTS
+#define MTL_PICK(SET, KIND) pick_isa(SET##_base, SET##_avx2, SET##_avx512, KIND)
+#else
+#define MTL_PICK(SET, KIND) pick_isa(SET##_base, decltype(&SET##_base[0])(nullptr), decltype(&SET##_base[0])(nullptr), KIND)
+#endif
+
 void shrink_cpu(const at::Tensor& x, const at::Tensor& grad, double lr, const Threshold& th, double tmul,
                 double scale, at::Tensor& out) {
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "shrink_cpu", [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* gp = grad.defined() ? grad.data_ptr<scalar_t>() : nullptr;
-    scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
-      if (gp) shrink_range<scalar_t, true>(xp, gp, op, b, e, lr, th, tmul, scale);
-      else shrink_range<scalar_t, false>(xp, gp, op, b, e, lr, th, tmul, scale);
-    });
-  });
+  const bool has_grad = grad.defined();
+  const ShrinkRangeFn fn = MTL_PICK(shrink_set, 2 * (x.scalar_type() == at::kDouble) + has_grad);
+  const void* xp = x.data_ptr();
+  const void* gp = has_grad ? grad.data_ptr() : nullptr;
+  void* op = out.data_ptr();
+  at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) { fn(xp, gp, op, b, e, lr, th, tmul, scale); });
 }
 
 // Group factor max(0, 1 - t / norm), NaN-propagating.
@@ -85,7 +131,7 @@ inline double group_factor(double sumsq, double t) {
 constexpr int kLanes = 8;
 
 template <typename T>
-inline double sum_squares(const T* v, int64_t n) {
+MTL_INLINE double sum_squares(const T* v, int64_t n) {
   double acc[kLanes] = {0};
   int64_t c = 0;
   for (; c + kLanes <= n; c += kLanes) {
@@ -101,6 +147,42 @@ template <typename T>
 inline double tau_of(const GroupArgs& a, const T* tv, int64_t grp) {
   return (tv ? static_cast<double>(tv[grp]) : a.tau.scalar) * a.tmul;
 }
+
+// Row groups for rows [b, e): z = S(x - lr g, l1) into out, then each row scaled by
+// its group factor; three passes over a row that stays in L1.
+template <typename T, bool HasGrad>
+MTL_INLINE void rows_range(const T* x, const T* g, T* out, int64_t n, int64_t b, int64_t e, T lr, T l1,
+                           const GroupArgs& a, const T* tv) {
+  for (int64_t r = b; r < e; ++r) {
+    const int64_t base = r * n;
+    T* row = out + base;
+    for (int64_t c = 0; c < n; ++c) row[c] = shrink1(step1<T, HasGrad>(x, g, base + c, lr), l1, T(1));
+    const T f = static_cast<T>(group_factor(sum_squares(row, n), tau_of(a, tv, r)));
+    for (int64_t c = 0; c < n; ++c) row[c] *= f;
+  }
+}
+
+using RowsRangeFn = void (*)(const void* x, const void* g, void* out, int64_t n, int64_t b, int64_t e, double lr,
+                             double l1, const GroupArgs& a, const void* tv);
+
+#define MTL_ROWS_RANGE(NAME, TARGET, T, G)                                                                   \
+  TARGET void NAME(const void* x, const void* g, void* out, int64_t n, int64_t b, int64_t e, double lr,       \
+                   double l1, const GroupArgs& a, const void* tv) {                                          \
+    rows_range<T, G>(static_cast<const T*>(x), static_cast<const T*>(g), static_cast<T*>(out), n, b, e,      \
+                     static_cast<T>(lr), static_cast<T>(l1), a, static_cast<const T*>(tv));                  \
+  }
+#define MTL_ROWS_SET(SUF, TARGET)                        \
+  MTL_ROWS_RANGE(rows_f32_##SUF, TARGET, float, false)   \
+  MTL_ROWS_RANGE(rows_f32g_##SUF, TARGET, float, true)   \
+  MTL_ROWS_RANGE(rows_f64_##SUF, TARGET, double, false)  \
+  MTL_ROWS_RANGE(rows_f64g_##SUF, TARGET, double, true)  \
+  const RowsRangeFn rows_set_##SUF[4] = {rows_f32_##SUF, rows_f32g_##SUF, rows_f64_##SUF, rows_f64g_##SUF};
+
+MTL_ROWS_SET(base, )
+#ifdef MTL_HAVE_X86_VARIANTS
+MTL_ROWS_SET(avx2, MTL_TARGET_AVX2)
+MTL_ROWS_SET(avx512, MTL_TARGET_AVX512)
+#endif
 
 // Column groups of a matrix with many rows, in two streaming passes over contiguous
 // rows: (1) out = prox(row) and per-chunk partial column sums of squares (a fixed number
@@ -159,16 +241,13 @@ void group_cpu_impl(const at::Tensor& x, const at::Tensor& grad, double lr_, con
   const int64_t row_grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1));
 
   switch (a.mode) {
-    case GroupMode::Rows:
-      at::parallel_for(0, m, row_grain, [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-          prox_row(r, 0, n);
-          T* row = op + r * n;
-          const T f = static_cast<T>(group_factor(sum_squares(row, n), tau_of(a, tv, r)));
-          for (int64_t c = 0; c < n; ++c) row[c] *= f;
-        }
-      });
+    case GroupMode::Rows: {
+      const int kind = 2 * std::is_same_v<T, double> + (gp != nullptr);
+      const RowsRangeFn fn = MTL_PICK(rows_set, kind);
+      at::parallel_for(0, m, row_grain,
+                       [&](int64_t b, int64_t e) { fn(xp, gp, op, n, b, e, lr_, a.l1, a, tv); });
       break;
+    }
     case GroupMode::Labels: {
       const int64_t G = a.num_groups;
       const int64_t* lab = a.labels.data_ptr<int64_t>();
