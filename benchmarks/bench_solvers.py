@@ -4,8 +4,8 @@ Usage: python benchmarks/bench_solvers.py [--device cpu|cuda] [--threads N] [--q
        [--sizes NxDxT ...] [--name solvers_large]
 
 Problems: squared loss, one design X (N x D) shared by T tasks, AR(1)-correlated features
-(rho = 0.9, condition number of X^T X about 360), a true W that is low rank on 20% of the
-rows plus 1% sparse entries, unit noise; the regularisation weights are fixed fractions of
+(rho = 0.9: the population covariance has condition number ((1 + rho) / (1 - rho))^2 = 361),
+a true W that is low rank on 20% of the rows plus 1% sparse entries, unit noise; the regularisation weights are fixed fractions of
 the smallest weight that zeroes the solution, so that the solutions are neither empty nor
 dense (Adaptive Sharing: C of rank 5, S 6% non-zero at the first size):
 - Lasso per task:    1/(2N) ||X W - Y||^2 + alpha ||W||_1        ours: SingleTaskLinear(penalty="l1")
