@@ -43,4 +43,21 @@ inline Isa cpu_isa() {
 #endif
 }
 
+// Entry `kind` of the table for the widest ISA in use; `avx2` / `avx512` may be null
+// (not compiled on this target). Pass the three tables with MTL_ISA_TABLES(prefix) for
+// tables named prefix_base, prefix_avx2 and prefix_avx512.
+template <typename Fn>
+Fn pick_isa(int kind, const Fn* base, const Fn* avx2 = nullptr, const Fn* avx512 = nullptr) {
+  const Isa isa = cpu_isa();
+  if (isa == Isa::Avx512 && avx512) return avx512[kind];
+  if (isa >= Isa::Avx2 && avx2) return avx2[kind];
+  return base[kind];
+}
+
+#ifdef MTL_HAVE_X86_VARIANTS
+#define MTL_ISA_TABLES(PREFIX) PREFIX##_base, PREFIX##_avx2, PREFIX##_avx512
+#else
+#define MTL_ISA_TABLES(PREFIX) PREFIX##_base
+#endif
+
 }  // namespace mtlkernels

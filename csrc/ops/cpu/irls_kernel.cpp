@@ -156,22 +156,15 @@ MTL_SQ_CHUNK(sq_f32_base, , float, float, 4, 2, 4)
 MTL_SQ_CHUNK(sq_f32d_base, , float, double, 2, 2, 4)
 MTL_SQ_CHUNK(sq_f64_base, , double, double, 2, 2, 4)
 
-SqChunkFn pick_sq_chunk(at::ScalarType dtype, bool fp64) {
-  const int kind = dtype == at::kDouble ? 2 : (fp64 ? 1 : 0);
-  static const SqChunkFn base[3] = {sq_f32_base, sq_f32d_base, sq_f64_base};
+// Indexed by 0 float32, 1 float32 summed in float64, 2 float64.
+const SqChunkFn sq_chunk_base[3] = {sq_f32_base, sq_f32d_base, sq_f64_base};
 #ifdef MTL_HAVE_X86_VARIANTS
-  static const SqChunkFn avx2[3] = {sq_f32_avx2, sq_f32d_avx2, sq_f64_avx2};
-  static const SqChunkFn avx512[3] = {sq_f32_avx512, sq_f32d_avx512, sq_f64_avx512};
-  switch (cpu_isa()) {
-    case Isa::Avx512:
-      return avx512[kind];
-    case Isa::Avx2:
-      return avx2[kind];
-    default:
-      break;
-  }
+const SqChunkFn sq_chunk_avx2[3] = {sq_f32_avx2, sq_f32d_avx2, sq_f64_avx2};
+const SqChunkFn sq_chunk_avx512[3] = {sq_f32_avx512, sq_f32d_avx512, sq_f64_avx512};
 #endif
-  return base[kind];
+
+SqChunkFn pick_sq_chunk(at::ScalarType dtype, bool fp64) {
+  return pick_isa(dtype == at::kDouble ? 2 : (fp64 ? 1 : 0), MTL_ISA_TABLES(sq_chunk));
 }
 
 // Chunks: at least 16 blocks each, and at most about 256 of them over all layers
@@ -283,22 +276,14 @@ MTL_MIX_CHUNK(mix_f64_avx2, MTL_TARGET_AVX2, double, 4, 4)
 MTL_MIX_CHUNK(mix_f32_base, , float, 4, 4)
 MTL_MIX_CHUNK(mix_f64_base, , double, 2, 4)
 
-MixChunkFn pick_mix_chunk(at::ScalarType dtype) {
-  const int kind = dtype == at::kDouble ? 1 : 0;
-  static const MixChunkFn base[2] = {mix_f32_base, mix_f64_base};
+const MixChunkFn mix_chunk_base[2] = {mix_f32_base, mix_f64_base};
 #ifdef MTL_HAVE_X86_VARIANTS
-  static const MixChunkFn avx2[2] = {mix_f32_avx2, mix_f64_avx2};
-  static const MixChunkFn avx512[2] = {mix_f32_avx512, mix_f64_avx512};
-  switch (cpu_isa()) {
-    case Isa::Avx512:
-      return avx512[kind];
-    case Isa::Avx2:
-      return avx2[kind];
-    default:
-      break;
-  }
+const MixChunkFn mix_chunk_avx2[2] = {mix_f32_avx2, mix_f64_avx2};
+const MixChunkFn mix_chunk_avx512[2] = {mix_f32_avx512, mix_f64_avx512};
 #endif
-  return base[kind];
+
+MixChunkFn pick_mix_chunk(at::ScalarType dtype) {
+  return pick_isa(dtype == at::kDouble ? 1 : 0, MTL_ISA_TABLES(mix_chunk));
 }
 
 void mix_cpu(const at::Tensor& params, const std::vector<int64_t>& offsets, const at::Tensor& coeffs,

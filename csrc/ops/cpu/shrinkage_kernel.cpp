@@ -88,30 +88,10 @@ MTL_SHRINK_SET(avx2, MTL_TARGET_AVX2)
 MTL_SHRINK_SET(avx512, MTL_TARGET_AVX512)
 #endif
 
-// The variant of the widest ISA this CPU has (capped by MTLKERNELS_CPU_ISA) from a set
-// of three tables.
-template <typename Fn>
-Fn pick_isa(const Fn* base, const Fn* avx2, const Fn* avx512, int kind) {
-  switch (cpu_isa()) {
-    case Isa::Avx512:
-      return avx512 ? avx512[kind] : base[kind];
-    case Isa::Avx2:
-      return avx2 ? avx2[kind] : base[kind];
-    default:
-      return base[kind];
-  }
-}
-
-#ifdef MTL_HAVE_X86_VARIANTS
-#define MTL_PICK(SET, KIND) pick_isa(SET##_base, SET##_avx2, SET##_avx512, KIND)
-#else
-#define MTL_PICK(SET, KIND) pick_isa(SET##_base, decltype(&SET##_base[0])(nullptr), decltype(&SET##_base[0])(nullptr), KIND)
-#endif
-
 void shrink_cpu(const at::Tensor& x, const at::Tensor& grad, double lr, const Threshold& th, double tmul,
                 double scale, at::Tensor& out) {
   const bool has_grad = grad.defined();
-  const ShrinkRangeFn fn = MTL_PICK(shrink_set, 2 * (x.scalar_type() == at::kDouble) + has_grad);
+  const ShrinkRangeFn fn = pick_isa(2 * (x.scalar_type() == at::kDouble) + has_grad, MTL_ISA_TABLES(shrink_set));
   const void* xp = x.data_ptr();
   const void* gp = has_grad ? grad.data_ptr() : nullptr;
   void* op = out.data_ptr();
@@ -243,7 +223,7 @@ void group_cpu_impl(const at::Tensor& x, const at::Tensor& grad, double lr_, con
   switch (a.mode) {
     case GroupMode::Rows: {
       const int kind = 2 * std::is_same_v<T, double> + (gp != nullptr);
-      const RowsRangeFn fn = MTL_PICK(rows_set, kind);
+      const RowsRangeFn fn = pick_isa(kind, MTL_ISA_TABLES(rows_set));
       at::parallel_for(0, m, row_grain,
                        [&](int64_t b, int64_t e) { fn(xp, gp, op, n, b, e, lr_, a.l1, a, tv); });
       break;
