@@ -1,6 +1,6 @@
 """Cost of each deep method's regulariser per training step, against the plain network's step.
 
-Usage: python benchmarks/bench_regularizers.py [--device cpu|cuda] [--batch 64] [--threads N]
+Usage: python benchmarks/bench_regularizers.py [--device cpu|cuda] [--batch 64] [--threads N] [--quick]
 
 One step = forward, loss (+ penalty), backward, optimiser step (+ proximal hooks), on a
 batch of digits images through DigitsCNN. Rows:
@@ -53,8 +53,9 @@ def main():
     rows = []
 
     def compare(name, plain, regularised):
-        t0 = time_fn(plain, device, warmup=5, reps=50)
-        t1 = time_fn(regularised, device, warmup=5, reps=50)
+        reps = 10 if args.quick else 50
+        t0 = time_fn(plain, device, warmup=5, reps=reps)
+        t1 = time_fn(regularised, device, warmup=5, reps=reps)
         rows.append([name, t0 * 1e3, t1 * 1e3, t1 / t0])
         print(rows[-1], flush=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import statistics
 import time
@@ -22,6 +21,7 @@ import torch
 import mtlkernels
 
 RESULTS = Path(__file__).resolve().parent / "results"
+QUICK = False  # set by bench_setup from --quick
 
 
 def sync(device) -> None:
@@ -113,15 +113,13 @@ def write_table(name: str, device, columns: Sequence[str], rows: Sequence[Sequen
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if QUICK and "_quick" not in name:
+        name += "_quick"  # smoke-run tables never replace the committed ones (git ignores *_quick_*)
     stem = f"{name}_{device_tag(device)}"
     (RESULTS / f"{stem}.md").write_text(text)
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"environment": env, "command": command, "columns": list(columns), "rows": [list(r) for r in rows]}, indent=1, default=str)
     )
-    out = os.environ.get("OUT")  # the GPU machine's result folder, when there is one
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"{stem}.md").write_text(text)
     return text
 
 
@@ -132,16 +130,27 @@ def default_device(argv_device: str | None = None) -> str:
 
 
 def bench_parser(doc: str | None) -> argparse.ArgumentParser:
-    """The options every benchmark takes: --device (default cuda when available) and --threads."""
-    p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    """The options every benchmark takes: --device (default cuda when available), --threads,
+    --quick (small sizes, a smoke run) and --out (the results folder).
+
+    A script may add its own --quick with a more specific help text (it replaces this one).
+    """
+    p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None,
+                                conflict_handler="resolve")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (torch.set_num_threads; default: torch's); 1 is steadier on a busy machine")
+    p.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    p.add_argument("--out", default=None, help=f"folder for the tables (default: {RESULTS})")
     return p
 
 
 def bench_setup(args) -> str:
-    """Apply --threads and return the device to run on."""
+    """Apply --threads and --out and return the device to run on."""
+    global RESULTS, QUICK
+    QUICK = bool(getattr(args, "quick", False))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if getattr(args, "out", None):
+        RESULTS = Path(args.out).resolve()
     return default_device(args.device)

@@ -1,15 +1,34 @@
 """Run every microbenchmark (benchmarks/bench_*.py) on the device at hand.
 
-Usage: python benchmarks/run_all.py [--device cpu|cuda] [--quick]
+Usage: python benchmarks/run_all.py [--device cpu|cuda] [--quick] [--out DIR] [--threads N]
+
+Each script runs in its own process, so that one failing benchmark neither hides the
+others nor leaves state behind; the exit status is non-zero when any failed.
 """
 
-import runpy
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 here = Path(__file__).resolve().parent
-sys.path.insert(0, str(here))
-for script in sorted(here.glob("bench_*.py")):
-    print(f"==== {script.name}", flush=True)
-    sys.argv = [str(script), *sys.argv[1:]]
-    runpy.run_path(str(script), run_name="__main__")
+
+
+def main() -> int:
+    failed = []
+    for script in sorted(here.glob("bench_*.py")):
+        print(f"==== {script.name}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call([sys.executable, str(script), *sys.argv[1:]])
+        print(f"==== {script.name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        if rc != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"run_all: {len(failed)} benchmark(s) failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,7 @@
 # Handles three situations seen on this project's machines (see BUILD_NOTES.md):
 #  - nvcc on PATH is a wrapper script: the real toolkit is found from `nvcc -v --dryrun`;
 #  - the toolkit lacks the library headers torch's CUDA headers include (cublas_v2.h, ...):
-#    they are taken from the CUDA torch wheel's nvidia runtime packages, with nvrtc;
+#    they are taken from the CUDA torch wheel's nvidia runtime packages;
 #  - a full toolkit (a GPU machine): used as it is.
 function(mtlkernels_find_cuda out_ok out_why)
   set(${out_ok} OFF PARENT_SCOPE)
@@ -30,7 +30,7 @@ function(mtlkernels_find_cuda out_ok out_why)
   set(CUDAToolkit_ROOT "${_root}" CACHE PATH "CUDA toolkit" FORCE)
 
   if(NOT EXISTS "${_root}/include/cublas_v2.h")
-    # A compiler-only toolkit: borrow the library headers and nvrtc from the torch wheel.
+    # A compiler-only toolkit: borrow the library headers from the torch wheel.
     execute_process(
       COMMAND "${Python_EXECUTABLE}" -c
         "import importlib.util as u, glob, os\nfor name in ('nvidia.cu13', 'nvidia.cu12', 'nvidia'):\n    try:\n        s = u.find_spec(name)\n    except ModuleNotFoundError:\n        s = None\n    if s and s.submodule_search_locations:\n        print(list(s.submodule_search_locations)[0]); break"
@@ -40,11 +40,6 @@ function(mtlkernels_find_cuda out_ok out_why)
       return()
     endif()
     file(GLOB _incs "${_nv}/include" "${_nv}/*/include")
-    file(GLOB _nvrtc "${_nv}/lib/libnvrtc.so*" "${_nv}/cuda_nvrtc/lib/libnvrtc.so*")
-    if(_nvrtc)
-      list(GET _nvrtc 0 _nvrtc)
-      set(CUDA_nvrtc_LIBRARY "${_nvrtc}" CACHE FILEPATH "nvrtc" FORCE)
-    endif()
     set(MTLKERNELS_EXTRA_CUDA_INCLUDE "${_incs}" PARENT_SCOPE)
     include_directories(${_incs})
     set(CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS}" PARENT_SCOPE)

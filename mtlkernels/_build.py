@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import torch
 
+from importlib.util import find_spec
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _unbuilt_checkout() -> bool:
+    """True when this is the source folder of a checkout and no compiled _C can be found."""
+    return (_HERE.parent / "pyproject.toml").exists() and find_spec(f"{__package__}._C") is None
+
+
 try:
     from . import _C  # noqa: F401  (importing registers torch.ops.mtlkernels.*)
-except ImportError as exc:  # missing, or linked against another torch
-    raise ImportError(
+except ImportError as exc:
+    if _unbuilt_checkout():
+        raise ImportError(
+            f"mtlkernels: imported from the source checkout {_HERE.parent}, which has no compiled "
+            "extension (mtlkernels._C). Build it for this Python with `make install` (an editable "
+            "install into .venv: then `import mtlkernels` works from the checkout too) or "
+            "`pip install --no-build-isolation -e .`; or run Python outside the checkout, "
+            "where an installed mtlkernels is found."
+        ) from exc
+    raise ImportError(  # present but not loadable: linked against another torch, most likely
         "mtlkernels: the native extension mtlkernels._C could not be loaded "
         f"({exc}). It must be built against the torch in use (torch {torch.__version__}): "
         "run `make install` (or `pip install --no-build-isolation .`) in this environment."

@@ -204,8 +204,7 @@ TierResult gram_tier(const Runner& r, const at::Tensor& xs, const at::Tensor& ts
   const double big = (c == at::kFloat ? double(std::numeric_limits<float>::max())
                                       : std::numeric_limits<double>::max()) / 4;
   const at::Tensor gfin = at::isfinite(diag).all(-1) & (diag.amax(-1) < big);
-  if (!gfin.all().item<bool>()) G = at::where(gfin.view({-1, 1, 1}), G, at::zeros({}, G.options()));
-  G = G.contiguous();
+  G = at::where(gfin.view({-1, 1, 1}), G, at::zeros({}, G.options())).contiguous();  // no host sync
 
   auto [w, V] = r.eig(G, matrix);
   const at::Tensor wd = w.to(at::kDouble);
@@ -215,11 +214,10 @@ TierResult gram_tier(const Runner& r, const at::Tensor& xs, const at::Tensor& ts
   at::Tensor ok = gram_accept(sd, td, a.kind, eps_c, eps_out) & gfin;
   // Underflow: below sqrt(realmin / eps_c), s_max^2 has lost digits to gradual
   // underflow; accept such a matrix only when it is exactly zero.
+  // (One read of xs, small next to the eigensolver, instead of a host sync to skip it.)
   const at::Tensor tiny = sd.amax(-1) < std::sqrt(dtype_realmin(c) / eps_c);
-  if (tiny.any().item<bool>()) {
-    const at::Tensor zero = xs.abs().flatten(1).amax(1) == 0;
-    ok = ok & (tiny.logical_not() | zero);
-  }
+  const at::Tensor zero = xs.abs().flatten(1).amax(1) == 0;
+  ok = ok & (tiny.logical_not() | zero);
 
   at::Tensor res;
   if (matrix) {
@@ -276,12 +274,18 @@ at::Tensor run_spectral(const Runner& r, const at::Tensor& x3, const SpectralArg
       const at::Tensor xs = todo.defined() ? x3.index_select(0, todo) : x3;
       const at::Tensor ts = todo.defined() ? a.t.index_select(0, todo) : a.t;
       const TierResult tr = gram_tier(r, xs, ts, a, c);
-      if (!todo.defined() && tr.ok.all().item<bool>()) {
+      // The tier's one host synchronisation: which matrices the rule accepted.
+      const at::Tensor ok = tr.ok.to(at::kCPU).contiguous();
+      const bool* okp = ok.data_ptr<bool>();
+      std::vector<int64_t> acc_v, rej_v;
+      for (int64_t i = 0; i < ok.numel(); ++i) (okp[i] ? acc_v : rej_v).push_back(i);
+      if (!todo.defined() && rej_v.empty()) {
         fill_route(route, code);
         return tr.res;
       }
-      const at::Tensor acc = tr.ok.nonzero().squeeze(1);
-      const at::Tensor rej = tr.ok.logical_not().nonzero().squeeze(1);
+      const auto iopts = x3.options().dtype(at::kLong);
+      const at::Tensor acc = at::tensor(acc_v, at::kLong).to(iopts.device());
+      const at::Tensor rej = at::tensor(rej_v, at::kLong).to(iopts.device());
       if (acc.numel() > 0) {
         const at::Tensor dst = todo.defined() ? todo.index_select(0, acc) : acc;
         out.index_copy_(0, dst, tr.res.index_select(0, acc));

@@ -51,13 +51,14 @@ Threshold make_threshold(const char* op, const at::Tensor& tau, const at::Tensor
   for (int64_t i = 1; ok && i <= td; ++i) ok = ts[td - i] == 1 || ts[td - i] == xs[xd - i];
   TORCH_CHECK(ok, op, ": ", name, " of shape ", ts, " does not broadcast to x of shape ", xs,
               " (it must broadcast without changing x's shape)");
-  check_nonneg_tensor(op, tau, name);
 
   Threshold t;
-  if (tau.numel() == 1) {
+  if (tau.numel() == 1) {  // one read of the value (a single host sync on a device tensor), checked here
     t.scalar = tau.item<double>();
+    TORCH_CHECK(t.scalar >= 0, op, ": ", name, " must be non-negative (and not NaN), got ", t.scalar);
     return t;
   }
+  check_nonneg_tensor(op, tau, name);
   // Dimensions (in x's numbering) along which tau varies.
   int64_t lo = -1, hi = -1;
   for (int64_t i = 0; i < td; ++i) {
@@ -166,6 +167,41 @@ at::Tensor& prox_grad_step_inplace_entry(ShrinkKernel k, at::Tensor& x, const at
 
 namespace {
 
+// What the group ops must know on the host about tensors that may live on the GPU
+// (label range, whether tau is valid, a scalar tau's value), read back in one copy:
+// one host synchronisation per call instead of one per quantity.
+struct HostChecks {
+  int64_t label_min = 0, label_max = -1;  // label_max = -1: no labels
+  bool tau_bad = false;                   // a negative or NaN tau
+  double tau_value = 0;                   // tau's value when it has one element
+};
+
+HostChecks host_checks(const at::Tensor& tau, const std::optional<at::Tensor>& groups) {
+  const bool has_labels = groups.has_value() && groups->defined() && groups->numel() > 0;
+  // Gather on the labels' device (a CPU scalar tau is copied there, without a sync).
+  const auto dopts = at::TensorOptions().dtype(at::kDouble).device(has_labels ? groups->device() : tau.device());
+  std::vector<at::Tensor> parts;
+  const at::Tensor td = tau.to(dopts).reshape({-1});
+  parts.push_back(td.numel() ? (td.lt(0) | td.isnan()).any().to(at::kDouble).reshape({1}) : at::zeros({1}, dopts));
+  parts.push_back(td.numel() == 1 ? td : at::zeros({1}, dopts));
+  if (has_labels) {
+    // Labels as float64 are exact below 2^53; only the range is read.
+    const auto mm = at::aminmax(groups->to(at::kLong));
+    parts.push_back(std::get<0>(mm).to(at::kDouble).reshape({1}));
+    parts.push_back(std::get<1>(mm).to(at::kDouble).reshape({1}));
+  }
+  const at::Tensor h = at::cat(parts).to(at::kCPU);
+  const double* v = h.data_ptr<double>();
+  HostChecks c;
+  c.tau_bad = v[0] != 0;
+  c.tau_value = v[1];
+  if (has_labels) {
+    c.label_min = static_cast<int64_t>(v[2]);
+    c.label_max = static_cast<int64_t>(v[3]);
+  }
+  return c;
+}
+
 struct GroupPlan {
   GroupArgs args;
   bool transpose = false;  // labels along dim 0: run on x^T
@@ -182,7 +218,8 @@ GroupPlan make_group_plan(const char* op, const at::Tensor& x, const at::Tensor&
   check_threshold_device(op, tau, x, "tau");
   TORCH_CHECK(tau.dim() <= 1, op, ": tau must be a scalar or a 1-D tensor with one value per group, got shape ",
               tau.sizes());
-  check_nonneg_tensor(op, tau, "tau");
+  const HostChecks hc = host_checks(tau, groups);
+  TORCH_CHECK(!hc.tau_bad, op, ": tau must be non-negative (and not NaN) everywhere");
 
   GroupPlan plan;
   GroupArgs& a = plan.args;
@@ -198,12 +235,7 @@ GroupPlan make_group_plan(const char* op, const at::Tensor& x, const at::Tensor&
     check_same_device(op, x, "x", g, "groups");
     a.mode = GroupMode::Labels;
     a.labels = g.to(at::kLong).contiguous();
-    int64_t lo = 0, hi = -1;
-    if (g.numel() > 0) {
-      auto mm = at::aminmax(a.labels);
-      lo = std::get<0>(mm).item<int64_t>();
-      hi = std::get<1>(mm).item<int64_t>();
-    }
+    const int64_t lo = hc.label_min, hi = hc.label_max;
     TORCH_CHECK(lo >= 0, op, ": group labels must be non-negative, found ", lo);
     a.num_groups = tau.numel() > 1 ? tau.numel() : hi + 1;
     TORCH_CHECK(hi < a.num_groups, op, ": group label ", hi, " is out of range for ", a.num_groups,
@@ -214,7 +246,7 @@ GroupPlan make_group_plan(const char* op, const at::Tensor& x, const at::Tensor&
     a.num_groups = dim == 1 ? x.size(0) : x.size(1);
   }
   if (tau.numel() == 1) {
-    a.tau.scalar = tau.item<double>();
+    a.tau.scalar = hc.tau_value;
   } else {
     TORCH_CHECK(tau.numel() == a.num_groups, op, ": tau has ", tau.numel(), " values but there are ",
                 a.num_groups, " groups");

@@ -110,9 +110,11 @@ void axpy_range(T* out, const T* p, const T* a, const T* f, int64_t b, int64_t e
 void dwa_axpy_cpu(std::vector<at::Tensor>& out, const std::vector<at::Tensor>& p, const std::vector<at::Tensor>& a,
                   const std::vector<at::Tensor>& f, double lam, const at::Tensor& scale, bool accumulate) {
   const auto items = work_items(f);
-  const double s = lam * (scale.defined() ? scale.item<double>() : 1.0);
+  // T(lam * s) in double, as the CUDA kernel computes it (this file is compiled without
+  // contraction into fused multiply-adds, see CMakeLists.txt, so the bits agree).
   AT_DISPATCH_FLOATING_TYPES(p[0].scalar_type(), "dwa_axpy_cpu", [&] {
-    const scalar_t sc = static_cast<scalar_t>(s);
+    const double s = scale.defined() ? static_cast<double>(scale.item<scalar_t>()) : 1.0;
+    const scalar_t sc = static_cast<scalar_t>(scale.defined() ? lam * s : lam);
     at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
       for (int64_t w = b; w < e; ++w) {
         const Work& it = items[w];

@@ -95,7 +95,14 @@ void shrink_cpu(const at::Tensor& x, const at::Tensor& grad, double lr, const Th
   const void* xp = x.data_ptr();
   const void* gp = has_grad ? grad.data_ptr() : nullptr;
   void* op = out.data_ptr();
-  at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) { fn(xp, gp, op, b, e, lr, th, tmul, scale); });
+  // A uniform threshold is T(tau * tmul), the product in double, as the CUDA kernel has it.
+  Threshold t = th;
+  double tm = tmul;
+  if (th.uniform()) {
+    t.scalar = th.scalar * tmul;
+    tm = 1.0;
+  }
+  at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) { fn(xp, gp, op, b, e, lr, t, tm, scale); });
 }
 
 // Group factor max(0, 1 - t / norm), NaN-propagating.

@@ -97,13 +97,19 @@ __global__ void __launch_bounds__(kThreads) sum_kernel(const __grid_constant__ B
   }
 }
 
-// out = (Acc ? out : 0) + lam * s * F (p - a), s read from the device (or 1).
+// Products rounded as written (no fused multiply-add), as the CPU kernel computes them.
+__device__ __forceinline__ float mul_rn(float x, float y) { return __fmul_rn(x, y); }
+__device__ __forceinline__ double mul_rn(double x, double y) { return __dmul_rn(x, y); }
+
+// out = (Acc ? out : 0) + lam * s * F (p - a), s read from the device (or 1). The factor
+// is T(lam * s) computed in double, and every product is rounded on its own, as on the
+// CPU (dwa_kernel.cpp), so that both devices give the same bits.
 template <typename T, bool Acc>
-__global__ void __launch_bounds__(kThreads) axpy_kernel(const __grid_constant__ Batch<T> b, T lam,
+__global__ void __launch_bounds__(kThreads) axpy_kernel(const __grid_constant__ Batch<T> b, double lam,
                                                          const T* __restrict__ scale) {
-  const T s = scale ? lam * *scale : lam;
+  const T s = static_cast<T>(scale ? lam * static_cast<double>(*scale) : lam);
   sweep(b, [&](int t, int64_t i) {
-    const T v = s * b.f[t][i] * (b.p[t][i] - b.a[t][i]);
+    const T v = mul_rn(mul_rn(s, b.f[t][i]), b.p[t][i] - b.a[t][i]);
     if constexpr (Acc) b.out[t][i] += v;
     else b.out[t][i] = v;
   });
@@ -184,8 +190,8 @@ void dwa_axpy_cuda(std::vector<at::Tensor>& out, const std::vector<at::Tensor>& 
     for (const auto& b : make_batches<scalar_t>(&out, &p, &a, f)) {
       if (b.start[b.n] == 0) continue;
       const int grid = blocks_for(b.start[b.n]);
-      if (accumulate) axpy_kernel<scalar_t, true><<<grid, kThreads, 0, stream>>>(b, scalar_t(lam), sp);
-      else axpy_kernel<scalar_t, false><<<grid, kThreads, 0, stream>>>(b, scalar_t(lam), sp);
+      if (accumulate) axpy_kernel<scalar_t, true><<<grid, kThreads, 0, stream>>>(b, lam, sp);
+      else axpy_kernel<scalar_t, false><<<grid, kThreads, 0, stream>>>(b, lam, sp);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });

@@ -244,6 +244,11 @@ void sq_dists_launch(const at::Tensor& params, const std::vector<int64_t>& offse
   SqGeometry g;
   g.n = n;
   g.nsuper = (n + kSuper - 1) / kSuper;
+  // Checked before anything is allocated: a too-large n is refused with this message,
+  // not with an out-of-memory error from the partial sums' buffer.
+  const int64_t super_pairs = int64_t(g.nsuper) * (g.nsuper + 1) / 2;
+  TORCH_CHECK(super_pairs <= 65535, "pairwise_sq_dists: the CUDA kernel supports at most ", 65535,
+              " super-tile pairs (about 23000 networks), got n = ", n);
   // Block size: for a single super-tile, enough threads per micro-tile to reach ~256.
   const int ma = (std::min(n, kSuper) + kMicro - 1) / kMicro;
   const int Mdiag = ma * (ma + 1) / 2;
@@ -268,9 +273,6 @@ void sq_dists_launch(const at::Tensor& params, const std::vector<int64_t>& offse
   const DeviceTables dc = device_tables({&ch.begin, &ch.end, &ch.first}, params.device());
   at::Tensor partial = at::empty({ch.size(), npairs}, params.options().dtype(at::kDouble));
   auto stream = at::cuda::getCurrentCUDAStream();
-  const int64_t super_pairs = int64_t(g.nsuper) * (g.nsuper + 1) / 2;
-  TORCH_CHECK(super_pairs <= 65535, "pairwise_sq_dists: the CUDA kernel supports at most ", 65535,
-              " super-tile pairs (about 23000 networks), got n = ", n);
   const dim3 grid(static_cast<unsigned>(ch.size()), static_cast<unsigned>(super_pairs));
   sq_partial_kernel<T, Mixed><<<grid, threads, smem, stream>>>(params.data_ptr<T>(), params.stride(0), g, dc.ptr[0],
                                                                dc.ptr[1], partial.data_ptr<double>(), npairs);

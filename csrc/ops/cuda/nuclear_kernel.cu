@@ -22,7 +22,7 @@
 // these kernels: 1e-5 relative reconstruction error at k = 64, 5-10x worse than
 // LAPACK); in float64 the float32 results are correct to rounding. Matrices are scaled by a power
 // of two (exact) so that squares neither overflow nor underflow. A rotation is applied
-// when |a_pq| > tol * sqrt(a_pp a_qq) (the relative criterion of Demmel and Veselic);
+// when |a_pq| > tol * sqrt(a_pp) * sqrt(a_qq) (the relative criterion of Demmel and Veselic);
 // sweeps stop when none is, or after kMaxSweeps.
 //
 // The route limits are first guesses, to be tuned on a GPU with benchmarks/bench_svt.py
@@ -42,6 +42,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
+#include <set>
+#include <utility>
 
 #include "ops/nuclear.h"
 
@@ -55,7 +58,6 @@ constexpr int64_t kEigMaxK = 4096;       // what jacobi_eigh_kernel's int indexi
 constexpr int kMaxSweeps = 30;
 constexpr int kMaxThreads = 1024;        // both kernels launch up to 1024 threads (32 warps)
 constexpr size_t kStaticSmemReserve = 1024;  // the kernels' static __shared__ variables, with margin
-constexpr size_t kDefaultDynamicSmem = 48 * 1024;
 constexpr unsigned kFull = 0xffffffffu;
 
 int64_t env_limit(const char* name, int64_t fallback, int64_t hi) {
@@ -228,7 +230,8 @@ __global__ void __launch_bounds__(kMaxThreads)
         al = warp_sum(al);
         be = warp_sum(be);
         ga = warp_sum(ga);
-        if (fabs(ga) > tol * sqrt(al * be)) {  // false for ga == 0 and for NaN
+        // sqrt(al) * sqrt(be), not sqrt(al * be): the product underflows for tiny columns
+        if (fabs(ga) > tol * sqrt(al) * sqrt(be)) {  // false for ga == 0 and for NaN
           double c, s;
           jacobi_rotation(al, be, ga, c, s);
           for (int i = lane; i < r; i += 32) {
@@ -296,25 +299,42 @@ size_t smem_optin() {
   return static_cast<size_t>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
 }
 
+// Opt `kernel` in to all the shared memory a block may have on the current device, once
+// per (kernel, device). The 48 KiB a launch gets without opting in covers static and
+// dynamic shared memory together, so opting in only for dynamic sizes above 48 KiB
+// failed every launch whose dynamic size fit but whose sum with the static arrays did
+// not ("invalid argument"). Setting the maximum once, and never lowering it, also keeps
+// a concurrent launch of another size from shrinking the limit under this one.
 template <typename K>
-void allow_dynamic_smem(K kernel, size_t bytes) {
-  if (bytes > kDefaultDynamicSmem) {
-    C10_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  }
+void opt_in_max_smem(K kernel) {
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> done;
+  int dev = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), dev);
+  const std::lock_guard<std::mutex> lock(mu);
+  if (done.count(key)) return;
+  cudaFuncAttributes attr;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  const size_t optin = smem_optin();
+  TORCH_CHECK(attr.sharedSizeBytes <= kStaticSmemReserve && optin > attr.sharedSizeBytes,
+              "nuclear ops (CUDA): internal error, ", attr.sharedSizeBytes, " bytes of static shared memory");
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(optin - attr.sharedSizeBytes)));
+  done.insert(key);
 }
 
 bool small_spectral_cuda(const at::Tensor& x, const SpectralArgs& a, at::Tensor& out) {
   const int64_t B = x.size(0), m = x.size(1), n = x.size(2);
   const int64_t k = std::min(m, n), r = std::max(m, n);
   if (k > cuda_limits().small_max_k || r > cuda_limits().small_max_rows) return false;
+  const c10::cuda::CUDAGuard guard(x.device());  // before reading the device's properties
   const bool matrix = spectral_is_matrix(a.kind);
   const size_t bytes = sizeof(double) * static_cast<size_t>(r * k + (matrix ? k * k : 0) + k);
   if (bytes + kStaticSmemReserve > smem_optin()) return false;
   TORCH_CHECK(a.t.is_cuda() && a.t.scalar_type() == at::kDouble && a.t.is_contiguous() && a.t.numel() == B,
               "nuclear ops (CUDA): internal error, thresholds must be contiguous float64, one per matrix");
 
-  const c10::cuda::CUDAGuard guard(x.device());
   auto stream = at::cuda::getCurrentCUDAStream();
   SmallParams P;
   P.m = m;
@@ -331,7 +351,7 @@ bool small_spectral_cuda(const at::Tensor& x, const SpectralArgs& a, at::Tensor&
   constexpr int64_t kMaxGrid = INT_MAX;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "small_spectral_cuda", [&] {
     auto kernel = matrix ? small_spectral_kernel<scalar_t, true> : small_spectral_kernel<scalar_t, false>;
-    allow_dynamic_smem(kernel, bytes);
+    opt_in_max_smem(kernel);
     for (int64_t b0 = 0; b0 < B; b0 += kMaxGrid) {
       const int64_t nb = std::min(kMaxGrid, B - b0);
       P.t = a.t.data_ptr<double>() + b0;
@@ -397,7 +417,7 @@ __global__ void __launch_bounds__(kMaxThreads)
         int code = -1;
         if (q < k) {
           const double app = G[p * ld + p], aqq = G[q * ld + q], apq = G[p * ld + q];
-          if (fabs(apq) > fmax(tol * sqrt(fabs(app * aqq)), floor_abs)) {
+          if (fabs(apq) > fmax(tol * sqrt(fabs(app)) * sqrt(fabs(aqq)), floor_abs)) {
             double c, s;
             jacobi_rotation(app, aqq, apq, c, s);
             cs[j] = c;
@@ -487,7 +507,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& G, bool want_v
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "sym_eig_cuda", [&] {
     auto kernel = jacobi_eigh_kernel<scalar_t>;
-    allow_dynamic_smem(kernel, dyn);
+    opt_in_max_smem(kernel);
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
       const int64_t nb = std::min(chunk, B - b0);
       kernel<<<static_cast<unsigned>(nb), threads, dyn, stream>>>(

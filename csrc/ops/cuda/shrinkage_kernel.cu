@@ -1,8 +1,11 @@
 // CUDA kernels of the shrinkage family. One pass over the data (16-byte vector
 // loads where aligned), on the current stream, every launch checked. Group norms
-// accumulate in double; the group kernels reduce each group's norm and scale it in
-// the same kernel when a group fits a warp / block (rows, labelled groups), and
-// use a small second kernel for column groups.
+// accumulate in double, always in the same order (no atomics), so that a result never
+// changes from run to run; the group kernels reduce each group's norm and scale it in
+// the same kernel when a group fits a warp / block (rows, labelled groups), and use a
+// second pass for column groups. The step x - lr * g and the thresholds are rounded
+// as the CPU kernels round them (no fused multiply-add; T(tau * tmul) in double), so
+// the elementwise ops give the same bits on both devices.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -31,6 +34,10 @@ __device__ __forceinline__ T shrink1(T v, T t, T scale) {
   return (v < T(0) ? -a : a) * scale;
 }
 
+// Products rounded as written (no fused multiply-add), as the CPU kernels compute them.
+__device__ __forceinline__ float mul_rn(float x, float y) { return __fmul_rn(x, y); }
+__device__ __forceinline__ double mul_rn(double x, double y) { return __dmul_rn(x, y); }
+
 int grid_for(int64_t work, int threads) {
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t blocks = (work + threads - 1) / threads;
@@ -49,7 +56,7 @@ __global__ void shrink_uniform_kernel(const T* __restrict__ x, const T* __restri
     if constexpr (HasGrad) {
       const Pack<T, V> gv = reinterpret_cast<const Pack<T, V>*>(g)[i];
 #pragma unroll
-      for (int k = 0; k < V; ++k) xv.v[k] -= lr * gv.v[k];
+      for (int k = 0; k < V; ++k) xv.v[k] = xv.v[k] - mul_rn(lr, gv.v[k]);
     }
 #pragma unroll
     for (int k = 0; k < V; ++k) xv.v[k] = shrink1(xv.v[k], t, scale);
@@ -57,7 +64,7 @@ __global__ void shrink_uniform_kernel(const T* __restrict__ x, const T* __restri
   }
   for (int64_t i = nvec * V + tid; i < n; i += stride) {
     T v = x[i];
-    if constexpr (HasGrad) v -= lr * g[i];
+    if constexpr (HasGrad) v = v - mul_rn(lr, g[i]);
     out[i] = shrink1(v, t, scale);
   }
 }
@@ -69,9 +76,9 @@ __global__ void shrink_tensor_kernel(const T* __restrict__ x, const T* __restric
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     T v = x[i];
-    if constexpr (HasGrad) v -= lr * g[i];
+    if constexpr (HasGrad) v = v - mul_rn(lr, g[i]);
     const int64_t s = inner == 1 ? i : i / inner;
-    out[i] = shrink1(v, tv[s % period] * tmul, scale);
+    out[i] = shrink1(v, mul_rn(tv[s % period], tmul), scale);
   }
 }
 
@@ -136,7 +143,7 @@ struct GroupParams {
   int64_t num_groups;
   __device__ __forceinline__ T z(int64_t i) const {
     T v = x[i];
-    if (g) v -= lr * g[i];
+    if (g) v = v - mul_rn(lr, g[i]);
     return shrink1(v, l1, T(1));
   }
   __device__ __forceinline__ double tau(int64_t grp) const { return (tv ? double(tv[grp]) : tscalar) * tmul; }
@@ -194,31 +201,39 @@ __global__ void group_rows_block_kernel(GroupParams<T> p) {
   }
 }
 
-// One block per row, labelled groups: squared norms accumulate in shared memory.
-template <typename T>
-__global__ void group_labels_kernel(GroupParams<T> p) {
-  extern __shared__ double acc[];  // num_groups entries
-  for (int64_t r = blockIdx.x; r < p.m; r += gridDim.x) {
-    const int64_t base = r * p.n;
-    for (int64_t k = threadIdx.x; k < p.num_groups; k += blockDim.x) acc[k] = 0;
-    __syncthreads();
-    for (int64_t c = threadIdx.x; c < p.n; c += blockDim.x) {
-      const T zv = p.z(base + c);
-      p.out[base + c] = zv;
-      atomicAdd(&acc[p.labels[c]], double(zv) * zv);
+// Labelled groups, any number of them. The members of group q are perm[off[q] ..
+// off[q + 1]) (the labels sorted stably on the device), the same in every row. Wide
+// groups: one warp per (row, group), lane-strided partial sums then a butterfly. Narrow
+// groups (a few members each): one thread per (row, group), summing its members in
+// order. Either way the order of the additions is fixed.
+template <typename T, bool Warp>
+__global__ void group_labels_kernel(GroupParams<T> p, const int64_t* __restrict__ perm,
+                                    const int64_t* __restrict__ off) {
+  const int width = Warp ? 32 : 1;
+  const int lane = Warp ? (threadIdx.x & 31) : 0;
+  const int64_t per_block = blockDim.x / width;
+  const int64_t stride = int64_t(gridDim.x) * per_block;
+  const int64_t total = p.m * p.num_groups;
+  for (int64_t w = int64_t(blockIdx.x) * per_block + threadIdx.x / width; w < total; w += stride) {
+    const int64_t r = w / p.num_groups, q = w - r * p.num_groups;
+    const int64_t base = r * p.n, b = off[q], e = off[q + 1];
+    double ss = 0;
+    for (int64_t j = b + lane; j < e; j += width) {
+      const int64_t i = base + perm[j];
+      const T zv = p.z(i);
+      p.out[i] = zv;
+      ss += double(zv) * zv;
     }
-    __syncthreads();
-    for (int64_t k = threadIdx.x; k < p.num_groups; k += blockDim.x) acc[k] = group_factor(acc[k], p.tau(k));
-    __syncthreads();
-    for (int64_t c = threadIdx.x; c < p.n; c += blockDim.x) p.out[base + c] *= static_cast<T>(acc[p.labels[c]]);
-    __syncthreads();
+    if constexpr (Warp) ss = warp_sum(ss);
+    const T f = static_cast<T>(group_factor(ss, p.tau(q)));
+    for (int64_t j = b + lane; j < e; j += width) p.out[base + perm[j]] *= f;
   }
 }
 
-// Column groups, pass 1: z into out, squared column norms into `sumsq` (atomics
-// across row chunks). Block (32, 8): a warp reads 32 adjacent columns of a row.
+// Column groups, pass 1: z into out, each row chunk's squared column norms into its
+// own row of `part` (chunks x n). Block (32, 8): a warp reads 32 adjacent columns of a row.
 template <typename T>
-__global__ void group_cols_norm_kernel(GroupParams<T> p, int64_t rows_per_chunk, double* sumsq) {
+__global__ void group_cols_norm_kernel(GroupParams<T> p, int64_t rows_per_chunk, double* __restrict__ out_part) {
   __shared__ double part[8][33];
   const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
   const int64_t r0 = int64_t(blockIdx.y) * rows_per_chunk;
@@ -236,15 +251,19 @@ __global__ void group_cols_norm_kernel(GroupParams<T> p, int64_t rows_per_chunk,
   if (threadIdx.y == 0 && c < p.n) {
     double tot = 0;
     for (int k = 0; k < int(blockDim.y); ++k) tot += part[k][threadIdx.x];
-    atomicAdd(&sumsq[c], tot);
+    out_part[int64_t(blockIdx.y) * p.n + c] = tot;
   }
 }
 
-// Column groups, pass 2: sumsq -> factor (in place), then scale.
+// Column groups, pass 2: the chunks' sums in chunk order -> factor, then scale.
 template <typename T>
-__global__ void group_cols_factor_kernel(GroupParams<T> p, double* sumsq) {
-  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < p.n; c += int64_t(gridDim.x) * blockDim.x)
-    sumsq[c] = group_factor(sumsq[c], p.tau(c));
+__global__ void group_cols_factor_kernel(GroupParams<T> p, const double* __restrict__ part, int64_t chunks,
+                                         double* __restrict__ factor) {
+  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < p.n; c += int64_t(gridDim.x) * blockDim.x) {
+    double ss = 0;
+    for (int64_t k = 0; k < chunks; ++k) ss += part[k * p.n + c];
+    factor[c] = group_factor(ss, p.tau(c));
+  }
 }
 
 template <typename T>
@@ -253,8 +272,6 @@ __global__ void group_cols_scale_kernel(GroupParams<T> p, const double* factor) 
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
     p.out[i] *= static_cast<T>(factor[i % p.n]);
 }
-
-constexpr int64_t kMaxSharedGroups = 6144;  // 48 KiB of double accumulators
 
 template <typename T>
 void group_cuda_impl(const at::Tensor& x, const at::Tensor& grad, double lr, const GroupArgs& a, at::Tensor& out) {
@@ -285,26 +302,42 @@ void group_cuda_impl(const at::Tensor& x, const at::Tensor& grad, double lr, con
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       break;
     case GroupMode::Labels: {
-      TORCH_CHECK(a.num_groups <= kMaxSharedGroups, "group_soft_threshold: the CUDA kernel supports at most ",
-                  kMaxSharedGroups, " labelled groups per row, got ", a.num_groups);
-      const size_t smem = std::max<int64_t>(a.num_groups, 1) * sizeof(double);
-      group_labels_kernel<T><<<std::min<int64_t>(p.m, int64_t(sms) * 16), kThreads, smem, stream>>>(p);
+      // The groups as lists of members (CSR), built on the device without a host sync:
+      // members sorted stably by label, group q's range found by binary search.
+      const auto sorted = at::sort(a.labels, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+      const at::Tensor perm = std::get<1>(sorted).contiguous();
+      const at::Tensor off =
+          at::searchsorted(std::get<0>(sorted), at::arange(a.num_groups + 1, a.labels.options())).contiguous();
+      const int64_t total = p.m * std::max<int64_t>(a.num_groups, 1);
+      const bool wide = p.n >= 8 * std::max<int64_t>(a.num_groups, 1);  // >= 8 members per group on average
+      const int64_t per_block = wide ? kThreads / 32 : kThreads;
+      const int64_t blocks = std::clamp<int64_t>((total + per_block - 1) / per_block, 1, int64_t(sms) * 32);
+      if (wide) {
+        group_labels_kernel<T, true><<<blocks, kThreads, 0, stream>>>(p, perm.data_ptr<int64_t>(),
+                                                                       off.data_ptr<int64_t>());
+      } else {
+        group_labels_kernel<T, false><<<blocks, kThreads, 0, stream>>>(p, perm.data_ptr<int64_t>(),
+                                                                        off.data_ptr<int64_t>());
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       break;
     }
     case GroupMode::Cols: {
-      at::Tensor sumsq = at::zeros({p.n}, x.options().dtype(at::kDouble));
       const int64_t col_blocks = (p.n + 31) / 32;
       const int64_t want_chunks = std::max<int64_t>(1, (int64_t(sms) * 8 + col_blocks - 1) / col_blocks);
       const int64_t chunks = std::min<int64_t>({want_chunks, (p.m + 63) / 64, 65535});
       const int64_t rows_per_chunk = (p.m + chunks - 1) / chunks;
+      const auto dopts = x.options().dtype(at::kDouble);
+      at::Tensor part = at::empty({chunks, p.n}, dopts);
+      at::Tensor factor = at::empty({p.n}, dopts);
       group_cols_norm_kernel<T><<<dim3(col_blocks, chunks), dim3(32, 8), 0, stream>>>(p, rows_per_chunk,
-                                                                                       sumsq.data_ptr<double>());
+                                                                                       part.data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      group_cols_factor_kernel<T><<<grid_for(p.n, kThreads), kThreads, 0, stream>>>(p, sumsq.data_ptr<double>());
+      group_cols_factor_kernel<T><<<grid_for(p.n, kThreads), kThreads, 0, stream>>>(
+          p, part.data_ptr<double>(), chunks, factor.data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       group_cols_scale_kernel<T><<<grid_for(p.m * p.n, kThreads), kThreads, 0, stream>>>(p,
-                                                                                        sumsq.data_ptr<double>());
+                                                                                        factor.data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       break;
     }

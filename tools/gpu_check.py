@@ -1,0 +1,261 @@
+"""`make gpu-check`: build, test, sanitise and time every CUDA kernel on a GPU machine.
+
+Usage (from the checkout's root, with a Python that has torch, the build tools and pytest;
+no package index needed):
+
+    python tools/gpu_check.py [--out DIR] [--full] [--no-build]
+
+Stages, each with its own time limit so that the whole run fits in about 8 minutes on
+one H100 / H200 with 16 cores:
+1. build: `pip install --no-build-isolation -e .` with MTLKERNELS_CUDA=ON, for the
+   architecture of the GPU present only (TORCH_CUDA_ARCH_LIST from
+   torch.cuda.get_device_capability), on all cores. A failed build stops here, with the
+   compiler's errors; every later stage runs even when an earlier one failed.
+2. tests: `pytest -m cuda`, one process per test file (a crash in one file cannot hide
+   the others), four at a time, JUnit XML per file.
+3. sanitizer: `compute-sanitizer --tool memcheck` and `--tool racecheck` over
+   tools/cuda_smoke.py (every op's CUDA kernel on small odd sizes).
+4. benchmarks: benchmarks/run_all.py --device cuda --quick (--full: the full sizes too).
+Then one summary (printed, and summary.md / summary.json in DIR); the exit status is 1
+when anything failed, 2 when no GPU is present (checked first, in a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "python_tests"
+
+
+def log(msg: str) -> None:
+    print(f"[gpu-check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd, log_path: Path, timeout: float, cwd=ROOT, env=None) -> tuple[int, float, str]:
+    """Run cmd with stdout+stderr into log_path; returns (exit code, seconds, output). 124 on timeout."""
+    t0 = time.perf_counter()
+    with open(log_path, "w") as f:
+        try:
+            rc = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = 124
+            f.write(f"\n[gpu-check] timed out after {timeout:.0f} s\n")
+    return rc, time.perf_counter() - t0, log_path.read_text(errors="replace")
+
+
+def preflight() -> tuple[str, list[str], list[str]]:
+    try:
+        import torch
+    except ImportError as exc:
+        print(f"gpu-check: no CUDA device is present to this Python ({sys.executable} cannot import torch: "
+              f"{exc}); run it on a GPU machine with its own torch.", flush=True)
+        sys.exit(2)
+
+    if not torch.cuda.is_available():
+        print("gpu-check: no CUDA device is present (torch.cuda.is_available() is False, torch "
+              f"{torch.__version__}); run it on a machine with a GPU.", flush=True)
+        sys.exit(2)
+    caps = sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return torch.__version__, caps, names
+
+
+def stage_build(out: Path, caps: list[str]) -> dict:
+    env = dict(os.environ, MTLKERNELS_CUDA="ON", TORCH_CUDA_ARCH_LIST=";".join(caps),
+               CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 4))
+    cmd = [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-v", "-e", ".",
+           "-C", "build-dir=build/gpu-check"]
+    log(f"build: TORCH_CUDA_ARCH_LIST={env['TORCH_CUDA_ARCH_LIST']}, {env['CMAKE_BUILD_PARALLEL_LEVEL']} jobs")
+    rc, secs, text = run(cmd, out / "build.log", timeout=420, env=env)
+    res = {"ok": rc == 0, "seconds": round(secs, 1), "archs": caps}
+    if rc != 0:
+        errs = [ln for ln in text.splitlines() if re.search(r"error|Error|FAILED|fatal", ln)]
+        res["errors"] = errs[-40:] or text.splitlines()[-40:]
+        return res
+    probe = subprocess.run([sys.executable, "-c", "import json, mtlkernels; print(json.dumps(mtlkernels.build_info()))"],
+                           cwd=TESTS, capture_output=True, text=True)
+    if probe.returncode != 0:
+        res.update(ok=False, errors=probe.stderr.splitlines()[-20:])
+        return res
+    res["build_info"] = json.loads(probe.stdout.strip().splitlines()[-1])
+    if not res["build_info"]["cuda"]:
+        res.update(ok=False, errors=["the build has no CUDA kernels"])
+    return res
+
+
+def junit_counts(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    c = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "failed_tests": []}
+    for s in suites:
+        for k in ("tests", "failures", "errors", "skipped"):
+            c[k] += int(s.get(k, 0))
+        for case in s.iter("testcase"):
+            if case.find("failure") is not None or case.find("error") is not None:
+                c["failed_tests"].append(f"{case.get('classname', '')}::{case.get('name')}")
+    c["passed"] = c["tests"] - c["failures"] - c["errors"] - c["skipped"]
+    return c
+
+
+def stage_tests(out: Path) -> dict:
+    (out / "tests").mkdir(exist_ok=True)
+    files = sorted(p.name for p in TESTS.glob("test_*.py"))
+
+    def one(name: str) -> tuple[str, dict]:
+        stem = name[:-3]
+        xml = out / "tests" / f"{stem}.xml"
+        cmd = [sys.executable, "-m", "pytest", name, "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rfE",
+               f"--junitxml={xml}"]
+        rc, secs, text = run(cmd, out / "tests" / f"{stem}.log", timeout=240, cwd=TESTS)
+        c = junit_counts(xml) if rc != 124 else None
+        if rc == 5:  # no test selected: the file has no CUDA test
+            return stem, {"tests": 0, "seconds": round(secs, 1)}
+        if c is None:  # crashed or timed out before writing its report
+            return stem, {"crashed": True, "exit": rc, "seconds": round(secs, 1), "tail": text.splitlines()[-25:]}
+        c["seconds"] = round(secs, 1)
+        c["exit"] = rc
+        return stem, c
+
+    with cf.ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(pool.map(one, files))
+    bad = any(r.get("crashed") or r.get("failures") or r.get("errors") for r in results.values())
+    return {"ok": not bad and any(r.get("tests") for r in results.values()), "files": results}
+
+
+def sanitizer_binary() -> str | None:
+    found = shutil.which("compute-sanitizer")
+    if found:
+        return found
+    for base in (os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"):
+        cand = Path(base) / "bin" / "compute-sanitizer"
+        if base and cand.exists():
+            return str(cand)
+    return None
+
+
+def stage_sanitizer(out: Path) -> dict:
+    exe = sanitizer_binary()
+    if exe is None:
+        return {"ok": True, "skipped": "compute-sanitizer was not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)"}
+    # No caching allocator: memcheck then sees every tensor's own bounds.
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    res = {"ok": True}
+    for tool in ("memcheck", "racecheck"):
+        cmd = [exe, "--tool", tool, "--error-exitcode", "99", sys.executable, str(ROOT / "tools" / "cuda_smoke.py")]
+        rc, secs, text = run(cmd, out / f"sanitizer_{tool}.log", timeout=150, env=env)
+        m = re.search(r"(?:ERROR|RACECHECK) SUMMARY: (\d+) (?:error|hazard)", text)
+        n = int(m.group(1)) if m else None
+        entry = {"exit": rc, "seconds": round(secs, 1), "errors": n}
+        if n is None and rc != 0:
+            if re.search(r"not supported|Unable to|Could not|failed to (?:attach|initialize)", text, re.I):
+                entry["note"] = "the sanitizer could not attach to the device: " + text.strip().splitlines()[-1][:200]
+            else:
+                entry["note"] = "no summary line; see the log"
+                res["ok"] = False
+        elif (n or 0) > 0 or rc not in (0,):
+            res["ok"] = False
+        res[tool] = entry
+    return res
+
+
+def stage_bench(out: Path, full: bool) -> dict:
+    res = {}
+    runs = [("quick", ["--quick"])] + ([("full", [])] if full else [])
+    for name, extra in runs:
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--device", "cuda", "--out", str(out), *extra]
+        rc, secs, text = run(cmd, out / f"bench_{name}.log", timeout=270 if name == "quick" else 3000, cwd=TESTS)
+        res[name] = {"exit": rc, "seconds": round(secs, 1),
+                     "failed": re.findall(r"==== (bench_\w+\.py): FAILED", text)}
+    res["ok"] = all(r["exit"] == 0 for r in res.values() if isinstance(r, dict))
+    return res
+
+
+def summary(out: Path, info: dict) -> str:
+    lines = [f"# gpu-check on {', '.join(info['devices'])}", "",
+             f"- torch {info['torch']}, date {time.strftime('%Y-%m-%d')}, total {info['seconds']:.0f} s",
+             f"- command: `make gpu-check GPU_OUT={out}`", ""]
+    b = info["build"]
+    lines.append(f"## build: {'ok' if b['ok'] else 'FAILED'} in {b['seconds']} s (archs {', '.join(b['archs'])})")
+    lines += [f"    {e}" for e in b.get("errors", [])]
+    if "tests" in info:
+        t = info["tests"]
+        lines += ["", f"## CUDA tests (pytest -m cuda): {'ok' if t['ok'] else 'FAILED'}", "",
+                  "| test file | passed | failed | errors | skipped | s |", "|---|---|---|---|---|---|"]
+        for stem, r in sorted(t["files"].items()):
+            if r.get("crashed"):
+                lines.append(f"| {stem} | CRASHED (exit {r['exit']}) | | | | {r['seconds']} |")
+            elif r.get("tests"):
+                lines.append(f"| {stem} | {r['passed']} | {r['failures']} | {r['errors']} | {r['skipped']} | {r['seconds']} |")
+        for stem, r in sorted(t["files"].items()):
+            for name in r.get("failed_tests", []):
+                lines.append(f"- FAILED {stem}: {name}")
+            if r.get("crashed"):
+                lines += [f"- {stem} crashed; last lines:"] + [f"    {x}" for x in r["tail"]]
+    if "sanitizer" in info:
+        s = info["sanitizer"]
+        lines += ["", f"## compute-sanitizer: {'ok' if s['ok'] else 'FAILED'}"]
+        if "skipped" in s:
+            lines.append(f"- skipped: {s['skipped']}")
+        for tool in ("memcheck", "racecheck"):
+            if tool in s:
+                e = s[tool]
+                lines.append(f"- {tool}: {e['errors']} errors, exit {e['exit']}, {e['seconds']} s"
+                             + (f" ({e['note']})" if "note" in e else ""))
+    if "bench" in info:
+        bn = info["bench"]
+        lines += ["", f"## benchmarks: {'ok' if bn['ok'] else 'FAILED'}"]
+        for name, r in bn.items():
+            if isinstance(r, dict):
+                lines.append(f"- {name}: exit {r['exit']}, {r['seconds']} s" + (f", failed: {r['failed']}" if r["failed"] else ""))
+        for md in sorted(out.glob("*.md")):
+            if md.name != "summary.md":
+                lines += ["", md.read_text().strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for logs, reports, tables")
+    ap.add_argument("--full", action="store_true", default=os.environ.get("GPU_CHECK_FULL") == "1",
+                    help="also the full-size benchmarks (GPU_CHECK_FULL=1)")
+    ap.add_argument("--no-build", action="store_true", help="use the build already installed")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    torch_version, caps, names = preflight()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"torch": torch_version, "devices": names}
+    log(f"{', '.join(names)}; torch {torch_version}; results in {out}")
+    info["build"] = {"ok": True, "seconds": 0, "archs": caps, "skipped": True} if args.no_build else stage_build(out, caps)
+    log(f"build: {'ok' if info['build']['ok'] else 'FAILED'} ({info['build']['seconds']} s)")
+    if info["build"]["ok"]:
+        for stage, fn in (("tests", lambda: stage_tests(out)), ("sanitizer", lambda: stage_sanitizer(out)),
+                          ("bench", lambda: stage_bench(out, args.full))):
+            log(f"{stage} ...")
+            info[stage] = fn()
+            log(f"{stage}: {'ok' if info[stage]['ok'] else 'FAILED'}")
+    info["seconds"] = time.perf_counter() - t0
+    text = summary(out, info)
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(info, indent=1, default=str))
+    print(text)
+    ok = all(info[k]["ok"] for k in ("build", "tests", "sanitizer", "bench") if k in info)
+    print(f"gpu-check: {'OK' if ok else 'FAILED'} in {info['seconds']:.0f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
