@@ -5,7 +5,7 @@ import torch
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
-from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+from mtlkernels.testing import TOL, cuda_only, devices, non_contiguous, randn, rel_err
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -250,7 +250,7 @@ def test_bad_dtypes_and_flags():
         loss.backward()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_device_mismatch():
     Z, W, A = torch.rand(4, 5), torch.rand(5, 3), torch.rand(3, 5)
     with pytest.raises(RuntimeError, match="is on"):

@@ -5,7 +5,7 @@ import torch
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
-from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+from mtlkernels.testing import TOL, cuda_only, devices, non_contiguous, randn, rel_err
 
 DTYPES = [torch.float32, torch.float64]
 # A 0-dim tensor, size-1 and empty tensors, odd sizes, and one tensor spanning
@@ -236,7 +236,7 @@ def test_bad_input():
         ops.dwa_grad_([None, None], params, anchors, [f.detach() for f in importance], 1.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_device_mismatch():
     params, anchors, importance = make([(4,), (3, 3)], seed=15, grad=False)
     with pytest.raises(RuntimeError, match="is on"):

@@ -14,7 +14,7 @@ import torch
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
-from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+from mtlkernels.testing import TOL, cuda_only, devices, non_contiguous, randn, rel_err
 
 DTYPES = [torch.float32, torch.float64]
 T = torch.ops.mtlkernels
@@ -407,7 +407,7 @@ def test_bad_input():
         ops.spectral_route(x, "svd")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_bad_device():
     x = randn(2, 4, 3, seed=28, device="cuda")
     with pytest.raises(RuntimeError, match="tau is on cpu but x is on cuda"):
@@ -417,7 +417,7 @@ def test_bad_device():
 # ---- CUDA routes -----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "shape,route",
@@ -444,7 +444,7 @@ def test_cuda_routes_match_reference(dtype, shape, route):
     assert torch.all(ops.svt(z, tau) == 0) and torch.all(ops.nuclear_norm(z) == 0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_cuda_small_route_rank_deficient_and_per_matrix_tau():
     a = (randn(64, 20, 3, seed=30) @ randn(64, 3, 16, seed=31)).cuda()
     tau = torch.linspace(0.0, 5.0, 64, dtype=torch.float64, device="cuda")

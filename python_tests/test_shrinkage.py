@@ -7,7 +7,7 @@ import torch
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
-from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+from mtlkernels.testing import TOL, cuda_only, devices, non_contiguous, randn, rel_err
 
 DTYPES = [torch.float32, torch.float64]
 SHAPES = [(0,), (1,), (7,), (3, 5), (2, 3, 5), (33, 17), (1, 1, 1)]
@@ -316,7 +316,7 @@ def test_solver_steps_refuse_autograd():
         ops.prox_grad_step(x, torch.randn(3, 4), 0.1, 0.1)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_mismatched_devices():
     x = torch.randn(3, 4, device="cuda")
     with pytest.raises(RuntimeError, match="is on cpu but x is on cuda"):
