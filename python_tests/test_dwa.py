@@ -268,9 +268,9 @@ def test_cpu_cuda_bitwise():
     assert not torch.equal(one * f * (p - a), two * f * (p - a))
 
     def on(device):
-        p = [t.to(device).requires_grad_() for t in params]
-        a = [t.to(device) for t in anchors]
-        f = [t.to(device) for t in importance]
+        p = [t.detach().to(device, copy=True).requires_grad_() for t in params]
+        a = [t.to(device, copy=True) for t in anchors]
+        f = [t.to(device, copy=True) for t in importance]
         (ops.dwa_penalty(p, a, f, lam) * up).backward()
         bwd = torch.ops.mtlkernels.dwa_penalty_backward(torch.tensor(up, device=device), [t.detach() for t in p], a, f, lam)
         grads = [torch.zeros_like(t) for t in a]

@@ -575,10 +575,28 @@ def test_backward_matches_reference(device, dtype, n, sizes):
     for i, (fn, rfn) in enumerate(cases):
         xa = x.clone().requires_grad_()
         (ga,) = torch.autograd.grad(fn(xa), xa)
-        xr = x.double().cpu().requires_grad_()
+        xr = x.detach().to(torch.float64, copy=True).requires_grad_()  # on x's device, like w
         (gr,) = torch.autograd.grad(rfn(xr), xr)
         assert ga.dtype == dtype and ga.device == x.device
         assert rel_err(ga, gr) <= 10 * TOL[dtype], i  # (absolute when the gradient is 0: n = 1)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1])
+def test_no_or_one_network(device, dtype, n):
+    """n = 0 or 1: no pairs; every op returns its shape (zeros where a sum is empty)."""
+    x = randn(n, 10, seed=49, dtype=dtype, device=device)
+    off = [0, 4, 10]
+    c = torch.ones(2, n, n, dtype=dtype, device=device)
+    D = ops.pairwise_sq_dists(x, off)
+    assert D.shape == (2, n, n) and D.device == x.device and (D == 0).all()
+    w, rho = ops.irls_weights(D, 1.0)
+    assert w.shape == rho.shape == (2, n, n) and (rho == 0).all()
+    assert float(ops.robust_consistency(x, off, 1.0)) == 0 and float(ops.robust_consistency(x, off, weights=c)) == 0
+    assert torch.equal(ops.irls_consensus(c, x, off), x)  # no other network: keep its own parameters
+    assert torch.equal(ops.pairwise_mix(x, off, c), x)  # self coefficient 1, no differences
+    assert torch.equal(ops.pairwise_mix(x, off, c, True), x)
 
 
 def _every_op(x, off, c, sigma):
@@ -660,7 +678,7 @@ def test_sq_dists_too_many_networks_says_so():
     before = torch.cuda.memory_allocated()
     with pytest.raises(RuntimeError, match=r"pairwise_sq_dists: .*at most") as err:
         ops.pairwise_sq_dists(x, [0, 2])
-    assert "23105" in str(err.value) and "out of memory" not in str(err.value)
+    assert "out of memory" not in str(err.value)
     peak = torch.cuda.max_memory_allocated() - before
     out_bytes = n * n * 4
     assert peak < 1.5 * out_bytes, (peak, out_bytes)

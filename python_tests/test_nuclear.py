@@ -140,15 +140,17 @@ def test_per_matrix_tau(device, dtype):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_empty(device):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty(device, dtype):
     for shape in [(0, 3, 4), (2, 0, 3), (2, 3, 0), (0, 0), (3, 0, 0)]:
-        x = torch.zeros(shape, device=device)
+        x = torch.zeros(shape, dtype=dtype, device=device)
         y = ops.svt(x, 0.5)
         assert y.shape == x.shape
         nn = ops.nuclear_norm(x)
         assert nn.shape == x.shape[:-2] and torch.all(nn == 0)
         assert ops.smoothed_nuclear_norm(x, 1.0, 0.1).shape == x.shape[:-2]
         assert ops.smoothed_nuclear_norm_grad(x, 1.0, 0.1).shape == x.shape
+        assert ops.spectral_route(x).shape == x.shape[:-2]
 
 
 @pytest.mark.parametrize("device", devices())
@@ -830,7 +832,7 @@ def test_backward_matches_reference(device, dtype, shape):
     for i, (fn, rfn) in enumerate(cases):
         xa = x.clone().requires_grad_()
         (ga,) = torch.autograd.grad(fn(xa), xa)
-        xr = x.double().cpu().requires_grad_()
+        xr = x.detach().to(torch.float64, copy=True).requires_grad_()  # on x's device, like w
         (gr,) = torch.autograd.grad(rfn(xr), xr)
         assert ga.dtype == dtype and ga.device == x.device
         # the float32 gradients go through a float32 SVD and divided differences of

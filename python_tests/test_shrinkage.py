@@ -394,10 +394,25 @@ def test_backward_matches_reference(device, dtype, shape):
     for i, (fn, rfn) in enumerate(cases):
         xa = x.clone().requires_grad_()
         (ga,) = torch.autograd.grad((fn(xa) * w).sum(), xa)
-        xr = x.double().requires_grad_()
+        xr = x.detach().to(torch.float64, copy=True).requires_grad_()  # on x's device, like w
         (gr,) = torch.autograd.grad((rfn(xr) * w.double()).sum(), xr)
         assert ga.dtype == dtype and ga.shape == x.shape and ga.device == x.device
         assert rel_err(ga, gr) <= TOL[dtype], i
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (1, 1), (1, 7), (5, 1), (9, 13)])
+def test_every_op_small_and_empty(device, dtype, shape):
+    """Every op, in place too, on empty, one-row / one-column and non-contiguous inputs."""
+    m, n = shape
+    x = randn(m, n, seed=56, dtype=dtype, device=device)
+    g = randn(m, n, seed=57, dtype=dtype, device=device)
+    cases = _every_op(0.4, _labels(n, max(1, min(3, n)), 58, device), _labels(m, max(1, min(3, m)), 59, device))
+    for name, fn, rfn in cases:
+        expected = rfn(x, g)
+        check(fn(x, g), expected, dtype)
+        check(fn(non_contiguous(x), non_contiguous(g)), expected, dtype)
 
 
 @pytest.mark.xfail(strict=True, raises=RuntimeError,
@@ -533,10 +548,9 @@ def test_cpu_cuda_bitwise(aligned):
     with a zero gradient, or with a power-of-two step size whose products lr * grad are
     exact, so that a fused multiply-add cannot round differently)."""
     n = 4099
-    off = 0 if aligned else 1
-    x = randn(n + off, seed=100, dtype=torch.float32)[off:]
-    g = randn(n + off, seed=101, dtype=torch.float32)[off:]
-    zero = torch.zeros(n + off, dtype=torch.float32)[off:]
+    x = randn(n, seed=100, dtype=torch.float32)
+    g = randn(n, seed=101, dtype=torch.float32)
+    zero = torch.zeros(n, dtype=torch.float32)
     col = randn(n, seed=102, dtype=torch.float32).abs()
     l1, lr = 0.7, 0.3
     # the case can tell the two ways of rounding the threshold apart: float32(l1 * lr) and
@@ -545,7 +559,15 @@ def test_cpu_cuda_bitwise(aligned):
     assert t_one != t_two and not torch.equal(ref.soft_threshold(x, t_one), ref.soft_threshold(x, t_two))
 
     def on(device):
-        c = lambda t: t.to(device)  # noqa: E731
+        def c(t):
+            """A copy of t on the device, 16-byte aligned or one element past an aligned start."""
+            if aligned:
+                return t.to(device, copy=True)
+            buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=device)
+            buf[1:].copy_(t)
+            assert buf[1:].data_ptr() % 16 != 0
+            return buf[1:]
+
         out = [
             ops.soft_threshold(c(x), 0.4),
             ops.soft_threshold(c(x), c(col)),
@@ -558,7 +580,7 @@ def test_cpu_cuda_bitwise(aligned):
         ]
         for fn, args in [(ops.soft_threshold_, (0.4,)), (ops.elastic_net_prox_, (0.4, 0.3)),
                          (ops.prox_grad_step_, (c(zero), lr, l1, 0.2)), (ops.prox_grad_step_, (c(g), 0.25, l1))]:
-            y = c(x).clone()
+            y = c(x)  # a fresh copy (aligned or not, as c makes it)
             fn(y, *args)
             out.append(y)
         return [o.cpu() for o in out]
