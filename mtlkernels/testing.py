@@ -8,14 +8,35 @@ from torch import Tensor
 CUDA = torch.cuda.is_available()
 
 
+_NO_CUDA = "CUDA not available (no GPU here)"
+
+
 def devices() -> list:
-    """pytest parameters for every device: CPU always, CUDA skipped (with the reason) without a GPU."""
+    """pytest parameters for every device: CPU always; CUDA marked ``cuda`` (so that
+    ``pytest -m cuda`` selects it) and skipped, with the reason, without a GPU."""
     import pytest
 
     return [
         "cpu",
-        pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="CUDA not available (no GPU here)")),
+        pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason=_NO_CUDA)]),
     ]
+
+
+def cuda_only(fn):
+    """Decorator for a test that runs only on CUDA: marked ``cuda`` (selected by
+    ``pytest -m cuda``) and skipped without a GPU."""
+    import pytest
+
+    return pytest.mark.cuda(pytest.mark.skipif(not CUDA, reason=_NO_CUDA)(fn))
+
+
+def multi_gpu(fn):
+    """Decorator for a CUDA test that needs two GPUs (e.g. inputs on cuda:0 while
+    cuda:1 is the current device): :func:`cuda_only`, and skipped with fewer GPUs."""
+    import pytest
+
+    few = torch.cuda.device_count() < 2
+    return cuda_only(pytest.mark.skipif(few, reason="needs at least two CUDA devices")(fn))
 
 
 def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -52,3 +73,42 @@ def rel_err(out: Tensor, ref: Tensor) -> float:
 
 # Relative-error tolerances against a float64 reference, by dtype of the op's input.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def _to_cpu(out):
+    """Tensors in a (nested) result copied to the CPU (other values as they are)."""
+    if isinstance(out, Tensor):
+        return out.detach().cpu()
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_cpu(o) for o in out)
+    return out
+
+
+def on_side_stream(fn):
+    """Run ``fn()`` on a new, non-default CUDA stream and return its result copied to the CPU.
+
+    The default stream is first made busy (``torch.cuda._sleep``) and the result is read
+    back on the side stream, before the default stream finishes: a kernel launched on
+    the default stream instead of the current one would run late, so its output would be
+    read unfinished and the comparison of the caller would fail. The inputs of ``fn``
+    must be ready: everything queued before is synchronised first.
+    """
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is not None:
+        sleep(100_000_000)  # ~50 ms of GPU clock cycles on the default stream
+    with torch.cuda.stream(side):
+        out = _to_cpu(fn())  # copies queued on `side`; .cpu() waits for `side` only
+    torch.cuda.synchronize()
+    return out
+
+
+def on_other_device(fn):
+    """Run ``fn()`` (whose inputs live on cuda:0) while cuda:1 is the current device;
+    return its result (on the device the op chose) after synchronising both devices."""
+    with torch.cuda.device(1):
+        out = fn()
+    for d in range(2):
+        torch.cuda.synchronize(d)
+    return out

@@ -5,7 +5,9 @@ import torch
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
-from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+from mtlkernels.testing import (
+    TOL, cuda_only, devices, multi_gpu, non_contiguous, on_other_device, on_side_stream, randn, rel_err,
+)
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -250,8 +252,64 @@ def test_bad_dtypes_and_flags():
         loss.backward()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_device_mismatch():
     Z, W, A = torch.rand(4, 5), torch.rand(5, 3), torch.rand(3, 5)
     with pytest.raises(RuntimeError, match="is on"):
         ops.amtfl_reconstruction_loss(Z, W.cuda(), A)
+
+
+# ---- CUDA paths: row chunks, layouts, streams, devices ----------------------------------------
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,k,T", [(5000, 500, 13), (4097, 520, 1)])
+def test_several_row_chunks(device, dtype, N, k, T):
+    """N above 2,048 with k + T >= 512: the CUDA chunk rule gives chunks of 2,048 rows (an
+    uneven last one), so the loss, dZ and the accumulated dW, dA, dbias span several
+    chunks. The weight gradients sum N products per entry in dtype, and dA without a bias
+    is ill-conditioned in float32 at (5000, 500, 13) (the eager float32 composite is
+    1.6e-5 off): 30x the tolerance, still far below what a lost or doubled chunk gives."""
+    ts = make(N, k, T, seed=61, dtype=dtype, device=device)
+    check_against_reference(ts, dtype, scale_tol=30)
+    # without a bias and with some gradients only
+    ts = make(N, k, T, seed=62, dtype=dtype, device=device, bias=False, grad=(False, True, True, False))
+    check_against_reference(ts, dtype, scale_tol=30)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_non_contiguous_float32(device):
+    ts = make(131, 17, 6, seed=63, dtype=torch.float32, device=device)
+    nc = [non_contiguous(t.detach()).requires_grad_() for t in ts]
+    check_against_reference(nc, torch.float32)
+
+
+def _loss_and_grads(ts):
+    loss, grads = grads_of(ops.amtfl_reconstruction_loss, ts)
+    return [loss, *grads]
+
+
+def _reference(ts):
+    ts64 = [t.detach().double().cpu().requires_grad_() for t in ts]
+    loss, grads = grads_of(ref.amtfl_reconstruction_loss, ts64)
+    return [loss, *grads]
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_side_stream(dtype):
+    ts = make(2100, 300, 230, seed=64, dtype=dtype, device="cuda")  # two chunks of rows
+    got = on_side_stream(lambda: _loss_and_grads(ts))
+    for i, (o, e) in enumerate(zip(got, _reference(ts))):
+        assert rel_err(o, e) < 10 * TOL[dtype], i
+
+
+@multi_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inputs_on_cuda0_while_cuda1_is_current(dtype):
+    ts = make(2100, 300, 230, seed=65, dtype=dtype, device="cuda:0")
+    got = on_other_device(lambda: _loss_and_grads(ts))
+    for i, (o, e) in enumerate(zip(got, _reference(ts))):
+        assert o.device == ts[0].device, i
+        assert rel_err(o, e) < 10 * TOL[dtype], i

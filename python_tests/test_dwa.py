@@ -5,7 +5,9 @@ import torch
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
-from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+from mtlkernels.testing import (
+    TOL, cuda_only, devices, multi_gpu, non_contiguous, on_other_device, on_side_stream, randn, rel_err,
+)
 
 DTYPES = [torch.float32, torch.float64]
 # A 0-dim tensor, size-1 and empty tensors, odd sizes, and one tensor spanning
@@ -236,8 +238,88 @@ def test_bad_input():
         ops.dwa_grad_([None, None], params, anchors, [f.detach() for f in importance], 1.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_device_mismatch():
     params, anchors, importance = make([(4,), (3, 3)], seed=15, grad=False)
     with pytest.raises(RuntimeError, match="is on"):
         ops.dwa_penalty(params, [anchors[0].cuda(), anchors[1]], importance, 1.0)
+
+
+# ---- CUDA: agreement with the CPU, streams, devices --------------------------------------------
+
+
+@cuda_only
+def test_cpu_cuda_bitwise():
+    """The DWA gradient is elementwise with one expression for its scale lam * upstream
+    gradient on both devices: CPU and CUDA agree to the bit on the same float32 inputs,
+    for the backward of dwa_penalty (an upstream gradient other than 1) and for dwa_grad_
+    into zero gradients (the accumulation into non-zero gradients may be fused into one
+    multiply-add on the GPU, so it is compared with a tolerance elsewhere)."""
+    shapes = [(), (1,), (7, 3), (33,), (100003,), (64, 3, 3, 3)]
+    params, anchors, importance = make(shapes, seed=20, dtype=torch.float32, grad=False)
+    lam, up = 0.3, 1.7
+    # the case tells the two roundings of the scale apart: float32(lam * g) != float32(lam) * g
+    # for the float32 upstream gradient g = float32(up)
+    g32 = torch.tensor(up, dtype=torch.float32)
+    one = torch.tensor(lam * float(g32), dtype=torch.float32)
+    two = torch.tensor(lam, dtype=torch.float32) * g32
+    assert one != two
+    p, a, f = params[4], anchors[4], importance[4]
+    assert not torch.equal(one * f * (p - a), two * f * (p - a))
+
+    def on(device):
+        p = [t.detach().to(device, copy=True).requires_grad_() for t in params]
+        a = [t.to(device, copy=True) for t in anchors]
+        f = [t.to(device, copy=True) for t in importance]
+        (ops.dwa_penalty(p, a, f, lam) * up).backward()
+        bwd = torch.ops.mtlkernels.dwa_penalty_backward(torch.tensor(up, device=device), [t.detach() for t in p], a, f, lam)
+        grads = [torch.zeros_like(t) for t in a]
+        ops.dwa_grad_(grads, [t.detach() for t in p], a, f, lam)
+        return [t.grad.cpu() for t in p] + [t.cpu() for t in bwd] + [t.cpu() for t in grads]
+
+    cpu, cuda = on("cpu"), on("cuda")
+    for i, (x, y) in enumerate(zip(cpu, cuda)):
+        assert torch.equal(x, y), i
+    # the penalty itself sums in a device-dependent order: close, not bitwise
+    p, a, f = [[t.cuda() for t in lst] for lst in (params, anchors, importance)]
+    assert rel_err(ops.dwa_penalty(p, a, f, lam), ops.dwa_penalty(params, anchors, importance, lam)) < 1e-12
+
+
+def _every_op(params, anchors, importance, grads, lam):
+    loss = ops.dwa_penalty(params, anchors, importance, lam)
+    loss.backward()
+    ops.dwa_grad_(grads, [p.detach() for p in params], anchors, importance, lam)
+    return [loss, *[p.grad for p in params], *grads]
+
+
+def _every_ref(params, anchors, importance, grads0, lam):
+    p, a, f = [[t.detach().double().cpu() for t in lst] for lst in (params, anchors, importance)]
+    d = ref.dwa_grad(p, a, f, lam)
+    return [ref.dwa_penalty(p, a, f, lam), *d, *[g.double().cpu() + x for g, x in zip(grads0, d)]]
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_side_stream(dtype):
+    shapes = SHAPES + [(i % 5 + 1,) for i in range(70)]  # two launches of at most 64 tensors
+    params, anchors, importance = make(shapes, seed=21, dtype=dtype, device="cuda")
+    grads = [rand(p.shape, seed=300 + i, dtype=dtype, device="cuda") for i, p in enumerate(params)]
+    grads0 = [g.clone() for g in grads]
+    got = on_side_stream(lambda: _every_op(params, anchors, importance, grads, 0.7))
+    want = _every_ref(params, anchors, importance, grads0, 0.7)
+    assert rel_err(got[0], want[0]) < TOL[dtype]
+    assert total_rel_err(got[1:], want[1:]) < TOL[dtype]
+
+
+@multi_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inputs_on_cuda0_while_cuda1_is_current(dtype):
+    shapes = SHAPES + [(i % 5 + 1,) for i in range(70)]
+    params, anchors, importance = make(shapes, seed=22, dtype=dtype, device="cuda:0")
+    grads = [rand(p.shape, seed=400 + i, dtype=dtype, device="cuda:0") for i, p in enumerate(params)]
+    grads0 = [g.clone() for g in grads]
+    got = on_other_device(lambda: _every_op(params, anchors, importance, grads, 0.7))
+    assert all(t.device == params[0].device for t in got)
+    want = _every_ref(params, anchors, importance, grads0, 0.7)
+    assert rel_err(got[0], want[0]) < TOL[dtype]
+    assert total_rel_err(got[1:], want[1:]) < TOL[dtype]

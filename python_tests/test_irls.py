@@ -8,7 +8,9 @@ import torch
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
-from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+from mtlkernels.testing import (
+    TOL, cuda_only, devices, multi_gpu, non_contiguous, on_other_device, on_side_stream, randn, rel_err,
+)
 
 DTYPES = [torch.float32, torch.float64]
 F64 = torch.float64
@@ -24,6 +26,9 @@ SHAPES = [
     (6, [513, 1, 2049]),
     (13, [20000, 3]),
     (17, [5, 300]),
+    # more than one 64-row super-tile of the CUDA kernel (off-diagonal tile pairs), both dtypes
+    (70, [33, 1, 700]),
+    (130, [5, 300]),
 ]
 
 
@@ -376,24 +381,25 @@ def test_double_backward_refused():
         g.sum().backward()
 
 
-def _opcheck_samples():
-    x, off = make(5, [6, 1, 9], seed=21)
-    c = torch.rand(3, 5, 5, dtype=F64)
+def _opcheck_samples(device="cpu"):
+    x, off = make(5, [6, 1, 9], seed=21, device=device)
+    c = torch.rand(3, 5, 5, dtype=F64).to(device)
     D = ops.pairwise_sq_dists(x, off)
     return [
         ("pairwise_sq_dists", lambda x: (x, off, False)),
         ("pairwise_sq_dists", lambda x: (x.float(), off, True)),
         ("pairwise_mix", lambda x: (x, off, c, True)),
-        ("irls_weights", lambda x: (D.clone().requires_grad_(x.requires_grad), torch.tensor([1.0, 2.0, 0.5]))),
+        ("irls_weights", lambda x: (D.clone().requires_grad_(x.requires_grad), torch.tensor([1.0, 2.0, 0.5]).to(device))),
         ("robust_consistency", lambda x: (x, off, torch.tensor(1.5), None)),
         ("robust_consistency", lambda x: (x, off, None, c)),
         ("irls_consensus", lambda x: (c, x, off, False)),
     ], x
 
 
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    samples, x = _opcheck_samples()
+def test_opcheck(device, requires_grad):
+    samples, x = _opcheck_samples(device)
     for name, args in samples:
         xs = x.clone().requires_grad_(requires_grad)
         torch.library.opcheck(getattr(torch.ops.mtlkernels, name), args(xs))
@@ -541,3 +547,139 @@ def test_cuda_matches_cpu(device, n):
     c = torch.rand(len(sizes), n, n)
     assert rel_err(ops.irls_consensus(c.to(device), xc, off), ops.irls_consensus(c, x, off)) < 1e-6
     assert rel_err(ops.robust_consistency(xc, off, 0.5), ops.robust_consistency(x, off, 0.5)) < 1e-6
+
+
+# ---- CUDA paths: gradients, streams, devices, the size limit --------------------------------------
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,sizes", [(1, [3]), (2, [1, 4]), (7, [33, 1, 700]), (70, [5, 40])])
+def test_backward_matches_reference(device, dtype, n, sizes):
+    """Gradients of pairwise_sq_dists, irls_weights, irls_consensus and pairwise_mix
+    (through the ops' kernels on the device) against autograd through the reference."""
+    x, off = make(n, sizes, seed=40, dtype=dtype, device=device)
+    L = len(sizes)
+    G = randn(L, n, n, seed=41, dtype=dtype, device=device)  # upstream gradients
+    Y = randn(n, x.shape[1], seed=42, dtype=dtype, device=device)
+    c = torch.rand(L, n, n, generator=torch.Generator().manual_seed(43), dtype=F64).to(dtype=dtype, device=device)
+    sigma = torch.linspace(0.5, 2.0, L, dtype=F64)
+    cases = [
+        (lambda v: (ops.pairwise_sq_dists(v, off) * G).sum(), lambda v: (ref.pairwise_sq_dists(v, off) * G.double()).sum()),
+        (lambda v: (ops.irls_consensus(c, v, off) * Y).sum(), lambda v: (ref.irls_consensus(c.double(), v, off) * Y.double()).sum()),
+        (lambda v: (ops.pairwise_mix(v, off, c, True) * Y).sum(),
+         lambda v: (ref.pairwise_mix(v, off, c.double(), True) * Y.double()).sum()),
+        (lambda v: ops.irls_weights(ops.pairwise_sq_dists(v, off), sigma.to(device))[1].sum(),
+         lambda v: ref.irls_weights(ref.pairwise_sq_dists(v, off), sigma)[1].sum()),
+    ]
+    for i, (fn, rfn) in enumerate(cases):
+        xa = x.clone().requires_grad_()
+        (ga,) = torch.autograd.grad(fn(xa), xa)
+        xr = x.detach().to(torch.float64, copy=True).requires_grad_()  # on x's device, like w
+        (gr,) = torch.autograd.grad(rfn(xr), xr)
+        assert ga.dtype == dtype and ga.device == x.device
+        assert rel_err(ga, gr) <= 10 * TOL[dtype], i  # (absolute when the gradient is 0: n = 1)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1])
+def test_no_or_one_network(device, dtype, n):
+    """n = 0 or 1: no pairs; every op returns its shape (zeros where a sum is empty)."""
+    x = randn(n, 10, seed=49, dtype=dtype, device=device)
+    off = [0, 4, 10]
+    c = torch.ones(2, n, n, dtype=dtype, device=device)
+    D = ops.pairwise_sq_dists(x, off)
+    assert D.shape == (2, n, n) and D.device == x.device and (D == 0).all()
+    w, rho = ops.irls_weights(D, 1.0)
+    assert w.shape == rho.shape == (2, n, n) and (rho == 0).all()
+    assert float(ops.robust_consistency(x, off, 1.0)) == 0 and float(ops.robust_consistency(x, off, weights=c)) == 0
+    assert torch.equal(ops.irls_consensus(c, x, off), x)  # no other network: keep its own parameters
+    assert torch.equal(ops.pairwise_mix(x, off, c), x)  # self coefficient 1, no differences
+    assert torch.equal(ops.pairwise_mix(x, off, c, True), x)
+
+
+def _every_op(x, off, c, sigma):
+    """Every op of the family on (x, off), as a list of results."""
+    D = ops.pairwise_sq_dists(x, off)
+    return [D, ops.pairwise_sq_dists(x, off, fp64_accumulate=True), *ops.irls_weights(D, sigma),
+            ops.robust_consistency(x, off, sigma), ops.robust_consistency(x, off, weights=c),
+            ops.irls_consensus(c, x, off), ops.pairwise_mix(x, off, c), ops.pairwise_mix(x, off, c, True)]
+
+
+def _every_ref(x, off, c, sigma):
+    x, c, sigma = x.double().cpu(), c.double().cpu(), sigma.cpu()
+    D = ref.pairwise_sq_dists(x, off)
+    return [D, D, *ref.irls_weights(D, sigma), ref.robust_consistency(x, off, sigma=sigma),
+            ref.robust_consistency(x, off, weights=c), ref.irls_consensus(c, x, off),
+            ref.pairwise_mix(x, off, c), ref.pairwise_mix(x, off, c, True)]
+
+
+def _family_case(dtype, device):
+    x, off = make(70, [33, 1, 700], seed=44, dtype=dtype, device=device)
+    c = torch.rand(3, 70, 70, generator=torch.Generator().manual_seed(45), dtype=F64).to(dtype=dtype, device=device)
+    return x, off, c, torch.tensor([2.0, 0.5, 40.0], dtype=F64, device=device)
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_side_stream(dtype):
+    x, off, c, sigma = _family_case(dtype, "cuda")
+    got = on_side_stream(lambda: _every_op(x, off, c, sigma))
+    for i, (o, e) in enumerate(zip(got, _every_ref(x, off, c, sigma))):
+        assert rel_err(o, e) < 10 * TOL[dtype], i
+
+
+@multi_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inputs_on_cuda0_while_cuda1_is_current(dtype):
+    x, off, c, sigma = _family_case(dtype, "cuda:0")
+    got = on_other_device(lambda: _every_op(x, off, c, sigma))
+    for i, (o, e) in enumerate(zip(got, _every_ref(x, off, c, sigma))):
+        assert o.device == x.device, i
+        assert rel_err(o, e) < 10 * TOL[dtype], i
+
+
+# The CUDA kernel of pairwise_sq_dists runs one block row per pair of 64-row super-tiles,
+# at most 65,535: n <= 361 * 64 = 23,104 networks.
+N_MAX_CUDA = 23104
+
+
+@cuda_only
+def test_sq_dists_largest_n():
+    """n = 23,104 (65,341 super-tile pairs, the largest grid): sampled entries against the
+    difference form. One layer of 2 columns, float32: 2 GiB of output."""
+    n = N_MAX_CUDA
+    x = randn(n, 2, seed=46, dtype=torch.float32, device="cuda")
+    D = ops.pairwise_sq_dists(x, [0, 2])
+    assert D.shape == (1, n, n)
+    gen = torch.Generator().manual_seed(47)
+    i = torch.cat([torch.randint(0, n, (2000,), generator=gen), torch.tensor([0, 0, n - 1, n - 64, 63])])
+    j = torch.cat([torch.randint(0, n, (2000,), generator=gen), torch.tensor([n - 1, 64, 0, n - 65, 64])])
+    xd = x.double().cpu()
+    want = ((xd[i] - xd[j]) ** 2).sum(1)
+    got = D[0, i.cuda(), j.cuda()].cpu()
+    assert rel_err(got, want) < TOL[torch.float32]
+    assert (D[0, i.cuda(), i.cuda()] == 0).all()
+    del D
+    torch.cuda.empty_cache()
+
+
+@cuda_only
+def test_sq_dists_too_many_networks_says_so():
+    """n = 23,105 is refused with the kernel's limit, before the float64 partial sums
+    (n^2 / 2 doubles, as large as the output) are allocated: no out-of-memory error, and
+    the peak memory of the refused call is at most the output's."""
+    n = N_MAX_CUDA + 1
+    x = randn(n, 2, seed=48, dtype=torch.float32, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    with pytest.raises(RuntimeError, match=r"pairwise_sq_dists: .*at most") as err:
+        ops.pairwise_sq_dists(x, [0, 2])
+    assert "out of memory" not in str(err.value)
+    peak = torch.cuda.max_memory_allocated() - before
+    out_bytes = n * n * 4
+    assert peak < 1.5 * out_bytes, (peak, out_bytes)
+    torch.cuda.empty_cache()

@@ -14,7 +14,9 @@ import torch
 
 from mtlkernels import ops
 from mtlkernels import reference as ref
-from mtlkernels.testing import TOL, devices, non_contiguous, randn, rel_err
+from mtlkernels.testing import (
+    TOL, cuda_only, devices, multi_gpu, non_contiguous, on_other_device, on_side_stream, randn, rel_err,
+)
 
 DTYPES = [torch.float32, torch.float64]
 T = torch.ops.mtlkernels
@@ -138,15 +140,17 @@ def test_per_matrix_tau(device, dtype):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_empty(device):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty(device, dtype):
     for shape in [(0, 3, 4), (2, 0, 3), (2, 3, 0), (0, 0), (3, 0, 0)]:
-        x = torch.zeros(shape, device=device)
+        x = torch.zeros(shape, dtype=dtype, device=device)
         y = ops.svt(x, 0.5)
         assert y.shape == x.shape
         nn = ops.nuclear_norm(x)
         assert nn.shape == x.shape[:-2] and torch.all(nn == 0)
         assert ops.smoothed_nuclear_norm(x, 1.0, 0.1).shape == x.shape[:-2]
         assert ops.smoothed_nuclear_norm_grad(x, 1.0, 0.1).shape == x.shape
+        assert ops.spectral_route(x).shape == x.shape[:-2]
 
 
 @pytest.mark.parametrize("device", devices())
@@ -407,7 +411,7 @@ def test_bad_input():
         ops.spectral_route(x, "svd")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_bad_device():
     x = randn(2, 4, 3, seed=28, device="cuda")
     with pytest.raises(RuntimeError, match="tau is on cpu but x is on cuda"):
@@ -417,7 +421,7 @@ def test_bad_device():
 # ---- CUDA routes -----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "shape,route",
@@ -444,7 +448,7 @@ def test_cuda_routes_match_reference(dtype, shape, route):
     assert torch.all(ops.svt(z, tau) == 0) and torch.all(ops.nuclear_norm(z) == 0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (no GPU here)")
+@cuda_only
 def test_cuda_small_route_rank_deficient_and_per_matrix_tau():
     a = (randn(64, 20, 3, seed=30) @ randn(64, 3, 16, seed=31)).cuda()
     tau = torch.linspace(0.0, 5.0, 64, dtype=torch.float64, device="cuda")
@@ -600,3 +604,277 @@ def test_cuda_eigh_kernel_emulation(k):
         assert np.abs(gd @ v - v * w).max() / wmax < 1e-13
         assert np.abs(v.T @ v - np.eye(k)).max() < 1e-13
         assert np.abs(np.sort(w) - np.linalg.eigvalsh(gd)).max() / wmax < 1e-13
+
+
+# ---- CUDA paths: shared-memory boundaries, the eigensolver in global memory, the tiers ----------
+# Parametrised over devices() where the case means something on the CPU too (the CPU takes
+# the Gram route for every k, as CUDA does for k > 64), so that the CPU run checks the
+# cases and their tolerances; route codes are asserted where the devices agree.
+
+
+def check_every_op(x, tau, tol=None):
+    """svt, nuclear_norm, smoothed_nuclear_norm and its gradient of x against the float64
+    SVD reference (each relative to its own norm)."""
+    dtype = x.dtype
+    xd = x.double()
+    check(ops.svt(x, tau), ref.svt(xd, tau).to(dtype), dtype, tol)
+    check(ops.nuclear_norm(x), ref.nuclear_norm(xd).to(dtype), dtype, tol)
+    lam, eps = 1.0, 0.8 * tau  # t = eps * lam just below the threshold of the svt above
+    check(ops.smoothed_nuclear_norm(x, lam, eps), ref.smoothed_nuclear_norm(xd, lam, eps).to(dtype), dtype, tol)
+    check(ops.smoothed_nuclear_norm_grad(x, lam, eps), ref.smoothed_nuclear_norm_grad(xd, lam, eps).to(dtype),
+          dtype, tol)
+
+
+def is_cuda(device):
+    return torch.device(device).type == "cuda"
+
+
+# Issue 10, item 1: dynamic shared memory just below 48 KiB (48,880 < bytes <= 49,152), where
+# the kernels' static shared memory pushes the total over the default limit, and item 8: the
+# norm-only small kernel above 48 KiB. (op whose route is asserted, shape, CUDA route, bytes)
+SMEM_BOUNDARY = [
+    ("nuclear_norm", (2, 95, 64), SMALL),  # 8 * (95 * 64 + 64) = 49,152 bytes
+    ("svt", (2, 158, 32), SMALL),  # 8 * (158 * 32 + 32 * 32 + 32) = 48,896 bytes
+    ("svt", (2, 600, 55), GRAM),  # rows > 512: Gram eigensolver with vectors, 672 + 2 * 55 * 55 * 8 = 49,072
+    ("nuclear_norm", (2, 300, 64), SMALL),  # 8 * (300 * 64 + 64) = 154,112 bytes, opted in
+]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op,shape,route", SMEM_BOUNDARY)
+def test_shared_memory_boundary_shapes(device, dtype, op, shape, route):
+    x = randn(*shape, seed=50, dtype=dtype, device=device)
+    tau = median_sv(x)
+    got = ops.spectral_route(x, op, tau)
+    if is_cuda(device):
+        assert set(got.tolist()) <= ({SMALL} if route == SMALL else {GRAM, GRAM64}), got
+    check_every_op(x, tau)
+    check_every_op(x.mT, tau)  # the wide orientation (x^T in the kernels)
+
+
+# float32 through the Gram route at k in the hundreds: G = x^T x and x M are float32 GEMMs
+# over a few hundred terms (the float64 eigensolver adds nothing): a few 1e-6 relative.
+TOL_GRAM = {torch.float32: 5e-5, torch.float64: 1e-12}
+
+
+# Gram sizes past the eigensolver's shared memory (k above ~120 with vectors, ~170 without):
+# the matrices live in its global workspace.
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,m,n", [(2, 230, 200), (1, 171, 250)])
+def test_gram_eigensolver_outside_shared_memory(device, dtype, b, m, n):
+    k = min(m, n)
+    x = with_spectrum(b, m, n, torch.linspace(1.0, 2.0, k), seed=51, dtype=dtype, device=device)
+    for op in ("svt", "nuclear_norm", "smoothed_nuclear_norm", "smoothed_nuclear_norm_grad"):
+        assert (ops.spectral_route(x, op, 1.5) == GRAM).all(), op
+    check_every_op(x, 1.5, TOL_GRAM[dtype])
+    check_every_op(non_contiguous(x), 1.5, TOL_GRAM[dtype])
+
+
+def block_diagonal(s, angles):
+    """(B, k, k) block-diagonal matrices of 2 x 2 blocks diag(s_2i, s_2i+1) R(angle_i):
+    singular values s, a Gram matrix with exact zeros off the blocks (so Jacobi converges
+    in two sweeps), and the reference computable block by block."""
+    B, k = s.shape
+    c, sn = torch.cos(angles), torch.sin(angles)
+    rot = torch.stack([torch.stack([c, -sn], -1), torch.stack([sn, c], -1)], -2)  # (B, k/2, 2, 2)
+    blocks = s.view(B, k // 2, 2, 1) * rot
+    x = torch.zeros(B, k // 2, 2, k // 2, 2, dtype=s.dtype)
+    i = torch.arange(k // 2)
+    x[:, i, :, i, :] = blocks.transpose(0, 1)
+    return x.reshape(B, k, k), blocks
+
+
+def from_blocks(blocks):
+    B, h = blocks.shape[:2]
+    x = torch.zeros(B, h, 2, h, 2, dtype=blocks.dtype)
+    i = torch.arange(h)
+    x[:, i, :, i, :] = blocks.transpose(0, 1)
+    return x.reshape(B, 2 * h, 2 * h)
+
+
+def test_block_diagonal_helper():
+    s = 1 + torch.rand(3, 6, dtype=torch.float64)
+    x, blocks = block_diagonal(s, torch.rand(3, 3, dtype=torch.float64))
+    assert torch.equal(from_blocks(blocks), x)
+    assert torch.allclose(torch.linalg.svdvals(x).sort(-1).values, s.sort(-1).values, rtol=1e-14)
+    assert torch.allclose(ref.svt(x, 1.5), from_blocks(ref.svt(blocks, 1.5)), atol=1e-14)
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gram_eigensolver_workspace_in_chunks(dtype):
+    """k = 512 with vectors: 2 * 512 * 513 float64 of workspace per matrix, so at most 127
+    matrices per launch; 130 matrices take two launches. Without vectors (one launch here)
+    the workspace is global too."""
+    B, k = 130, 512
+    gen = torch.Generator().manual_seed(52)
+    s = 1 + torch.rand(B, k, generator=gen, dtype=torch.float64)
+    x64, blocks = block_diagonal(s, 3 * torch.rand(B, k // 2, generator=gen, dtype=torch.float64))
+    x = x64.to(dtype)
+    blocks = blocks.to(dtype).double()  # the reference from the values x holds
+    xc = x.cuda()
+    tau = torch.linspace(1.2, 1.8, B, dtype=torch.float64, device="cuda")  # one per matrix
+    assert (ops.spectral_route(xc, "svt", tau) == GRAM).all()
+    assert (ops.spectral_route(xc, "nuclear_norm") == GRAM).all()
+    expected = from_blocks(ref.svt(blocks, tau.cpu().view(B, 1)))
+    out = ops.svt(xc, tau)
+    for b in (0, 126, 127, 129):  # both launches, each matrix against its own norm
+        check(out[b].contiguous(), expected[b].to(dtype), dtype)
+    check(out, expected.to(dtype), dtype)
+    check(ops.nuclear_norm(xc), ref.nuclear_norm(blocks).sum(-1).to(dtype), dtype)
+    grad = ops.smoothed_nuclear_norm_grad(xc, 1.0, 1.5)
+    check(grad, from_blocks(ref.smoothed_nuclear_norm_grad(blocks, 1.0, 1.5)).to(dtype), dtype)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_float64_gram_tier(device):
+    """float32 input whose singular values near tau are below the float32 Gram floor: the
+    Gram matrix is redone in float64 (route 2), k > 64 so that CUDA takes the Gram route."""
+    k = 70
+    svals = torch.cat([torch.tensor([1.0, 0.5]), torch.logspace(-3.5, -4.5, k - 2, dtype=torch.float64)])
+    x = with_spectrum(3, 100, k, svals, seed=53, dtype=torch.float32, device=device)
+    tau = 1e-4
+    assert (ops.spectral_route(x, "svt", tau) == GRAM64).all()
+    check(ops.svt(x, tau), ref.svt(x.double(), tau).float(), torch.float32)
+    # the nuclear norm of a rank-deficient float32 matrix: also the float64 tier
+    r = (randn(2, 100, 3, seed=54) @ randn(2, 3, 80, seed=55)).float().to(device)
+    assert (ops.spectral_route(r, "nuclear_norm") == GRAM64).all()
+    check(ops.nuclear_norm(r), ref.nuclear_norm(r.double()).float(), torch.float32)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mixed_routes_gram_sizes(device, dtype):
+    """One batch whose matrices take the Gram route, the float64 Gram tier or the exact
+    SVD (the rule's fallback, and NaN), each result in its place: k = 70 (> 64, the Gram
+    route on CUDA too)."""
+    m, k = 100, 70
+    good = with_spectrum(3, m, k, torch.linspace(1, 2, k), seed=56, dtype=dtype)
+    bad = with_spectrum(2, m, k, geometric(k, 1e7), seed=57, dtype=dtype)
+    nan = good[0].clone()
+    nan[3, 4] = float("nan")
+    x = torch.stack([good[0], bad[0], good[1], nan, bad[1], good[2]]).to(device)
+    tau = torch.tensor([1e-5, 1e-5, 1.5, 1.0, 1e-6, 0.5], dtype=torch.float64, device=device)
+    routes = ops.spectral_route(x, "svt", tau).tolist()
+    slow = GRAM64 if dtype == torch.float32 else EXACT
+    assert routes == [GRAM, slow, GRAM, EXACT, slow, GRAM]
+    out = ops.svt(x, tau)
+    expected = ref.svt(torch.where(torch.isnan(x), 0, x).double().cpu(), tau.cpu())
+    for b in (0, 1, 2, 4, 5):
+        check(out[b].contiguous(), expected[b].to(dtype), dtype)
+    assert torch.isnan(out[3]).all()
+    nn = ops.nuclear_norm(x)
+    assert torch.isnan(nn[3]) and torch.isfinite(nn[[0, 1, 2, 4, 5]]).all()
+    keep = [0, 1, 2, 4, 5]
+    check(nn[keep], ref.nuclear_norm(x[keep].double().cpu()).to(dtype), dtype)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nonfinite_on_gram_route(device, dtype):
+    """NaN and inf on the Gram route (k > 64): those matrices give NaN through the exact
+    route, the others are unaffected."""
+    x = with_spectrum(5, 100, 70, torch.linspace(1, 2, 70), seed=58, dtype=dtype, device=device)
+    x[1, 2, 3] = float("nan")
+    x[3, 0, 0] = float("inf")
+    x[4, 99, 69] = -float("inf")
+    routes = ops.spectral_route(x, "svt", 1.5).tolist()
+    assert routes == [GRAM, EXACT, GRAM, EXACT, EXACT]
+    out = ops.svt(x, 1.5)
+    for b in (1, 3, 4):
+        assert torch.isnan(out[b]).all()
+    for b in (0, 2):
+        check(out[b].contiguous(), ref.svt(x[b].double(), 1.5).to(dtype), dtype)
+    for f in (ops.nuclear_norm, lambda v: ops.smoothed_nuclear_norm(v, 1.0, 1.2)):
+        val = f(x)
+        assert torch.isnan(val[[1, 3, 4]]).all() and torch.isfinite(val[[0, 2]]).all()
+    g = ops.smoothed_nuclear_norm_grad(x, 1.0, 1.2)
+    assert torch.isnan(g[[1, 3, 4]]).all() and torch.isfinite(g[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("device", devices())
+def test_gram_overflow_and_underflow_float32(device):
+    """float32 matrices whose Gram matrix overflows or underflows in float32 (k > 64): the
+    float64 tier takes them."""
+    x = with_spectrum(2, 100, 70, torch.linspace(1, 2, 70), seed=59, dtype=torch.float32, device=device)
+    for scale in (1e25, 1e-25):
+        xs = x * scale
+        tau = 1.5 * scale
+        assert (ops.spectral_route(xs, "svt", tau) == GRAM64).all()
+        check(ops.svt(xs, tau), ref.svt(xs.double(), tau).float(), torch.float32)
+        check(ops.nuclear_norm(xs), ref.nuclear_norm(xs.double()).float(), torch.float32)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 6, 4), (3, 4, 7), (2, 90, 70)])
+def test_backward_matches_reference(device, dtype, shape):
+    """Gradients of every op (through the registered autograd formulas, on the op's
+    device) against autograd through the float64 SVD reference; singular values well
+    separated from each other and from the threshold."""
+    b, m, n = shape
+    k = min(m, n)
+    # k values in [0.3, 0.8] and [1.2, 3.0], at least 0.03 apart
+    s = torch.cat([torch.linspace(0.3, 0.8, k // 3), torch.linspace(1.2, 3.0, k - k // 3)])
+    x = with_spectrum(b, m, n, s, seed=60, dtype=dtype, device=device)
+    w = randn(b, m, n, seed=61, dtype=dtype, device=device)
+    wv = randn(b, seed=62, dtype=dtype, device=device)
+    cases = [
+        (lambda v: (ops.svt(v, 1.0) * w).sum(), lambda v: (ref.svt(v, 1.0) * w.double()).sum()),
+        (lambda v: (ops.nuclear_norm(v) * wv).sum(), lambda v: (ref.nuclear_norm(v) * wv.double()).sum()),
+        (lambda v: (ops.smoothed_nuclear_norm(v, 2.0, 0.5) * wv).sum(),
+         lambda v: (ref.smoothed_nuclear_norm(v, 2.0, 0.5) * wv.double()).sum()),
+        (lambda v: (ops.smoothed_nuclear_norm_grad(v, 2.0, 0.5) * w).sum(),
+         lambda v: (ref.smoothed_nuclear_norm_grad(v, 2.0, 0.5) * w.double()).sum()),
+    ]
+    for i, (fn, rfn) in enumerate(cases):
+        xa = x.clone().requires_grad_()
+        (ga,) = torch.autograd.grad(fn(xa), xa)
+        xr = x.detach().to(torch.float64, copy=True).requires_grad_()  # on x's device, like w
+        (gr,) = torch.autograd.grad(rfn(xr), xr)
+        assert ga.dtype == dtype and ga.device == x.device
+        # the float32 gradients go through a float32 SVD and divided differences of
+        # singular values at least 0.03 apart (about 1e-6 measured with LAPACK)
+        assert rel_err(ga, gr) <= (TOL[dtype] if dtype == torch.float64 else 3e-5), i
+
+
+# Routes for the stream and device tests: fused small, Gram, the float64 Gram tier, exact.
+def _route_cases(device):
+    small = randn(5, 20, 9, seed=63, device=device)
+    gram = with_spectrum(3, 100, 70, torch.linspace(1, 2, 70), seed=64, device=device)
+    exact = with_spectrum(2, 100, 70, geometric(70, 1e7), seed=65, device=device)
+    tier2 = with_spectrum(2, 100, 70, torch.cat([torch.tensor([1.0, 0.5]), torch.logspace(-3.5, -4.5, 68)]),
+                          seed=66, dtype=torch.float32, device=device)
+    return [(small, median_sv(small)), (gram, 1.5), (exact, 1e-5), (tier2, 1e-4)]
+
+
+def _every_op(x, tau):
+    return [ops.svt(x, tau), ops.nuclear_norm(x), ops.smoothed_nuclear_norm(x, 1.0, tau),
+            ops.smoothed_nuclear_norm_grad(x, 1.0, tau)]
+
+
+def _every_ref(x, tau):
+    x = x.double().cpu()
+    return [ref.svt(x, tau), ref.nuclear_norm(x), ref.smoothed_nuclear_norm(x, 1.0, tau),
+            ref.smoothed_nuclear_norm_grad(x, 1.0, tau)]
+
+
+@cuda_only
+def test_side_stream():
+    for x, tau in _route_cases("cuda"):
+        got = on_side_stream(lambda: _every_op(x, tau))
+        for i, (o, e) in enumerate(zip(got, _every_ref(x, tau))):
+            assert rel_err(o, e) <= TOL[x.dtype], i
+        route = on_side_stream(lambda: ops.spectral_route(x, "svt", tau))
+        assert torch.equal(route, ops.spectral_route(x, "svt", tau).cpu())
+
+
+@multi_gpu
+def test_inputs_on_cuda0_while_cuda1_is_current():
+    for x, tau in _route_cases("cuda:0"):
+        got = on_other_device(lambda: _every_op(x, tau))
+        for i, (o, e) in enumerate(zip(got, _every_ref(x, tau))):
+            assert o.device == x.device
+            assert rel_err(o, e) <= TOL[x.dtype], i
