@@ -142,6 +142,8 @@ def bench_parser(doc: str | None) -> argparse.ArgumentParser:
                    help="CPU threads (torch.set_num_threads; default: torch's); 1 is steadier on a busy machine")
     p.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     p.add_argument("--out", default=None, help=f"folder for the tables (default: {RESULTS})")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip torch.compile peers where a benchmark has one (they take a while to compile)")
     return p
 
 

@@ -415,10 +415,8 @@ def test_every_op_small_and_empty(device, dtype, shape):
         check(fn(non_contiguous(x), non_contiguous(g)), expected, dtype)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="bug in ops/shrinkage.py _group_backward: with a scalar tau it sums over "
-                          "groups.numel() groups, fewer than max label + 1 when labels are sparse")
 def test_group_backward_sparse_labels():
+    """Labels that skip values (groups 1-4 empty): the backward sums over max label + 1 groups."""
     x = randn(2, 3, seed=54).requires_grad_()
     labels = torch.tensor([0, 5, 5])  # 6 groups (1 to 4 empty), 3 labels
     (g,) = torch.autograd.grad(ops.group_soft_threshold(x, 0.5, 1, labels).sum(), x)

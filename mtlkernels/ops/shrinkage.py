@@ -246,9 +246,14 @@ def _group_backward(ctx, gy):
     x, tau, groups = ctx.saved_tensors
     dim, l1 = ctx.dim, ctx.l1
     z = _ops.soft_threshold(x, torch.tensor(l1, dtype=torch.float64)) if l1 > 0 else x
-    # Labels with a scalar tau: any G >= max label + 1 gives the same sums; the
-    # number of labels is such a G and needs no read of the labels' values.
-    num_groups = tau.numel() if tau.numel() > 1 else (groups.numel() if groups is not None else None)
+    # Labels with a scalar tau: G = max label + 1 (labels may skip values, so the number
+    # of labels is not enough); one read of the labels' maximum.
+    if tau.numel() > 1:
+        num_groups = tau.numel()
+    elif groups is not None:
+        num_groups = int(groups.max()) + 1 if groups.numel() else 0
+    else:
+        num_groups = None
     r = _ref.group_sum(z * z, dim, groups, num_groups).sqrt()
     t = _ref.group_threshold(tau, x, dim, groups)
     zg = _ref.group_sum(z * gy, dim, groups, num_groups)

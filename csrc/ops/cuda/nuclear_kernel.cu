@@ -248,7 +248,7 @@ __global__ void __launch_bounds__(kMaxThreads)
               vq[i] = s * u + c * w;
             }
           }
-          if (lane == 0) s_rot = 1;
+          if (lane == 0) atomicOr(&s_rot, 1);  // an atomic: several warps may set it
         }
       }
       __syncthreads();
@@ -423,7 +423,7 @@ __global__ void __launch_bounds__(kMaxThreads)
             cs[j] = c;
             sn[j] = s;
             code = q;
-            s_rot = 1;
+            atomicOr(&s_rot, 1);  // an atomic: several threads may set it
           }
         }
         pq[2 * j] = p;
