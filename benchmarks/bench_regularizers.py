@@ -80,7 +80,7 @@ def main():
     def consistency():
         mine = torch.cat([q.flatten() for q in net.parameters()])[None]
         params = torch.cat([mine, fixed])
-        return 1e-3 * ops.robust_consistency(params, offsets, torch.ones(len(sizes), dtype=torch.float64))
+        return 1e-3 * ops.robust_consistency(params, offsets, torch.ones(len(sizes), dtype=torch.float64, device=device))
 
     compare("joint IRLS consistency, n = 5 (seed 001 eq. 3)", step_fn(net, X, y, F.cross_entropy),
             step_fn(net, X, y, F.cross_entropy, consistency))

@@ -16,7 +16,10 @@ here = Path(__file__).resolve().parent
 
 def main() -> int:
     failed = []
-    for script in sorted(here.glob("bench_*.py")):
+    # The op microbenchmarks first, then those of whole steps and solvers (slower).
+    last = ("bench_regularizers.py", "bench_solvers.py")
+    scripts = sorted(here.glob("bench_*.py"), key=lambda p: (p.name in last, p.name))
+    for script in scripts:
         print(f"==== {script.name}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call([sys.executable, str(script), *sys.argv[1:]])

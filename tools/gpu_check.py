@@ -11,7 +11,9 @@ one H100 / H200 with 16 cores:
    architecture of the GPU present only (TORCH_CUDA_ARCH_LIST from
    torch.cuda.get_device_capability), on all cores. A failed build stops here, with the
    compiler's errors; every later stage runs even when an earlier one failed.
-2. tests: `pytest -m cuda`, one process per test file (a crash in one file cannot hide
+2. exceptions: tools/diagnose_exceptions.py (a C++ error on each dispatch path must reach
+   Python as a RuntimeError; on the H200 one path crashed the process).
+   tests: `pytest -m cuda`, one process per test file (a crash in one file cannot hide
    the others), four at a time, JUnit XML per file.
 3. sanitizer: `compute-sanitizer --tool memcheck` and `--tool racecheck` over
    tools/cuda_smoke.py (every op's CUDA kernel on small odd sizes).
@@ -110,6 +112,13 @@ def junit_counts(path: Path) -> dict | None:
     return c
 
 
+def stage_exceptions(out: Path, timeout: float) -> dict:
+    """tools/diagnose_exceptions.py: does a C++ error on each dispatch path reach Python?"""
+    rc, secs, text = run([sys.executable, str(ROOT / "tools" / "diagnose_exceptions.py")], out / "exceptions.log",
+                         timeout=timeout, cwd=TESTS)
+    return {"ok": rc == 0, "seconds": round(secs, 1), "cases": [ln for ln in text.splitlines() if ln.strip()]}
+
+
 def stage_tests(out: Path, timeout: float) -> dict:
     (out / "tests").mkdir(exist_ok=True)
     files = sorted(p.name for p in TESTS.glob("test_*.py"))
@@ -155,7 +164,10 @@ def stage_sanitizer(out: Path, timeouts: dict) -> dict:
     env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
     res = {"ok": True}
     for tool in ("memcheck", "racecheck"):
-        cmd = [exe, "--tool", tool, "--error-exitcode", "99", sys.executable, str(ROOT / "tools" / "cuda_smoke.py")]
+        # racecheck is slow on shared memory: the light set (cheap nuclear shapes)
+        light = ["--light"] if tool == "racecheck" else []
+        cmd = [exe, "--tool", tool, "--error-exitcode", "99", sys.executable, str(ROOT / "tools" / "cuda_smoke.py"),
+               *light]
         rc, secs, text = run(cmd, out / f"sanitizer_{tool}.log", timeout=timeouts[tool], env=env)
         m = re.search(r"(?:ERROR|RACECHECK) SUMMARY: (\d+) (?:error|hazard)", text)
         n = int(m.group(1)) if m else None
@@ -191,6 +203,10 @@ def summary(out: Path, info: dict) -> str:
     b = info["build"]
     lines.append(f"## build: {'ok' if b['ok'] else 'FAILED'} in {b['seconds']} s (archs {', '.join(b['archs'])})")
     lines += [f"    {e}" for e in b.get("errors", [])]
+    if "exceptions" in info:
+        e = info["exceptions"]
+        lines += ["", f"## C++ errors reach Python on every dispatch path: {'ok' if e['ok'] else 'NO'}", ""]
+        lines += [f"    {c}" for c in e["cases"]]
     if "tests" in info:
         t = info["tests"]
         lines += ["", f"## CUDA tests (pytest -m cuda): {'ok' if t['ok'] else 'FAILED'}", "",
@@ -252,7 +268,8 @@ def main() -> int:
                      else stage_build(out, caps, limit(300, 300)))
     log(f"build: {'ok' if info['build']['ok'] else 'FAILED'} ({info['build']['seconds']} s)")
     if info["build"]["ok"]:
-        for stage, fn in (("tests", lambda: stage_tests(out, limit(150, 200))),
+        for stage, fn in (("exceptions", lambda: stage_exceptions(out, limit(60, 300))),
+                          ("tests", lambda: stage_tests(out, limit(150, 200))),
                           ("sanitizer", lambda: stage_sanitizer(out, {"memcheck": limit(100, 170),
                                                                       "racecheck": limit(60, 140)})),
                           ("bench", lambda: stage_bench(out, args.full, limit(220, 0)))):
@@ -264,7 +281,7 @@ def main() -> int:
     (out / "summary.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(info, indent=1, default=str))
     print(text)
-    ok = all(info[k]["ok"] for k in ("build", "tests", "sanitizer", "bench") if k in info)
+    ok = all(info[k]["ok"] for k in ("build", "exceptions", "tests", "sanitizer", "bench") if k in info)
     print(f"gpu-check: {'OK' if ok else 'FAILED'} in {info['seconds']:.0f} s")
     return 0 if ok else 1
 

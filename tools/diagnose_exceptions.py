@@ -1,0 +1,76 @@
+"""Which paths of a C++ error through the dispatcher crash the process?
+
+On the H200 machine (torch 2.11.0+cu130, Python 3.12.3, gcc 13.3) an argument error
+raised by an mtlkernels op's C++ entry killed the process with SIGSEGV (test_amtfl
+test_bad_shapes, test_dwa test_device_mismatch, test_irls too-many-networks), each time
+on the path torch.library's autograd takes without grad (forward_no_grad -> redispatch),
+while the same kind of error on the grad path (Function.apply -> forward -> redispatch)
+became a RuntimeError as it should. It did not reproduce here (torch 2.11.0 with Python
+3.11 and 3.12.1, gcc 12). Each case below runs in its own process and reports
+"ok" (a RuntimeError reached Python) or the signal that killed it, so that one run on a
+GPU machine tells which layer is at fault:
+
+- below_autograd: our C++ entry's error with the Autograd key skipped (C++ -> pybind11);
+- no_grad / grad: through mtlkernels' register_autograd without / with requires_grad;
+- torch_only_no_grad: a torch.library custom op with register_autograd, in pure Python,
+  whose implementation makes aten raise (no mtlkernels code at all): a torch bug if it crashes;
+- aten: an aten error (torch.mm shape mismatch), the baseline.
+
+Usage: python tools/diagnose_exceptions.py   (prints one line per case; exit 1 if any crashed)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CASES = {
+    "aten": "import torch\ntorch.mm(torch.ones(2, 3), torch.ones(2, 3))",
+    "below_autograd": (
+        "import torch, mtlkernels\n"
+        "with torch._C._AutoDispatchBelowAutograd():\n"
+        "    torch.ops.mtlkernels.amtfl_reconstruction(torch.rand(5, dtype=torch.float64), torch.rand(5, 3, dtype=torch.float64),"
+        " torch.rand(3, 5, dtype=torch.float64), None, False, False, False, False)"
+    ),
+    "no_grad": (
+        "import torch, mtlkernels\n"
+        "mtlkernels.ops.amtfl_reconstruction_loss(torch.rand(5, dtype=torch.float64), torch.rand(5, 3, dtype=torch.float64),"
+        " torch.rand(3, 5, dtype=torch.float64))"
+    ),
+    "grad": (
+        "import torch, mtlkernels\n"
+        "mtlkernels.ops.amtfl_reconstruction_loss(torch.rand(5, dtype=torch.float64, requires_grad=True),"
+        " torch.rand(5, 3, dtype=torch.float64), torch.rand(3, 5, dtype=torch.float64))"
+    ),
+    "torch_only_no_grad": (
+        "import torch\n"
+        "@torch.library.custom_op('diag_only::mm', mutates_args=())\n"
+        "def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:\n"
+        "    return torch.mm(a, b)\n"
+        "mm.register_autograd(lambda ctx, g: (g, g), setup_context=lambda ctx, inputs, output: None)\n"
+        "torch.ops.diag_only.mm(torch.ones(2, 3), torch.ones(2, 3))"
+    ),
+}
+
+
+def run_case(code: str, cwd: str | None = None) -> str:
+    p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True, cwd=cwd,
+                       timeout=120)
+    if p.returncode < 0:
+        return f"CRASHED (signal {-p.returncode})"
+    if "RuntimeError" in p.stderr:
+        return "ok (RuntimeError)"
+    return f"unexpected (exit {p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}"
+
+
+def main() -> int:
+    crashed = 0
+    for name, code in CASES.items():
+        res = run_case(code)
+        crashed += res.startswith("CRASHED")
+        print(f"{name:20s} {res}", flush=True)
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
