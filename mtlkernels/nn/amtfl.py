@@ -2,7 +2,7 @@
 compared with: seed 004 (Lee, Yang and Hwang), eq. 7 and sec. 4.2.
 
 All four models are one network: a feature extractor (``backbone.features(x)``, the
-layers W^(1) .. W^(L-1); for example :class:`mtlkernels.nn.cnn.DigitsCNN`) whose
+layers W^(1) .. W^(L-1); for example :class:`mtlkernels.nn.digits.DigitsCNN`) whose
 penultimate representation Z (N, k) feeds a task layer W^(L) (``backbone.head``, an
 ``nn.Linear(k, T)``: task t's weights w_t are row t of ``head.weight``, column t of
 W^(L) = ``head.weight.T`` (k, T) in the paper's notation). Every class is a task: the
@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from .. import ops
 
-__all__ = ["OneVsAllCNN", "MTCNN", "DeepAMTL", "DeepAMTFL", "one_vs_all_losses"]
+__all__ = ["OneVsAllCNN", "MTCNN", "DeepAMTL", "DeepAMTFL", "one_vs_all_losses", "METHODS", "deep_amtfl_model"]
 
 
 def one_vs_all_losses(out: Tensor, y: Tensor) -> Tensor:
@@ -346,8 +346,12 @@ class DeepAMTFL(OneVsAllCNN):
         return 1 + self.ramp() * self.alpha * self.A.detach().abs().sum(1)
 
     def reconstruction_loss(self, Z: Tensor) -> Tensor:
-        """||relu(Z W^(L) A + c) - Z||_F^2 / N through ``ops.amtfl_reconstruction_loss`` (without gamma)."""
-        return ops.amtfl_reconstruction_loss(Z, self.task_weights(), self.A, self.recon_bias) / max(Z.shape[0], 1)
+        """||relu(Z W^(L) A + c) - Z||_F^2 / N through ``ops.amtfl_reconstruction_loss`` (without gamma).
+
+        Computed in the parameters' dtype: features cached under mixed-precision autocast
+        (bfloat16 / float16) are cast up first, so the penalty is a float32 term."""
+        W = self.task_weights()
+        return ops.amtfl_reconstruction_loss(Z.to(W.dtype), W, self.A, self.recon_bias) / max(Z.shape[0], 1)
 
     def penalty(self) -> Tensor:
         """lam on the lower layers + gamma * the reconstruction of this minibatch's features."""
@@ -370,3 +374,35 @@ class DeepAMTFL(OneVsAllCNN):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", alpha={self.alpha}, gamma={self.gamma}"
+
+
+#: The models of Lee et al. 2018 (Deep-AMTFL) sec. 4.2, by the names the trainer, the
+#: experiment and the CLI use.
+METHODS = {"cnn": "CNN", "mt_cnn": "MT-CNN", "deep_amtl": "Deep-AMTL", "deep_amtfl": "Deep-AMTFL"}
+
+
+def deep_amtfl_model(method: str = "deep_amtfl", n_tasks: int = 10, *, backbone: nn.Module | None = None,
+                     in_channels: int = 1, width: int = 16, hidden: int = 64, lam: float = 1e-3, mu: float = 1e-3,
+                     alpha: float = 0.1, gamma: float = 1e-2, delta: float = 0.0, loss_ema: float = 0.9,
+                     nonneg: bool = True) -> OneVsAllCNN:
+    """The model ``method`` (a key of :data:`METHODS`) on ``backbone`` (default: a fresh
+    :class:`~mtlkernels.nn.digits.DigitsCNN` of ``width``/``hidden`` with one output per
+    task). Hyper-parameters as in the classes: ``lam`` (weight decay of the lower layers;
+    every layer for "cnn"), ``mu`` (l1 on the task layer), ``alpha``, ``gamma`` (the
+    asymmetric terms; the paper searches both in {1, 0.1, 1e-2, 1e-3, 1e-4}), ``delta``
+    (the imbalance term), ``nonneg`` (B >= 0 for "deep_amtl"). Seed torch first (or let
+    a trainer call it as a model factory) for a reproducible initialisation."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    from .digits import DigitsCNN
+
+    if backbone is None:
+        backbone = DigitsCNN(n_out=n_tasks, width=width, hidden=hidden, in_channels=in_channels)
+    common = {"delta": delta, "loss_ema": loss_ema}
+    if method == "cnn":
+        return OneVsAllCNN(backbone, lam=lam, **common)
+    if method == "mt_cnn":
+        return MTCNN(backbone, mu=mu, lam=lam, **common)
+    if method == "deep_amtl":
+        return DeepAMTL(backbone, alpha=alpha, mu=mu, gamma=gamma, lam=lam, nonneg=nonneg, **common)
+    return DeepAMTFL(backbone, alpha=alpha, mu=mu, gamma=gamma, lam=lam, **common)
