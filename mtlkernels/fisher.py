@@ -75,7 +75,7 @@ def per_sample_grads(loss_fn: Callable[..., Tensor], params: dict[str, Tensor], 
 
 
 def diagonal_fisher(sample_grads: Sequence[Tensor]) -> list[Tensor]:
-    """The empirical diagonal Fisher information ``F_i = mean_n g_{n,i}^2`` (seed 002 sec. 3.2,
+    """The empirical diagonal Fisher information ``F_i = mean_n g_{n,i}^2`` (Chen et al. 2018, sec. 3.2,
     after EWC) from per-sample gradients (n, *shape)."""
     return [g.pow(2).mean(0) for g in sample_grads]
 
@@ -130,7 +130,7 @@ def _rf_histogram(a: Tensor, b: Tensor, bins: int) -> Tensor:
 
 def relative_fisher(samples1: Sequence[Tensor], samples2: Sequence[Tensor], estimator: str = "gaussian_copula",
                     bins: int = 4) -> list[Tensor]:
-    """RF_i = I(F_1,i, F_2,i | theta*_i) normalised to [0, 1] (seed 002 eq. 9).
+    """RF_i = I(F_1,i, F_2,i | theta*_i) normalised to [0, 1] (Chen et al. 2018, eq. 9).
 
     ``samples1[k]`` and ``samples2[k]`` are the per-sample Fisher contributions (n, *shape)
     of parameter k under the two tasks (squared per-sample gradients on the same n
@@ -157,7 +157,7 @@ def relative_fisher(samples1: Sequence[Tensor], samples2: Sequence[Tensor], esti
 
 def generalized_fisher(fisher: Sequence[Tensor], rf: Sequence[Tensor], u: float = 0.5, p: float = 0.9,
                        generator: torch.Generator | None = None) -> list[Tensor]:
-    """GFI (seed 002 eq. 10): F_i kept with probability p where RF_i >= u (a shared weight),
+    """GFI (Chen et al. 2018, eq. 10): F_i kept with probability p where RF_i >= u (a shared weight),
     with probability 1 - p where RF_i < u (private to the new task); 0 otherwise.
 
     The draws are independent per weight, from ``generator`` (CPU) when given.

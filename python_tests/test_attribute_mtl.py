@@ -1,4 +1,4 @@
-"""Multi-task attribute CNN (seed 003): the squared hinge loss, per-attribute trunks,
+"""Multi-task attribute CNN (Abdulnabi et al. 2015, attribute MTL): the squared hinge loss, per-attribute trunks,
 the latent-task head W = L S with its proximal steps (group lasso on S within groups,
 l1 + Frobenius on L), the SVD initialisation, and AttributeMTLTrainer (fit, metrics JSON,
 checkpoint resume, NaN, bad input)."""

@@ -1,4 +1,4 @@
-"""Tests of Deep-AMTFL and its baselines (seed 004 eq. 7, sec. 4.2): the models in
+"""Tests of Deep-AMTFL and its baselines (Lee et al. 2018, eq. 7, sec. 4.2): the models in
 mtlkernels.nn.amtfl, the trainer in mtlkernels.train.amtfl and the experiment."""
 
 import json

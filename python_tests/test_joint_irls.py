@@ -229,7 +229,7 @@ def test_all_methods_fit_and_evaluate(domains, device, tmp_path):
 
 
 def test_autoencoder_task(domains):
-    """Task II of seed 001 at small scale: the reconstruction error on held-out images falls."""
+    """Task II of Zhang et al. 2019 (joint IRLS) at small scale: the reconstruction error on held-out images falls."""
     train = [d.X_train for d in domains]
     test = [d.X_test for d in domains]
     factory = lambda: DigitsAutoEncoder(code=8, hidden=24)  # noqa: E731

@@ -1,4 +1,4 @@
-"""Adaptive Sharing layer (seed 000 sec. 3.2): shapes, the smoothed nuclear norm penalty
+"""Adaptive Sharing layer (Shen et al. 2015, sec. 3.2): shapes, the smoothed nuclear norm penalty
 and its gradient through the op (eqs. 11-13), the l1 prox on S, the optimiser hook,
 training through SupervisedTrainer with checkpoint resume, NaN and bad input."""
 

@@ -1,4 +1,4 @@
-"""Adaptive Sharing layer vs a plain last layer on a small CNN (seed 000 sec. 4.2, at
+"""Adaptive Sharing layer vs a plain last layer on a small CNN (Shen et al. 2015, sec. 4.2, at
 small scale): scikit-learn's bundled digits with few training images per class.
 
 Every network is a :class:`~mtlkernels.nn.DigitsCNN` trained by

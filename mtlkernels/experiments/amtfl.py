@@ -1,5 +1,5 @@
 """Deep-AMTFL against CNN, MT-CNN and Deep-AMTL on imbalanced digits: the small-scale
-stand-in for seed 004's MNIST-Imbalanced experiment (sec. 4.2, Table 2, Fig. 6).
+stand-in for Lee et al. 2018's (Deep-AMTFL) MNIST-Imbalanced experiment (sec. 4.2, Table 2, Fig. 6).
 
 Data: scikit-learn's bundled 8 x 8 digits, ``digits_images(seed, imbalanced=True)``: a
 random 60/20/20 split whose training part keeps 200, 180, ..., 20 examples per class
@@ -43,7 +43,7 @@ from ..train import DeepAMTFLConfig, DeepAMTFLTrainer
 
 __all__ = ["run", "run_seed", "summarise", "TITLE", "ORDER", "TRAIN", "MODEL", "GRIDS"]
 
-TITLE = "Deep-AMTFL vs CNN, MT-CNN, Deep-AMTL on imbalanced digits (seed 004 sec. 4.2, Table 2 / Fig. 6)"
+TITLE = "Deep-AMTFL vs CNN, MT-CNN, Deep-AMTL on imbalanced digits (Lee et al. 2018, sec. 4.2, Table 2 / Fig. 6)"
 ORDER = ("cnn", "mt_cnn", "deep_amtl", "deep_amtfl")
 COLUMNS = ["method", "error %", "acc. classes 0-4 %", "acc. classes 5-9 %", "classes > CNN", "classes < CNN",
            "transfer earlier->later / reverse", "alpha, gamma chosen (per seed)", "fit s"]

@@ -1,4 +1,4 @@
-"""Multi-task attribute CNN on digits (seed 003 Table III, at small scale): single-task
+"""Multi-task attribute CNN on digits (Abdulnabi et al. 2015, Table III, at small scale): single-task
 (S-CNN) vs W = L S without groups (M-CNN) vs with groups (MG-CNN).
 
 Binary attributes are defined on the digit label (:data:`DIGIT_ATTRIBUTES`) and grouped

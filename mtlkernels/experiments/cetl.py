@@ -1,4 +1,4 @@
-"""CETL (seed 002) at small scale on the bundled digits: transfer learning, knowledge
+"""CETL (Chen et al. 2018) at small scale on the bundled digits: transfer learning, knowledge
 distillation and domain adaptation, against training T2 alone and fine-tuning.
 
 Settings (each seed draws its own splits, source network and initialisations):
@@ -235,7 +235,7 @@ def _run(seeds, quick, out_dir, log) -> dict:
     raw = {"accuracy": per_setting, "seeds": list(seeds), "settings": st, "seconds": seconds,
            "histories": {k: {str(s): v for s, v in h.items()} for k, h in histories.items()},
            "total_seconds": time.time() - t_start}
-    result = {"title": "CETL (seed 002): test accuracy on the target, mean +- std over seeds",
+    result = {"title": "CETL (Chen et al. 2018): test accuracy on the target, mean +- std over seeds",
               "columns": ["setting", "method", "accuracy", "vs T2 alone"], "rows": rows, "notes": notes,
               "plots": plots, "raw": raw}
     if out_dir is not None:
@@ -254,9 +254,9 @@ _NOT_BASELINES = ("teacher",)  # the upper reference of distillation, not a comp
 
 
 def _notes(per_setting: dict, quick: bool, n_seeds: int) -> str:
-    """Plain statements of where the small-scale result follows seed 002 and where it does not."""
+    """Plain statements of where the small-scale result follows Chen et al. 2018 and where it does not."""
     lines = [f"{n_seeds} seed(s){' (quick mode)' if quick else ''}; accuracy on each target test split. "
-             "Seed 002 reports CETL above training T2 alone and above fine-tuning / the distillation and "
+             "Chen et al. 2018 report CETL above training T2 alone and above fine-tuning / the distillation and "
              "adaptation baselines in every setting (Tables 2-5), and CETL (GFI) > CETL_fi > CETL_e (Table 2)."]
     for name, methods in per_setting.items():
         ref_key = next(k for k in _REFERENCE if k in methods)

@@ -1,4 +1,4 @@
-"""Joint IRLS (seed 001) on visually different digit domains, against its four baselines.
+"""Joint IRLS (Zhang et al. 2019) on visually different digit domains, against its four baselines.
 
 The paper's setting at small scale, offline: n = 5 datasets of one task built from
 scikit-learn's bundled digits (:func:`mtlkernels.datasets.digits_domains`: original,
@@ -58,7 +58,7 @@ def settings(quick: bool) -> dict:
 
 
 def mask_squares(X: torch.Tensor, size: int, seed: int) -> torch.Tensor:
-    """Image completion inputs (seed 001 sec. 5.1, Task II): a size x size square set to 0
+    """Image completion inputs (Zhang et al. 2019, sec. 5.1, Task II): a size x size square set to 0
     at a random place in every image (fixed by ``seed``)."""
     g = torch.Generator().manual_seed(seed)
     H, W = X.shape[-2:]
@@ -180,7 +180,7 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
         figures.append(plots.save(plots.joint_irls_curves_figure(curves, METHODS), out / "joint_irls_curves.png"))
 
     notes = _notes(raw, summary, seeds, quick)
-    return {"title": f"Joint IRLS (seed 001) on {len(DOMAINS)} digit domains, {st['train_per_domain']} training images "
+    return {"title": f"Joint IRLS (Zhang et al. 2019) on {len(DOMAINS)} digit domains, {st['train_per_domain']} training images "
                      f"each: test accuracy (Task I, higher is better) and completion error (Task II, lower is better), "
                      f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}",
             "columns": columns, "rows": rows, "notes": notes, "plots": figures, "raw": raw}

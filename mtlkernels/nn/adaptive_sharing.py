@@ -1,4 +1,4 @@
-"""The Adaptive Sharing layer (seed 000 sec. 3.2, eqs. 10-13): a drop-in replacement
+"""The Adaptive Sharing layer (Shen et al. 2015, sec. 3.2, eqs. 10-13): a drop-in replacement
 for a network's last linear layer whose weight is W = C + S, with a low-rank shared
 part C (smoothed nuclear norm) and a sparse class-specific part S (l1).
 
@@ -37,7 +37,7 @@ __all__ = ["AdaptiveSharingLinear"]
 
 
 class AdaptiveSharingLinear(nn.Module):
-    """Last layer with W = C + S (seed 000, eqs. 3 and 10-13).
+    """Last layer with W = C + S (Shen et al. 2015, eqs. 3 and 10-13).
 
     ``y = x (C + S)^T + b``: ``C`` and ``S`` are stored like ``nn.Linear.weight``, shape
     (out_features, in_features) = (K classes, D features), i.e. the transposes of the

@@ -1,4 +1,4 @@
-"""The multi-task CNN for binary attributes (seed 003): per-attribute (or shared)
+"""The multi-task CNN for binary attributes (Abdulnabi et al. 2015, attribute MTL): per-attribute (or shared)
 convolutional trunks under a joint loss layer whose weights are W = L S, with a latent
 task matrix L shared by all attributes and per-attribute combination vectors s_m.
 
@@ -51,7 +51,7 @@ TRUNKS = ("per_attribute", "shared")
 
 
 def squared_hinge_loss(scores: Tensor, targets: Tensor) -> Tensor:
-    """The loss of seed 003 eq. 2 averaged over the batch:
+    """The loss of Abdulnabi et al. 2015 (attribute MTL) eq. 2 averaged over the batch:
     (1/N) sum_i sum_m 1/2 max(0, 1 - y_mi f_mi)^2 with y = 2 t - 1 in {-1, +1}.
 
     Args:
@@ -136,7 +136,7 @@ def _scores(features: Tensor, W: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class LatentTaskHead(nn.Module):
-    """The joint loss layer of seed 003: W = L S (eq. 1, w_m = L s_m).
+    """The joint loss layer of Abdulnabi et al. 2015 (attribute MTL): W = L S (eq. 1, w_m = L s_m).
 
     ``L`` (D, K): the latent task matrix shared by all attributes; ``S`` (K, M): the
     combination vectors, one column per attribute. ``forward(features)`` takes (N, D)
@@ -221,7 +221,7 @@ class LatentTaskHead(nn.Module):
 
     @torch.no_grad()
     def init_from_weights(self, W0: Tensor) -> None:
-        """SVD initialisation from stacked single-task classifiers W0 (D, M) (seed 003
+        """SVD initialisation from stacked single-task classifiers W0 (D, M) (Abdulnabi et al. 2015 (attribute MTL)
         sec. IV-C, following Go-MTL): L S = the best rank-K approximation of W0 with the
         singular values split evenly, L = U_K sqrt(s_K), S = sqrt(s_K) V_K^T (columns
         beyond rank(W0) keep their random values in L and are zero in S).
@@ -242,7 +242,7 @@ class LatentTaskHead(nn.Module):
 
 class SingleTaskHead(nn.Module):
     """One independent linear classifier per attribute (the single-task baseline,
-    S-CNN in seed 003 Table III): f_m = X_m^T w_m + b_m, with the same elastic-net
+    S-CNN in Abdulnabi et al. 2015 (attribute MTL) Table III): f_m = X_m^T w_m + b_m, with the same elastic-net
     penalty as L, gamma ||W||_1 + lambda ||W||_F^2, as a prox step (separable over
     attributes, so nothing is shared)."""
 
@@ -279,7 +279,7 @@ class SingleTaskHead(nn.Module):
 
 
 class AttributeCNN(nn.Module):
-    """Multi-task attribute CNN (seed 003, Fig. 2 and eq. 2) for 8 x 8 images.
+    """Multi-task attribute CNN (Abdulnabi et al. 2015, Fig. 2 and eq. 2) for 8 x 8 images.
 
     Args:
         n_attributes: M.
@@ -338,7 +338,7 @@ class AttributeCNN(nn.Module):
     def init_from_single_task(self, single: "AttributeCNN") -> "AttributeCNN":
         """Start a latent-task model from a trained single-task one with the same trunk:
         copy the trunks and initialise L, S by the SVD of the stacked classifiers
-        (seed 003 sec. IV-C; see :meth:`LatentTaskHead.init_from_weights`). Returns self."""
+        (Abdulnabi et al. 2015, sec. IV-C; see :meth:`LatentTaskHead.init_from_weights`). Returns self."""
         if self.variant == "single":
             raise ValueError("init_from_single_task is for the 'M' and 'MG' variants")
         if single.variant != "single" or single.trunk_kind != self.trunk_kind:

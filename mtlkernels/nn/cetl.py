@@ -29,7 +29,7 @@ COUPLINGS = ("features", "soft")
 
 
 class CETLDecoder(nn.Module):
-    """T1, the shared decoder of CETL (seed 002 sec. 3.1, Fig. 1): the reversed layers of a
+    """T1, the shared decoder of CETL (Chen et al. 2018, sec. 3.1, Fig. 1): the reversed layers of a
     :class:`~mtlkernels.nn.digits.DigitsCNN` body, with unpooling and deconvolutions.
 
     ``code (N, code_dim)`` -> [Linear(code_dim, hidden) - ReLU] -> Linear(-> 2w * 4 * 4) -
@@ -90,7 +90,7 @@ def _first_conv(cnn: nn.Module) -> nn.Conv2d:
 
 
 def coupling_code(net: nn.Module, x: Tensor, coupling: str = "features", temperature: float = 1.0) -> Tensor:
-    """The representation that T1 decodes (seed 002 eqs. 2 and 5): ``net.features(x)`` or
+    """The representation that T1 decodes (Chen et al. 2018, eqs. 2 and 5): ``net.features(x)`` or
     the soft targets ``softmax(net(x) / temperature)`` (see the module docstring)."""
     if coupling == "features":
         feats = getattr(net, "features", None)
