@@ -68,7 +68,7 @@ from .data import as_tensors, check_images, check_labels, index_batches
 from .supervised import accuracy
 from .trainer import Trainer
 
-__all__ = ["CETLConfig", "CETLTrainer"]
+__all__ = ["CETLTrainer"]
 
 class CETLTrainer(Trainer):
     """Coupled end-to-end transfer learning (Algorithm 1, eqs. 1-11).
