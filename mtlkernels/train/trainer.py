@@ -261,7 +261,12 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DDP(step, device_ids=ids, broadcast_buffers=False, find_unused_parameters=self.find_unused_parameters)
+        # buffers are averaged after each step (optimize), not broadcast from rank 0 at each forward
+        import inspect
+
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                   else {"broadcast_buffers": False})
+        return DDP(step, device_ids=ids, find_unused_parameters=self.find_unused_parameters, **no_sync)
 
     def _loop(self, start: int) -> None:
         cfg = self.config
