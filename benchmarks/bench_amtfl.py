@@ -1,4 +1,4 @@
-"""AMTFL reconstruction loss (seed 004, eqs. 6-7): forward + backward time and peak memory.
+"""AMTFL reconstruction loss (Lee et al. 2018, Deep-AMTFL, eqs. 6-7): forward + backward time and peak memory.
 
 Compares, on the same float32 inputs (with a bias), the fused op
 ``mtlkernels.ops.amtfl_reconstruction_loss`` against eager autograd of the reference

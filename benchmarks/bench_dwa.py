@@ -1,4 +1,4 @@
-"""CETL DWA penalty (seed 002, eq. 11) on ResNet-sized lists of parameters.
+"""CETL DWA penalty (Chen et al. 2018, eq. 11) on ResNet-sized lists of parameters.
 
 Three jobs, each against a Python loop over the parameters and against torch's
 multi-tensor ``torch._foreach_*`` ops, on the same float32 inputs:

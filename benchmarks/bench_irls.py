@@ -1,4 +1,4 @@
-"""pairwise_sq_dists (seed 001, the primitive of eqs. 3-8) against torch.cdist and the
+"""pairwise_sq_dists (Zhang et al. 2019, the primitive of eqs. 3-8) against torch.cdist and the
 Gram-GEMM composite, per layer, in one run.
 
 For each n (networks) and P (parameters per network, cut into 4 layers of 50%, 30%,

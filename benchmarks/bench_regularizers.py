@@ -63,12 +63,12 @@ def main():
     plain = DigitsCNN().to(device)
     as_net = DigitsCNN().to(device)
     as_net.head = AdaptiveSharingLinear(as_net.hidden, 10, lambda_c=1e-3, lambda_s=5e-4, eps=1e-2).to(device)
-    compare("Adaptive Sharing layer (seed 000)", step_fn(plain, X, y, F.cross_entropy),
+    compare("Adaptive Sharing layer (Shen et al. 2015)", step_fn(plain, X, y, F.cross_entropy),
             step_fn(as_net, X, y, F.cross_entropy))
 
     base = OneVsAllCNN(DigitsCNN()).to(device)
     amtfl = DeepAMTFL(DigitsCNN(), alpha=0.1, mu=1e-3, gamma=1e-2).to(device)
-    compare("Deep-AMTFL terms (seed 004 eq. 7)", step_fn(base, X, y, base.loss), step_fn(amtfl, X, y, amtfl.loss))
+    compare("Deep-AMTFL terms (Lee et al. 2018, eq. 7)", step_fn(base, X, y, base.loss), step_fn(amtfl, X, y, amtfl.loss))
 
     # joint IRLS: one network's step plus its consistency to 4 fixed others
     net = DigitsCNN().to(device)
@@ -82,7 +82,7 @@ def main():
         params = torch.cat([mine, fixed])
         return 1e-3 * ops.robust_consistency(params, offsets, torch.ones(len(sizes), dtype=torch.float64, device=device))
 
-    compare("joint IRLS consistency, n = 5 (seed 001 eq. 3)", step_fn(net, X, y, F.cross_entropy),
+    compare("joint IRLS consistency, n = 5 (Zhang et al. 2019, eq. 3)", step_fn(net, X, y, F.cross_entropy),
             step_fn(net, X, y, F.cross_entropy, consistency))
 
     # CETL: DWA penalty over every parameter towards fixed anchors
@@ -93,7 +93,7 @@ def main():
     def dwa():
         return ops.dwa_penalty(list(cnet.parameters()), anchors, importance, 1e-2)
 
-    compare("CETL DWA penalty (seed 002 eq. 11)", step_fn(cnet, X, y, F.cross_entropy),
+    compare("CETL DWA penalty (Chen et al. 2018, eq. 11)", step_fn(cnet, X, y, F.cross_entropy),
             step_fn(cnet, X, y, F.cross_entropy, dwa))
     write_table("regularizers", device, ["regulariser", "plain step ms", "with regulariser ms", "ratio"], rows,
                 f"python benchmarks/bench_regularizers.py --device {device} --batch {args.batch}"

@@ -14,7 +14,7 @@ from common import RESULTS, write_table
 
 from mtlkernels.experiments.registry import EXPERIMENTS, get
 
-DEEP = ["adaptive-sharing", "attribute-cnn", "deep-amtfl", "joint-irls", "cetl"]
+DEEP = ["adaptive-sharing", "attribute-mtl", "amtfl", "joint-irls", "cetl"]
 
 
 def main():

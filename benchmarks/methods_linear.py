@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/methods_linear.py [--quick]
 
-- amtfl_synthetic (seed 004 sec. 4.1), 5 random splits: test RMSE of STL, Go-MTL, AMTL
+- amtfl_synthetic (Lee et al. 2018, sec. 4.1), 5 random splits: test RMSE of STL, Go-MTL, AMTL
   and AMTFL on easy, hard and all tasks (mean ± std over splits);
 - digits one-vs-all, balanced and imbalanced, 3 seeds: multi-class accuracy and mean AP
   of STL, AdaptiveSharing and LatentTaskMTL (without / with attribute groups).

@@ -15,7 +15,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mtlkernels.experiments.registry import EXPERIMENTS
+    from mtlkernels.experiments.registry import ALIASES, EXPERIMENTS
 
     parser = argparse.ArgumentParser(prog="mtlkernels", description="mtlkernels command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log training progress")
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     run = sub.add_parser("run", help="run one method's experiment",
                          description="methods: " + "; ".join(f"{k} ({v[2]})" for k, v in EXPERIMENTS.items()))
-    run.add_argument("method", choices=list(EXPERIMENTS))
+    run.add_argument("method", choices=list(EXPERIMENTS) + list(ALIASES), metavar="METHOD",
+                     help="one of: " + ", ".join(EXPERIMENTS))
     run.add_argument("--out", default="mtlkernels-results")
     run.add_argument("--full", action="store_true")
     run.add_argument("--seed", type=int, default=0)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from mtlkernels import demo as demo_mod
 
-        methods = [args.method] if args.command == "run" else None
+        methods = [ALIASES.get(args.method, args.method)] if args.command == "run" else None
         demo_mod.main(out=args.out, full=args.full, methods=methods, seed=args.seed)
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .experiments.registry import EXPERIMENTS, get
-from .train._base import write_json
+from .train.trainer import write_json
 
 
 def format_table(result: dict) -> str:

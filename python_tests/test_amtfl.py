@@ -1,4 +1,4 @@
-"""Tests of the AMTFL reconstruction op (seed 004, eqs. 6-7) against its pure-torch reference."""
+"""Tests of the AMTFL reconstruction op (Lee et al. 2018, eqs. 6-7) against its pure-torch reference."""
 
 import pytest
 import torch

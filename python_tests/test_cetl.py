@@ -1,4 +1,4 @@
-"""CETL (seed 002): decoder and codes, Fisher / relative Fisher / GFI (eqs. 9-10), the DWA
+"""CETL (Chen et al. 2018): decoder and codes, Fisher / relative Fisher / GFI (eqs. 9-10), the DWA
 loss through the op (eq. 11), the trainer (Algorithm 1, eq. 6, the three variants),
 checkpoint resume, bad input, and the baselines."""
 
@@ -14,11 +14,11 @@ from torch import nn
 
 from mtlkernels import ops, reference
 from mtlkernels.datasets import digits_images
-from mtlkernels.nn import (CETLDecoder, DigitsCNN, coupling_code, diagonal_fisher, generalized_fisher,
-                           normalize_importance, per_sample_grads, relative_fisher)
-from mtlkernels.nn.cetl import _average_ranks
-from mtlkernels.train import (CETLConfig, CETLTrainer, FineTuneTrainer, SoftTargetTrainer, TargetOnlyTrainer,
-                              TrainConfig, train_source)
+from mtlkernels.fisher import (_average_ranks, diagonal_fisher, generalized_fisher, normalize_importance,
+                               per_sample_grads, relative_fisher)
+from mtlkernels.nn import CETLDecoder, CETLNetworks, DigitsCNN, coupling_code
+from mtlkernels.train import (CETLConfig, CETLTrainer, FineTuneConfig, FineTuneTrainer, SoftTargetConfig,
+                              SoftTargetTrainer, TargetOnlyTrainer, TrainConfig, train_source)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,13 +48,17 @@ def data():
 @pytest.fixture(scope="module")
 def source(data):
     torch.manual_seed(0)
-    return train_source(DigitsCNN(5, width=8, hidden=32), data["Xs"], data["ys"], TrainConfig(epochs=5, lr=5e-3, seed=0))
+    return train_source(DigitsCNN(5, width=8, hidden=32), TrainConfig(epochs=5, lr=5e-3, seed=0), (data["Xs"], data["ys"]))
 
 
 def cfg(**kw):
     base = dict(epochs=2, batch_size=16, seed=0, fisher_samples=12, stage_epochs=(1, 1, 2), lr=5e-3)
     base.update(kw)
     return CETLConfig(**base)
+
+
+def cetl(source, target, **kw):
+    return CETLTrainer(CETLNetworks(source, target), cfg(**kw))
 
 
 def params_of(*modules):
@@ -175,18 +179,23 @@ def test_generalized_fisher_eq10():
 # ---- DWA loss (eq. 11) through the op --------------------------------------------------------------------
 
 
-def test_dwa_loss_in_trainer_is_the_op_with_reference_gradient(source):
-    tr = CETLTrainer(source, small_cnn(), cfg(dwa_lambda=0.7))
-    net = tr.decoder.double()
-    anchors = [p.detach() + 0.1 * torch.randn_like(p) for p in net.parameters()]
-    imp = [torch.rand_like(p) for p in net.parameters()]
-    val = tr._dwa(net, imp, anchors)
-    ref = reference.dwa_penalty(list(net.parameters()), anchors, imp, 0.7)
-    torch.testing.assert_close(val, ref)
-    g = torch.autograd.grad(val, list(net.parameters()))
-    g_ref = torch.autograd.grad(ref, list(net.parameters()))
-    for a, b in zip(g, g_ref):
-        torch.testing.assert_close(a, b)
+def test_dwa_step_in_trainer_is_the_op_with_reference_gradient(data, source):
+    """One SGD step (lr 1) of the trainer's stage step on DWA alone moves T1 by minus the
+    gradient of the reference DWA loss (eq. 11), through the op and through the fused path."""
+    for fused in (False, True):
+        tr = cetl(source, small_cnn(), epochs=1, dwa_lambda=0.7, dwa_fused=fused).fit((data["X"], data["y"]))
+        net = tr.decoder
+        anchors = [p.detach() + 0.1 * torch.randn_like(p) for p in net.parameters()]
+        imp = [torch.rand_like(p) for p in net.parameters()]
+        before = [p.detach().clone() for p in net.parameters()]
+        ps = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
+        g_ref = torch.autograd.grad(reference.dwa_penalty(ps, anchors, imp, 0.7), ps)
+        opt = torch.optim.SGD(net.parameters(), lr=1.0)
+        zero = lambda: sum(p.sum() for p in net.parameters()) * 0.0  # noqa: E731  (no data loss)
+        _, dwa = tr._dwa_step(opt, zero, 1.0, net, (imp, anchors), "test")
+        torch.testing.assert_close(torch.as_tensor(float(dwa.detach())), reference.dwa_penalty(before, anchors, imp, 0.7).float())
+        for p, b0, g in zip(net.parameters(), before, g_ref):
+            torch.testing.assert_close(p.detach(), b0 - g, rtol=1e-5, atol=1e-6)
     # gradcheck on a tiny parameter list
     ps = [torch.randn(3, 2, dtype=torch.float64, requires_grad=True), torch.randn(4, dtype=torch.float64, requires_grad=True)]
     an = [torch.randn(3, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
@@ -200,8 +209,8 @@ def test_dwa_loss_in_trainer_is_the_op_with_reference_gradient(source):
 def test_fit_staged_transfer(data, source, tmp_path):
     before = params_of(source)
     metrics = tmp_path / "m.json"
-    tr = CETLTrainer(source, small_cnn(), cfg(epochs=3, metrics_path=str(metrics)))
-    tr.fit(data["X"], data["y"], data["Xu"], data["Xte"], data["yte"])
+    tr = cetl(source, small_cnn(), epochs=3, stage_epochs=(1, 1, 6), metrics_path=str(metrics))
+    tr.fit((data["X"], data["y"]), (data["Xte"], data["yte"]), unlabeled=data["Xu"])
     assert len(tr.history_) == 3
     rec = tr.history_[-1]
     for k in ("loss1", "loss2", "loss3", "dwa1", "dwa2", "dwa3", "val_accuracy"):
@@ -217,12 +226,12 @@ def test_fit_staged_transfer(data, source, tmp_path):
     assert set(ev) >= {"accuracy", "cross_entropy", "per_class_accuracy", "recon_source_mse", "recon_coupled_mse"}
     assert len(ev["per_class_accuracy"]) == 5
     saved = json.loads(metrics.read_text())
-    assert saved["method"] == "CETL" and len(saved["history"]) == 3 and "accuracy" in saved["final"]
+    assert saved["method"] == "cetl" and len(saved["history"]) == 3 and "accuracy" in saved["final"]
 
 
 @pytest.mark.parametrize("importance", ["none", "fisher"])
 def test_fit_ablations(data, source, importance):
-    tr = CETLTrainer(source, small_cnn(), cfg(importance=importance, rf_estimator="histogram")).fit(data["X"], data["y"])
+    tr = cetl(source, small_cnn(), importance=importance, rf_estimator="histogram").fit((data["X"], data["y"]))
     assert len(tr.history_) == 2
     if importance == "none":
         assert tr.history_[-1]["dwa3"] == 0.0 and tr.gfi_stats_ == []
@@ -231,7 +240,8 @@ def test_fit_ablations(data, source, importance):
 
 
 def test_fit_joint_coupled_loss(data, source):
-    tr = CETLTrainer(source, small_cnn(), cfg(schedule="joint", lambdas=(1.0, 2.0, 0.5))).fit(data["X"], data["y"], data["Xu"])
+    tr = cetl(source, small_cnn(), schedule="joint", lambdas=(1.0, 2.0, 0.5)).fit((data["X"], data["y"]),
+                                                                                   unlabeled=data["Xu"])
     rec = tr.history_[-1]
     assert set(rec) >= {"loss1", "loss2", "loss3", "coupled"}
     assert rec["coupled"] == pytest.approx(rec["loss1"] + 2 * rec["loss3"] + 0.5 * rec["loss2"], rel=1e-5)
@@ -239,13 +249,13 @@ def test_fit_joint_coupled_loss(data, source):
 
 def test_distillation_variant_couples_through_soft_targets(data):
     torch.manual_seed(0)
-    teacher = train_source(DigitsCNN(5, width=16, hidden=64), data["X"], data["y"], TrainConfig(epochs=2, seed=0))
-    tr = CETLTrainer(teacher, small_cnn(width=2, hidden=16), cfg(variant="distillation"))
-    assert tr.config.coupling_ == "soft" and tr.decoder.code_dim == 5
-    tr.fit(data["X"], data["y"])
-    assert np.isfinite(tr.history_[-1]["loss2"])
+    teacher = train_source(DigitsCNN(5, width=16, hidden=64), TrainConfig(epochs=2, seed=0), (data["X"], data["y"]))
+    tr = cetl(teacher, small_cnn(width=2, hidden=16), variant="distillation")
+    assert tr.config.coupling_ == "soft"
+    tr.fit((data["X"], data["y"]))
+    assert tr.decoder.code_dim == 5 and np.isfinite(tr.history_[-1]["loss2"])
     with pytest.raises(ValueError, match="coupling codes"):  # features of different widths cannot share T1
-        CETLTrainer(teacher, small_cnn(width=2, hidden=16), cfg(coupling="features")).fit(data["X"], data["y"])
+        cetl(teacher, small_cnn(width=2, hidden=16), coupling="features").fit((data["X"], data["y"]))
 
 
 def test_domain_adaptation_variant(data, source):
@@ -253,10 +263,10 @@ def test_domain_adaptation_variant(data, source):
     from mtlkernels.datasets import transform_domain
 
     Xt = transform_domain(data["Xs"][:50], "shifted")
-    tr = CETLTrainer(source, small_cnn(), cfg(variant="domain_adaptation"))
-    with pytest.raises(ValueError, match="X_unlabeled"):
-        tr.fit(data["Xs"][:50], data["ys"][:50])
-    tr.fit(data["Xs"][:50], data["ys"][:50], Xt)
+    tr = cetl(source, small_cnn(), variant="domain_adaptation")
+    with pytest.raises(ValueError, match="unlabeled"):
+        tr.fit((data["Xs"][:50], data["ys"][:50]))
+    tr.fit((data["Xs"][:50], data["ys"][:50]), unlabeled=Xt)
     assert len(tr.history_) == 2
 
 
@@ -277,22 +287,23 @@ def _kill_after(trainer, rounds_done):
 @pytest.mark.parametrize("schedule", ["staged", "joint"])
 def test_checkpoint_exact_resume(data, source, tmp_path, schedule):
     kw = dict(epochs=3, schedule=schedule)
-    full = CETLTrainer(source, small_cnn(seed=5), cfg(**kw)).fit(data["X"], data["y"], data["Xu"])
+    train = (data["X"], data["y"])
+    full = cetl(source, small_cnn(seed=5), **kw).fit(train, unlabeled=data["Xu"])
     path = tmp_path / f"{schedule}.pt"
-    first = CETLTrainer(source, small_cnn(seed=5), cfg(checkpoint_path=str(path), **kw))
+    first = cetl(source, small_cnn(seed=5), checkpoint_path=str(path), **kw)
     _kill_after(first, 2)
     with pytest.raises(KeyboardInterrupt):
-        first.fit(data["X"], data["y"], data["Xu"])
+        first.fit(train, unlabeled=data["Xu"])
     assert path.exists()
-    resumed = CETLTrainer(source, small_cnn(seed=9), cfg(checkpoint_path=str(path), **kw))  # other init: overwritten
-    resumed.fit(data["X"], data["y"], data["Xu"])
+    resumed = cetl(source, small_cnn(seed=9), checkpoint_path=str(path), **kw)  # other init: overwritten
+    resumed.fit(train, unlabeled=data["Xu"])
     for a, b in zip(params_of(full.target, full.decoder), params_of(resumed.target, resumed.decoder)):
         assert torch.equal(a, b)
     assert resumed.history_ == full.history_
 
 
 def test_tol_stops_when_converged(data, source):
-    tr = CETLTrainer(source, small_cnn(), cfg(epochs=5, tol=10.0)).fit(data["X"], data["y"])
+    tr = cetl(source, small_cnn(), epochs=5, tol=10.0).fit((data["X"], data["y"]))
     assert len(tr.history_) == 2
 
 
@@ -300,35 +311,37 @@ def test_tol_stops_when_converged(data, source):
 
 
 def test_bad_input(data, source):
-    tr = CETLTrainer(source, small_cnn(), cfg())
+    tr = cetl(source, small_cnn())
     X, y = data["X"], data["y"]
-    with pytest.raises(ValueError, match="samples but y"):
-        tr.fit(X, y[:-1])
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        tr.fit((X, y[:-1]))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 5\)"):
-        tr.fit(X, y + 5)
+        tr.fit((X, y + 5))
     with pytest.raises(ValueError, match="integer"):
-        tr.fit(X, y.float())
+        tr.fit((X, y.float()))
     with pytest.raises(ValueError, match="do not match"):
-        tr.fit(X, y, torch.rand(10, 1, 4, 4))
+        tr.fit((X, y), unlabeled=torch.rand(10, 1, 4, 4))
     with pytest.raises(ValueError, match="NaN"):
         bad = X.clone()
         bad[0, 0, 0, 0] = float("nan")
-        tr.fit(bad, y)
-    with pytest.raises(ValueError, match="y_val"):
-        tr.fit(X, y, X_val=X, y_val=y[:3])
+        tr.fit((bad, y))
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        tr.fit((X, y), (X, y[:3]))
+    with pytest.raises(TypeError, match="CETLNetworks"):
+        CETLTrainer(small_cnn(), cfg()).fit((X, y))
     for bad_cfg in (dict(variant="x"), dict(schedule="x"), dict(importance="x"), dict(lambdas=(1.0, 1.0)),
                     dict(p=2.0), dict(stage_epochs=(1, 0, 1)), dict(coupling="x"), dict(fisher_samples=2)):
         with pytest.raises(ValueError):
-            CETLTrainer(source, small_cnn(), cfg(**bad_cfg))
+            cetl(source, small_cnn(), **bad_cfg)
 
 
 def test_nan_loss_stops(data, source):
     net = small_cnn()
     with torch.no_grad():
         net.head.weight.fill_(float("nan"))
-    tr = CETLTrainer(source, net, cfg(importance="none"))
+    tr = cetl(source, net, importance="none")
     with pytest.raises(FloatingPointError, match="non-finite loss .* stage 3"):
-        tr.fit(data["X"], data["y"])
+        tr.fit((data["X"], data["y"]))
 
 
 # ---- baselines ---------------------------------------------------------------------------------------------------
@@ -337,29 +350,31 @@ def test_nan_loss_stops(data, source):
 def test_baselines(data, source):
     X, y, Xte, yte = data["X"], data["y"], data["Xte"], data["yte"]
     before = params_of(source)
-    ft = FineTuneTrainer(source, 5, TrainConfig(epochs=2, batch_size=16))
-    assert ft.model.head is not source.head
-    ft.fit(X, y)
+    ft = FineTuneTrainer(source, FineTuneConfig(epochs=2, batch_size=16, n_classes=5)).fit((X, y))
+    assert ft.model.head is not source.head and ft.model.head.out_features == 5
     for a, b in zip(before, params_of(source)):
         assert torch.equal(a, b)  # fine-tuning works on a copy of S
-    head_only = FineTuneTrainer(source, 5, TrainConfig(epochs=1, batch_size=16), mode="head")
-    body = params_of(head_only.model.body)
-    head_only.fit(X, y)
-    for a, b in zip(body, params_of(head_only.model.body)):
-        assert torch.equal(a, b)
+    head_only = FineTuneTrainer(source, FineTuneConfig(epochs=1, batch_size=16, n_classes=5, mode="head"))
+    head_only.fit((X, y))
+    for a, b in zip(params_of(source.body), params_of(head_only.model.body)):
+        assert torch.equal(a, b)  # only the new head moved
     with pytest.raises(ValueError, match="labels must be in"):
-        FineTuneTrainer(source, 3, TrainConfig(epochs=1)).fit(X, y)
-    alone = TargetOnlyTrainer(small_cnn(), TrainConfig(epochs=2, batch_size=16)).fit(X, y)
+        FineTuneTrainer(source, FineTuneConfig(epochs=1, n_classes=3)).fit((X, y))
+    with pytest.raises(ValueError, match="n_classes"):
+        FineTuneConfig(epochs=1).validate()
+    alone = TargetOnlyTrainer(small_cnn(), TrainConfig(epochs=2, batch_size=16)).fit((X, y))
     assert 0 <= alone.score(Xte, yte) <= 1
     with pytest.raises(ValueError, match="labels must be in"):
-        TargetOnlyTrainer(small_cnn(), TrainConfig(epochs=1)).fit(X, y + 1)
-    kd = SoftTargetTrainer(small_cnn(width=2, hidden=8), source, TrainConfig(epochs=2, batch_size=16)).fit(X, y)
-    assert 0 <= kd.score(Xte, yte) <= 1
+        TargetOnlyTrainer(small_cnn(), TrainConfig(epochs=1)).fit((X, y + 1))
+    kd = SoftTargetTrainer(small_cnn(width=2, hidden=8), SoftTargetConfig(epochs=2, batch_size=16), teacher=source)
+    assert 0 <= kd.fit((X, y)).score(Xte, yte) <= 1
+    with pytest.raises(ValueError, match="alpha"):
+        SoftTargetConfig(alpha=2.0).validate()
 
 
 def test_fused_dwa_gradient_gives_the_same_training(data, source):
-    a = CETLTrainer(source, small_cnn(seed=3), cfg()).fit(data["X"], data["y"])
-    b = CETLTrainer(source, small_cnn(seed=3), cfg(dwa_fused=True)).fit(data["X"], data["y"])
+    a = cetl(source, small_cnn(seed=3)).fit((data["X"], data["y"]))
+    b = cetl(source, small_cnn(seed=3), dwa_fused=True).fit((data["X"], data["y"]))
     assert b.history_[-1]["dwa3"] > 0
     for p, q in zip(params_of(a.target, a.decoder), params_of(b.target, b.decoder)):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Tests of Deep-AMTFL and its baselines (seed 004 eq. 7, sec. 4.2): the models in
+"""Tests of Deep-AMTFL and its baselines (Lee et al. 2018, eq. 7, sec. 4.2): the models in
 mtlkernels.nn.amtfl, the trainer in mtlkernels.train.amtfl and the experiment."""
 
 import json
@@ -12,11 +12,11 @@ from torch.func import functional_call
 
 from mtlkernels import reference as ref
 from mtlkernels.datasets import digits_images
-from mtlkernels.nn import MTCNN, DeepAMTFL, DeepAMTL, OneVsAllCNN, one_vs_all_losses
-from mtlkernels.nn.cnn import DigitsCNN
+from mtlkernels.nn import MTCNN, DeepAMTFL, DeepAMTL, OneVsAllCNN, deep_amtfl_model, one_vs_all_losses
+from mtlkernels.nn.digits import DigitsCNN
 from mtlkernels.testing import devices
-from mtlkernels.train import DeepAMTFLConfig, DeepAMTFLTrainer
-from mtlkernels.train.amtfl import build_model, per_class_accuracy
+from mtlkernels.train import DeepAMTFLConfig, DeepAMTFLTrainer, TrainConfig
+from mtlkernels.train.amtfl import per_class_accuracy
 
 
 class TinyNet(nn.Module):
@@ -73,11 +73,16 @@ def small_digits():
     return d.X_train, d.y_train, d.X_val[:120], d.y_val[:120]
 
 
-def small_config(method, **kw):
-    base = dict(method=method, epochs=3, batch_size=64, lr=0.01, optimizer="adam", width=8, hidden=32, lam=1e-3,
-                mu=0.1, alpha=0.5, gamma=1e-3, delta=0.1)
-    base.update(kw)
-    return DeepAMTFLConfig(**base)
+MODEL_KEYS = ("width", "hidden", "lam", "mu", "alpha", "gamma", "delta", "nonneg", "loss_ema")
+
+
+def small(method, **kw):
+    """(model factory, config) for ``method``: model keywords go to deep_amtfl_model."""
+    model_kw = dict(width=8, hidden=32, lam=1e-3, mu=0.1, alpha=0.5, gamma=1e-3, delta=0.1)
+    cfg_kw = dict(epochs=3, batch_size=64, lr=0.01, optimizer="adam")
+    for k, v in kw.items():
+        (model_kw if k in MODEL_KEYS else cfg_kw)[k] = v
+    return (lambda: deep_amtfl_model(method, **model_kw)), DeepAMTFLConfig(**cfg_kw)
 
 
 # ---- shapes and structure ------------------------------------------------------------------
@@ -290,14 +295,13 @@ def test_warmup_ramps_alpha_and_gamma():
 @pytest.mark.parametrize("method", ["cnn", "mt_cnn", "deep_amtl", "deep_amtfl"])
 def test_fit_end_to_end(method, small_digits, tmp_path):
     X, y, Xv, yv = small_digits
-    cfg = small_config(method, epochs=15, metrics_path=str(tmp_path / "m.json"))
-    tr = DeepAMTFLTrainer(cfg).fit(X, y, Xv, yv)
+    tr = DeepAMTFLTrainer(*small(method, epochs=15, metrics_path=str(tmp_path / "m.json"))).fit((X, y), (Xv, yv))
     ev = tr.evaluate(Xv, yv)
     assert ev["accuracy"] > 0.6  # chance is 0.1
     assert len(ev["per_class_accuracy"]) == 10 and len(ev["task_losses"]) == 10
     assert tr.model.task_sizes.tolist() == torch.bincount(y, minlength=10).float().tolist()
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["method"] == tr.name and len(metrics["history"]) == 15 and "val" in metrics
+    assert metrics["name"] == tr.name and len(metrics["history"]) == 15 and "val" in metrics
     if method in ("deep_amtl", "deep_amtfl"):
         assert len(ev["transfer_matrix"]) == 10
     if method == "mt_cnn":
@@ -307,10 +311,10 @@ def test_fit_end_to_end(method, small_digits, tmp_path):
 @pytest.mark.parametrize("method", ["mt_cnn", "deep_amtl", "deep_amtfl"])
 def test_checkpoint_exact_resume(method, small_digits, tmp_path):
     X, y, _, _ = small_digits
-    full = DeepAMTFLTrainer(small_config(method, epochs=4, warmup_epochs=2)).fit(X, y)
+    full = DeepAMTFLTrainer(*small(method, epochs=4, warmup_epochs=2)).fit((X, y))
     ckpt = str(tmp_path / "ck.pt")
-    DeepAMTFLTrainer(small_config(method, epochs=2, warmup_epochs=2, checkpoint_path=ckpt)).fit(X, y)  # "killed" after 2
-    resumed = DeepAMTFLTrainer(small_config(method, epochs=4, warmup_epochs=2, checkpoint_path=ckpt)).fit(X, y)
+    DeepAMTFLTrainer(*small(method, epochs=2, warmup_epochs=2, checkpoint_path=ckpt)).fit((X, y))  # "killed" after 2
+    resumed = DeepAMTFLTrainer(*small(method, epochs=4, warmup_epochs=2, checkpoint_path=ckpt)).fit((X, y))
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -322,7 +326,7 @@ def test_checkpoint_exact_resume(method, small_digits, tmp_path):
 @pytest.mark.parametrize("method", ["deep_amtl", "deep_amtfl"])
 def test_fit_on_device(device, method, small_digits):
     X, y, Xv, yv = small_digits
-    tr = DeepAMTFLTrainer(small_config(method, epochs=2, device=device)).fit(X, y, Xv, yv)
+    tr = DeepAMTFLTrainer(*small(method, epochs=2, device=device)).fit((X, y), (Xv, yv))
     assert all(p.device.type == device for p in tr.model.parameters())
     assert tr.model.task_loss_avg.device.type == device and int(tr.model.loss_steps) == 2 * 9
     ev = tr.evaluate(Xv, yv)
@@ -331,46 +335,53 @@ def test_fit_on_device(device, method, small_digits):
 
 def test_same_seed_same_weights_other_seed_differs(small_digits):
     X, y, _, _ = small_digits
-    a = DeepAMTFLTrainer(small_config("deep_amtfl", epochs=1)).fit(X, y).model
-    b = DeepAMTFLTrainer(small_config("deep_amtfl", epochs=1)).fit(X, y).model
-    c = DeepAMTFLTrainer(small_config("deep_amtfl", epochs=1, seed=1)).fit(X, y).model
+    a = DeepAMTFLTrainer(*small("deep_amtfl", epochs=1)).fit((X, y)).model
+    b = DeepAMTFLTrainer(*small("deep_amtfl", epochs=1)).fit((X, y)).model
+    c = DeepAMTFLTrainer(*small("deep_amtfl", epochs=1, seed=1)).fit((X, y)).model
     assert torch.equal(a.A, b.A) and not torch.equal(a.A, c.A)
 
 
 def test_nan_loss_stops_with_a_message(small_digits):
     X, y, _, _ = small_digits
-    tr = DeepAMTFLTrainer(small_config("deep_amtfl"))
+    model = deep_amtfl_model("deep_amtfl", width=8, hidden=32)
     with torch.no_grad():
-        tr.model.A[0, 0] = float("nan")
+        model.A[0, 0] = float("nan")
+    tr = DeepAMTFLTrainer(model, small("deep_amtfl")[1])
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        tr.fit(X, y)
+        tr.fit((X, y))
 
 
 def test_bad_input(small_digits):
     X, y, Xv, yv = small_digits
-    tr = DeepAMTFLTrainer(small_config("deep_amtfl"))
+    tr = DeepAMTFLTrainer(*small("deep_amtfl"))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
-        tr.fit(X, torch.where(y == 3, 10, y))
+        tr.fit((X, torch.where(y == 3, 10, y)))
     with pytest.raises(ValueError, match="integer class indices"):
-        tr.fit(X, y.float())
+        tr.fit((X, y.float()))
     with pytest.raises(ValueError, match="samples"):
-        tr.fit(X, y[:-1])
+        tr.fit((X, y[:-1]))
     with pytest.raises(ValueError, match="no training example"):
-        tr.fit(X[y != 4], y[y != 4])
-    with pytest.raises(ValueError, match="both X_val and y_val"):
-        tr.fit(X, y, Xv, None)
+        tr.fit((X[y != 4], y[y != 4]))
+    with pytest.raises(TypeError, match="val must be a DataLoader or a tuple"):
+        tr.fit((X, y), Xv)
     with pytest.raises(ValueError, match="per sample"):
-        tr.fit(X, y, Xv[:, :, :4], yv)
+        tr.fit((X, y), (Xv[:, :, :4], yv))
     with pytest.raises(ValueError, match="val X has 120 samples"):
-        tr.fit(X, y, Xv, yv[:-3])
+        tr.fit((X, y), (Xv, yv[:-3]))
     with pytest.raises(ValueError, match="NaN"):
-        tr.fit(torch.full_like(X, float("nan")), y)
+        tr.fit((torch.full_like(X, float("nan")), y))
     with pytest.raises(ValueError, match="method"):
-        DeepAMTFLConfig(method="amtfl").validate()
+        deep_amtfl_model("amtfl")
     with pytest.raises(ValueError, match="weight_decay"):
         DeepAMTFLConfig(weight_decay=1e-4).validate()
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        DeepAMTFLConfig(warmup_epochs=-1.0).validate()
     with pytest.raises(ValueError, match="gamma"):
-        DeepAMTFLConfig(gamma=-1.0).validate()
+        deep_amtfl_model("deep_amtfl", gamma=-1.0)
+    with pytest.raises(TypeError, match="config must be a DeepAMTFLConfig"):
+        DeepAMTFLTrainer(small("cnn")[0], TrainConfig())
+    with pytest.raises(TypeError, match="OneVsAllCNN"):
+        DeepAMTFLTrainer(lambda: DigitsCNN(), small("cnn")[1]).fit((X, y))
     with pytest.raises(ValueError, match="alpha"):
         DeepAMTFL(DigitsCNN(), alpha=-0.1)
     with pytest.raises(TypeError, match="head"):
@@ -380,17 +391,16 @@ def test_bad_input(small_digits):
 
 
 def test_build_model_names():
-    cfg = small_config("deep_amtl", nonneg=False)
-    m = build_model(cfg)
+    m = deep_amtfl_model("deep_amtl", width=8, hidden=32, alpha=0.5, nonneg=False)
     assert isinstance(m, DeepAMTL) and not m.nonneg and m.alpha == 0.5
-    assert type(build_model(small_config("cnn"))) is OneVsAllCNN
+    assert type(deep_amtfl_model("cnn", width=8, hidden=32)) is OneVsAllCNN
 
 
 # ---- the experiment ----------------------------------------------------------------------------
 
 
 def test_experiment_smoke(tmp_path):
-    from mtlkernels.experiments.deep_amtfl import run
+    from mtlkernels.experiments.amtfl import run
 
     res = run(seeds=(0,), quick=True, out_dir=tmp_path, log=lambda *a: None, epochs=1)
     assert res["columns"][0] == "method" and len(res["rows"]) == 4

@@ -1,4 +1,4 @@
-"""Tests of the CETL DWA penalty ops (seed 002, eq. 11) against their pure-torch reference."""
+"""Tests of the CETL DWA penalty ops (Chen et al. 2018, eq. 11) against their pure-torch reference."""
 
 import pytest
 import torch

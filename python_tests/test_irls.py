@@ -1,4 +1,4 @@
-"""Tests of the joint-IRLS ops (seed 001): pairwise_sq_dists, irls_weights, sigma_init,
+"""Tests of the joint-IRLS ops (Zhang et al. 2019, joint IRLS): pairwise_sq_dists, irls_weights, sigma_init,
 robust_consistency, irls_consensus, pairwise_mix and the layer-pair helpers."""
 
 import math

@@ -1,4 +1,4 @@
-"""Joint IRLS training of n networks (seed 001) and its baselines: shapes, the coupling
+"""Joint IRLS training of n networks (Zhang et al. 2019) and its baselines: shapes, the coupling
 penalty against the reference ops, the sigma rule, IRLS weights and the stop rule, the
 weight graph, classification and auto-encoder fits, checkpoint resume, bad input."""
 
@@ -13,11 +13,12 @@ from torch import nn
 
 from mtlkernels import reference
 from mtlkernels.datasets import digits_domains
-from mtlkernels.nn.cnn import DigitsCNN
+from mtlkernels.nn import DigitsAutoEncoder, DigitsCNN, DigitsMLP
+from mtlkernels.plots import save, weight_graph_figure
 from mtlkernels.testing import devices
-from mtlkernels.train import (DigitsAutoEncoder, DigitsMLP, Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg,
-                              PretrainFinetune, Shareall)
-from mtlkernels.train.joint_irls import irls_layers, mutual_top_k_edges, plot_weight_graph
+from mtlkernels.train import (CheckpointError, Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg, PretrainFinetune,
+                              Shareall)
+from mtlkernels.train.joint_irls import irls_layers, mutual_top_k_edges
 
 DOMAINS = ("original", "rotated", "inverted")
 
@@ -90,11 +91,8 @@ def test_block_penalty_is_eq9_and_its_gradient_is_eq8(domains):
     """Network i's penalty lam sum_l C_il ||theta^l - t_i^l||^2 (eq. 9) has the gradient of
     lam * the eq. 8 weighted least squares with respect to theta_i (reference ops, float64)."""
     torch.manual_seed(1)
-    tr = JointIRLSTrainer(lambda: DigitsMLP(hidden=(6, 5)).double(),
-                          [(d.X_train.double(), d.y_train) for d in domains], lam=0.7,
-                          config=cfg(same_init=False))
-    tr._build()
-    tr.state_ = tr._init_state()
+    tr = JointIRLSTrainer(lambda: DigitsMLP(hidden=(6, 5)).double(), cfg(same_init=False, lam=0.7, epochs=0))
+    tr.fit([(d.X_train.double(), d.y_train) for d in domains])  # 0 sweeps: networks, layers and state only
     n, L = tr.n, len(tr.offsets) - 1
     w = torch.rand(L, n, n, dtype=torch.float64)
     w = (w + w.transpose(1, 2)) / 2
@@ -123,16 +121,16 @@ def test_l2_coefficients_and_sigma_rule(domains):
     """Init uses w = 1 (eq. 5); sigma^l = mean_i min_j d_l(i, j) at the initialised
     parameters (sec. 4.2.1); the first weights are eq. 7 at those parameters."""
     data = [(d.X_train, d.y_train) for d in domains]
-    tr = JointIRLSTrainer(tiny_mlp, data, lam=0.05, config=cfg(epochs=6, init_epochs=3))
-    tr.fit(max_epochs=3)  # stops right after the first weighting step
+    tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=3, init_epochs=3, lam=0.05))
+    tr.fit(data)  # stops right after the first weighting step
     st = tr.state_
-    assert st["phase"] == "irls" and st["k"] == 1
+    assert st.phase == "irls" and st.k == 1
     P = tr._params_matrix().double()
     D = reference.pairwise_sq_dists(P, tr.offsets)
-    torch.testing.assert_close(st["sigma"].double(), reference.sigma_init(D), rtol=1e-4, atol=1e-6)
-    w_ref, _ = reference.irls_weights(D, st["sigma"].double())
-    torch.testing.assert_close(st["w"].double(), w_ref, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(st["c"].double(), reference.layer_weights(w_ref), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(st.sigma.double(), reference.sigma_init(D), rtol=1e-4, atol=1e-6)
+    w_ref, _ = reference.irls_weights(D, st.sigma.double())
+    torch.testing.assert_close(st.w.double(), w_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(st.c.double(), reference.layer_weights(w_ref), rtol=1e-4, atol=1e-5)
     assert [h["phase"] for h in tr.history_] == ["init"] * 3
     assert tr.history_[-1]["irls_iter"] == 1 and tr.history_[-1]["delta"] > 0.1  # away from the L2 weights
 
@@ -140,12 +138,12 @@ def test_l2_coefficients_and_sigma_rule(domains):
 def test_stop_rule_and_iteration_cap(domains):
     data = [(d.X_train, d.y_train) for d in domains]
     # delta^(1) = max |w - 1| <= 1 always: tol = 1 stops after the first weighting
-    tr = JointIRLSTrainer(tiny_mlp, data, lam=0.05, config=cfg(epochs=6, init_epochs=2, tol=1.0)).fit()
+    tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=6, init_epochs=2, tol=1.0, lam=0.05)).fit(data)
     assert tr.converged_ and tr.irls_iters_ == 1
     assert [h["phase"] for h in tr.history_] == ["init", "init"] + ["frozen"] * 4
     # tol = 0 never stops: the cap on iterations freezes the weights
-    tr = JointIRLSTrainer(tiny_mlp, data, lam=0.05,
-                          config=cfg(epochs=8, init_epochs=2, tol=0.0, max_irls_iters=3, epochs_per_iter=1)).fit()
+    tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=8, init_epochs=2, tol=0.0, max_irls_iters=3, epochs_per_iter=1,
+                                        lam=0.05)).fit(data)
     assert not tr.converged_ and tr.irls_iters_ == 3
     assert [h.get("irls_iter") for h in tr.history_ if "irls_iter" in h] == [1, 2, 3]
     assert tr.history_[-1]["phase"] == "frozen"
@@ -156,7 +154,7 @@ def test_stop_rule_and_iteration_cap(domains):
 
 def test_l2reg_never_reweights(domains):
     data = [(d.X_train, d.y_train) for d in domains]
-    tr = L2Reg(tiny_mlp, data, lam=0.05, config=cfg(epochs=4)).fit()
+    tr = L2Reg(tiny_mlp, cfg(epochs=4, lam=0.05)).fit(data)
     assert {h["phase"] for h in tr.history_} == {"l2"}
     assert tr.irls_iters_ == 0 and torch.equal(tr.weights_, torch.ones_like(tr.weights_))
     assert all(h["penalty"] >= 0 for h in tr.history_)
@@ -166,8 +164,8 @@ def test_coupling_pulls_networks_together(domains):
     data = [(d.X_train, d.y_train) for d in domains]
     spread = {}
     for lam in (0.0, 1.0):
-        tr = L2Reg(tiny_mlp, data, lam=lam, config=cfg(epochs=5))
-        tr.fit()
+        tr = L2Reg(tiny_mlp, cfg(epochs=5, lam=lam))
+        tr.fit(data)
         P = tr._params_matrix()
         spread[lam] = float((P - P.mean(0)).norm())
     assert spread[1.0] < 0.5 * spread[0.0]
@@ -184,7 +182,7 @@ def test_mutual_top_k_edges():
 
 def test_weight_graph_data_and_plot(domains, tmp_path):
     data = [(d.X_train, d.y_train) for d in domains]
-    tr = JointIRLSTrainer(DigitsMLP, data, lam=0.05, config=cfg(epochs=4, init_epochs=2, graph_top_k=1)).fit()
+    tr = JointIRLSTrainer(DigitsMLP, cfg(epochs=4, init_epochs=2, graph_top_k=1, lam=0.05)).fit(data)
     g = tr.weight_graph_
     L = len(tr.offsets) - 1
     assert g["layer_pairs"] == ["net.1+net.3", "net.3+net.5", "net.5"] and len(g["sigma"]) == L
@@ -194,9 +192,13 @@ def test_weight_graph_data_and_plot(domains, tmp_path):
     for l in range(L):
         assert g["edges"][l] == mutual_top_k_edges(W[l], 1)
     json.dumps(g)
-    png = tr.plot_weight_graph(tmp_path / "graph.png")
+    import matplotlib
+
+    backend = matplotlib.get_backend()
+    fig = weight_graph_figure(g, title="t")
+    png = save(fig, tmp_path / "graph.png")
     assert (tmp_path / "graph.png").stat().st_size > 1000 and png.endswith(".png")
-    plot_weight_graph(g, tmp_path / "again.png", title="t")
+    assert type(fig).__name__ == "Figure" and matplotlib.get_backend() == backend  # the caller's backend is kept
 
 
 # ---- end to end ------------------------------------------------------------------------------------------
@@ -205,14 +207,14 @@ def test_weight_graph_data_and_plot(domains, tmp_path):
 @pytest.mark.parametrize("device", devices())
 def test_all_methods_fit_and_evaluate(domains, device, tmp_path):
     methods = [
-        JointIRLSTrainer(tiny_mlp, domains, lam=0.05, config=cfg(device=device, metrics_path=str(tmp_path / "m.json"))),
-        L2Reg(tiny_mlp, domains, lam=0.05, config=cfg(device=device)),
-        Isolated(tiny_mlp, domains, config=cfg(device=device)),
-        Shareall(tiny_mlp, domains, config=cfg(device=device)),
-        PretrainFinetune(tiny_mlp, domains, config=cfg(device=device, pretrain_epochs=3)),
+        JointIRLSTrainer(tiny_mlp, cfg(device=device, lam=0.05, metrics_path=str(tmp_path / "m.json"))),
+        L2Reg(tiny_mlp, cfg(device=device, lam=0.05)),
+        Isolated(tiny_mlp, cfg(device=device)),
+        Shareall(tiny_mlp, cfg(device=device)),
+        PretrainFinetune(tiny_mlp, cfg(device=device, pretrain_epochs=3)),
     ]
     for tr in methods:
-        tr.fit(val="val")
+        tr.fit(domains, "val")
         ev = tr.evaluate("test")
         assert ev["tasks"] == list(DOMAINS) and len(ev["per_task"]) == 3
         assert all(0 <= a <= 1 for a in ev["per_task"]) and ev["metric"] == "accuracy"
@@ -227,26 +229,23 @@ def test_all_methods_fit_and_evaluate(domains, device, tmp_path):
 
 
 def test_autoencoder_task(domains):
-    """Task II of seed 001 at small scale: the reconstruction error on held-out images falls."""
+    """Task II of Zhang et al. 2019 (joint IRLS) at small scale: the reconstruction error on held-out images falls."""
     train = [d.X_train for d in domains]
     test = [d.X_test for d in domains]
     factory = lambda: DigitsAutoEncoder(code=8, hidden=24)  # noqa: E731
-    c = cfg(task="autoencoder", epochs=8, init_epochs=3)
-    tr = JointIRLSTrainer(factory, train, lam=0.01, config=c)
-    tr._build()
-    tr.state_ = tr._init_state()
-    start = tr.evaluate(test)["per_task"]
-    tr.fit()
+    c = cfg(task="autoencoder", epochs=8, init_epochs=3, lam=0.01)
+    start = JointIRLSTrainer(factory, cfg(task="autoencoder", epochs=0, lam=0.01)).fit(train).evaluate(test)["per_task"]
+    tr = JointIRLSTrainer(factory, c).fit(train)  # the same initial weights (same seed)
     ev = tr.evaluate(test)
     assert ev["metric"] == "recon_error" and all(a < b for a, b in zip(ev["per_task"], start))
     # completion-style pairs (corrupted input, clean target) are accepted too
     masked = [x.clone() for x in train]
     for x in masked:
         x[:, :, 2:5, 2:5] = 0
-    sh = Shareall(factory, list(zip(masked, train)), config=c, names=["a", "b", "c"]).fit()
+    sh = Shareall(factory, c).fit(list(zip(masked, train)), names=["a", "b", "c"])
     assert sh.evaluate(list(zip(masked, train)))["tasks"] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="auto-encoder outputs shape"):
-        JointIRLSTrainer(factory, [(x, x[:, :, :4]) for x in train], lam=0.01, config=c).fit()
+        JointIRLSTrainer(factory, c).fit([(x, x[:, :, :4]) for x in train])
 
 
 def test_completion_masks():
@@ -264,27 +263,27 @@ def test_completion_masks():
 
 def test_seed_control(domains):
     data = [(d.X_train, d.y_train) for d in domains]
-    a = params_of(JointIRLSTrainer(tiny_mlp, data, lam=0.05, config=cfg(epochs=3, init_epochs=1)).fit())
-    b = params_of(JointIRLSTrainer(tiny_mlp, data, lam=0.05, config=cfg(epochs=3, init_epochs=1)).fit())
-    c = params_of(JointIRLSTrainer(tiny_mlp, data, lam=0.05, config=cfg(epochs=3, init_epochs=1, seed=1)).fit())
+    a = params_of(JointIRLSTrainer(tiny_mlp, cfg(epochs=3, init_epochs=1, lam=0.05)).fit(data))
+    b = params_of(JointIRLSTrainer(tiny_mlp, cfg(epochs=3, init_epochs=1, lam=0.05)).fit(data))
+    c = params_of(JointIRLSTrainer(tiny_mlp, cfg(epochs=3, init_epochs=1, seed=1, lam=0.05)).fit(data))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a[0], c[0])
 
 
 @pytest.mark.parametrize("make", [
-    lambda data, c: JointIRLSTrainer(tiny_mlp, data, lam=0.05, config=c),
-    lambda data, c: PretrainFinetune(tiny_mlp, data, config=c),
-    lambda data, c: Shareall(tiny_mlp, data, config=c),
+    lambda c: JointIRLSTrainer(tiny_mlp, c),
+    lambda c: PretrainFinetune(tiny_mlp, c),
+    lambda c: Shareall(tiny_mlp, c),
 ], ids=["joint_irls", "pretrain_finetune", "shareall"])
 def test_checkpoint_exact_resume(domains, tmp_path, make):
     """Stop after k sweeps (across the init -> IRLS and pretrain -> finetune switches),
     resume with a fresh trainer and the same config: the same weights as one run."""
     data = [(d.X_train, d.y_train) for d in domains]
-    kw = dict(epochs=7, init_epochs=2, epochs_per_iter=2, pretrain_epochs=3)
-    full = make(data, cfg(**kw)).fit()
+    kw = dict(init_epochs=2, epochs_per_iter=2, pretrain_epochs=3, lam=0.05)
+    full = make(cfg(epochs=7, **kw)).fit(data)
     path = str(tmp_path / "ck.pt")
-    make(data, cfg(checkpoint_path=path, **kw)).fit(max_epochs=3)
-    resumed = make(data, cfg(checkpoint_path=path, **kw)).fit()
+    make(cfg(epochs=3, checkpoint_path=path, **kw)).fit(data)  # stopped after 3 sweeps
+    resumed = make(cfg(epochs=7, checkpoint_path=path, **kw)).fit(data)  # a larger budget continues
     assert all(torch.equal(x, y) for x, y in zip(params_of(full), params_of(resumed)))
     assert [h["loss"] for h in resumed.history_] == [h["loss"] for h in full.history_]
     if hasattr(full, "weights_"):
@@ -308,14 +307,14 @@ def test_kill_mid_epoch_then_resume(domains, tmp_path):
             return super().forward(x)
 
     factory = lambda: Fragile(hidden=(12,))  # noqa: E731
-    kw = dict(epochs=5, init_epochs=2)
-    full = JointIRLSTrainer(factory, data, lam=0.05, config=cfg(**kw)).fit()
+    kw = dict(epochs=5, init_epochs=2, lam=0.05)
+    full = JointIRLSTrainer(factory, cfg(**kw)).fit(data)
     path = str(tmp_path / "ck.pt")
     calls.update(n=0, kill_at=22)  # 1 shape check + 3 sweeps x (2 batches x 3 networks): in the 4th sweep
     with pytest.raises(_Kill):
-        JointIRLSTrainer(factory, data, lam=0.05, config=cfg(checkpoint_path=path, **kw)).fit()
+        JointIRLSTrainer(factory, cfg(checkpoint_path=path, **kw)).fit(data)
     calls["kill_at"] = None
-    resumed = JointIRLSTrainer(factory, data, lam=0.05, config=cfg(checkpoint_path=path, **kw)).fit()
+    resumed = JointIRLSTrainer(factory, cfg(checkpoint_path=path, **kw)).fit(data)
     assert len(resumed.history_) == 5
     assert all(torch.equal(x, y) for x, y in zip(params_of(full), params_of(resumed)))
 
@@ -323,9 +322,9 @@ def test_kill_mid_epoch_then_resume(domains, tmp_path):
 def test_checkpoint_of_another_method_is_refused(domains, tmp_path):
     data = [(d.X_train, d.y_train) for d in domains]
     path = str(tmp_path / "ck.pt")
-    Isolated(tiny_mlp, data, config=cfg(epochs=1, checkpoint_path=path)).fit()
-    with pytest.raises(ValueError, match="belongs to 'isolated'"):
-        JointIRLSTrainer(tiny_mlp, data, lam=0.05, config=cfg(epochs=2, checkpoint_path=path)).fit()
+    Isolated(tiny_mlp, cfg(epochs=1, checkpoint_path=path)).fit(data)
+    with pytest.raises(CheckpointError, match="trainer: 'isolated' in the checkpoint, 'joint_irls' now"):
+        JointIRLSTrainer(tiny_mlp, cfg(epochs=2, checkpoint_path=path)).fit(data)
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------
@@ -334,36 +333,38 @@ def test_checkpoint_of_another_method_is_refused(domains, tmp_path):
 def test_bad_input(domains):
     data = [(d.X_train, d.y_train) for d in domains]
     with pytest.raises(ValueError, match="at least 2 datasets"):
-        JointIRLSTrainer(tiny_mlp, data[:1], lam=1.0)
+        JointIRLSTrainer(tiny_mlp, cfg()).fit(data[:1])
     with pytest.raises(ValueError, match="mismatched datasets"):
-        JointIRLSTrainer(tiny_mlp, [data[0], (data[1][0][:, :, :7, :7], data[1][1])], lam=1.0)
+        JointIRLSTrainer(tiny_mlp, cfg()).fit([data[0], (data[1][0][:, :, :7, :7], data[1][1])])
     with pytest.raises(ValueError, match=r"samples but the targets have"):
-        Isolated(tiny_mlp, [data[0], (data[1][0], data[1][1][:-1])])
+        Isolated(tiny_mlp, cfg()).fit([data[0], (data[1][0], data[1][1][:-1])])
     bad = data[1][1].clone()
     bad[0] = 10
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
-        JointIRLSTrainer(tiny_mlp, [data[0], (data[1][0], bad)], lam=1.0, config=cfg()).fit()
+        JointIRLSTrainer(tiny_mlp, cfg()).fit([data[0], (data[1][0], bad)])
     with pytest.raises(ValueError, match="labels must be integer"):
-        Isolated(tiny_mlp, [(data[0][0], data[0][1].float())]).fit()
+        Isolated(tiny_mlp, cfg()).fit([(data[0][0], data[0][1].float())])
     with pytest.raises(ValueError, match="classification needs labels"):
-        Isolated(tiny_mlp, [data[0][0]])
+        Isolated(tiny_mlp, cfg()).fit([data[0][0]])
     X = data[0][0].clone()
     X[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
-        Isolated(tiny_mlp, [(X, data[0][1])])
+        Isolated(tiny_mlp, cfg()).fit([(X, data[0][1])])
     with pytest.raises(ValueError, match="lam must be"):
-        JointIRLSTrainer(tiny_mlp, data, lam=-1.0)
+        JointIRLSTrainer(tiny_mlp, cfg(lam=-1.0))
     with pytest.raises(ValueError, match="task must be"):
-        JointIRLSTrainer(tiny_mlp, data, lam=1.0, config=cfg(task="gan"))
+        JointIRLSTrainer(tiny_mlp, cfg(task="gan"))
     with pytest.raises(ValueError, match="tol must be"):
-        JointIRLSTrainer(tiny_mlp, data, lam=1.0, config=cfg(tol=-1))
+        JointIRLSTrainer(tiny_mlp, cfg(tol=-1))
+    with pytest.raises(TypeError, match="factory"):
+        JointIRLSTrainer(tiny_mlp(), cfg())
     with pytest.raises(ValueError, match="different architectures"):
         sizes = iter([(12,), (13,), (12,)])
-        JointIRLSTrainer(lambda: DigitsMLP(hidden=next(sizes)), data, lam=1.0, config=cfg()).fit()
+        JointIRLSTrainer(lambda: DigitsMLP(hidden=next(sizes)), cfg()).fit(data)
     with pytest.raises(ValueError, match="2 names for 3 datasets"):
-        Isolated(tiny_mlp, data, names=["a", "b"])
+        Isolated(tiny_mlp, cfg()).fit(data, names=["a", "b"])
     with pytest.raises(ValueError, match="no 'val' split"):
-        Isolated(tiny_mlp, data, config=cfg(epochs=1)).fit(val="val")
+        Isolated(tiny_mlp, cfg(epochs=1)).fit(data, "val")
 
 
 def test_nan_loss_stops_with_a_message(domains):
@@ -373,7 +374,7 @@ def test_nan_loss_stops_with_a_message(domains):
             return out * float("nan") if self.training else out
 
     data = [(d.X_train, d.y_train) for d in domains]
-    for make in (lambda: JointIRLSTrainer(lambda: Exploding(hidden=(8,)), data, lam=0.1, config=cfg()),
-                 lambda: Shareall(lambda: Exploding(hidden=(8,)), data, config=cfg())):
+    for make in (lambda: JointIRLSTrainer(lambda: Exploding(hidden=(8,)), cfg(lam=0.1)),
+                 lambda: Shareall(lambda: Exploding(hidden=(8,)), cfg())):
         with pytest.raises(FloatingPointError, match="non-finite loss"):
-            make().fit()
+            make().fit(data)

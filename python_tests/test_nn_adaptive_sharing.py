@@ -1,4 +1,4 @@
-"""Adaptive Sharing layer (seed 000 sec. 3.2): shapes, the smoothed nuclear norm penalty
+"""Adaptive Sharing layer (Shen et al. 2015, sec. 3.2): shapes, the smoothed nuclear norm penalty
 and its gradient through the op (eqs. 11-13), the l1 prox on S, the optimiser hook,
 training through SupervisedTrainer with checkpoint resume, NaN and bad input."""
 
@@ -192,7 +192,7 @@ def test_tiny_end_to_end_fit():
     d = tiny_digits(100)
     model = _as_model(lambda_s=0.05)
     tr = SupervisedTrainer(model, TrainConfig(epochs=15, batch_size=32, lr=5e-3, seed=0))
-    tr.fit(d.X_train, d.y_train, d.X_val, d.y_val)
+    tr.fit((d.X_train, d.y_train), (d.X_val, d.y_val))
     assert tr.history_[-1]["train_loss"] < tr.history_[0]["train_loss"]
     assert tr.score(d.X_test, d.y_test) > 0.5  # chance is 0.1
     assert (model.net.head.S == 0).any()  # the l1 prox gives exact zeros
@@ -202,12 +202,12 @@ def test_checkpoint_exact_resume(tmp_path):
     d = tiny_digits(40)
     ck = str(tmp_path / "as.pt")
     full = SupervisedTrainer(_as_model(), TrainConfig(epochs=4, batch_size=16, lr=5e-3, seed=3))
-    full.fit(d.X_train, d.y_train)
+    full.fit((d.X_train, d.y_train))
     first = SupervisedTrainer(_as_model(), TrainConfig(epochs=2, batch_size=16, lr=5e-3, seed=3, checkpoint_path=ck))
-    first.fit(d.X_train, d.y_train)
+    first.fit((d.X_train, d.y_train))
     resumed = SupervisedTrainer(_as_model(seed=99), TrainConfig(epochs=4, batch_size=16, lr=5e-3, seed=3,
                                                                 checkpoint_path=ck))
-    resumed.fit(d.X_train, d.y_train)
+    resumed.fit((d.X_train, d.y_train))
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -221,7 +221,7 @@ def test_nan_loss_stops_with_a_message():
     with torch.no_grad():
         model.net.head.C[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        SupervisedTrainer(model, TrainConfig(epochs=1, batch_size=16)).fit(d.X_train, d.y_train)
+        SupervisedTrainer(model, TrainConfig(epochs=1, batch_size=16)).fit((d.X_train, d.y_train))
 
 
 def test_penalty_pulls_c_towards_low_rank():

@@ -264,7 +264,7 @@ def test_tau_zero_is_exact_even_near_the_floor():
     check(ops.svt(x, 0.0), x, torch.float32)
 
 
-# ---- smoothed nuclear norm: seed 000 eqs. 11-12 -------------------------------------------
+# ---- smoothed nuclear norm: Shen et al. 2015 (Adaptive Sharing) eqs. 11-12 -------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

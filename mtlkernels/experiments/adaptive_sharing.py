@@ -1,8 +1,8 @@
-"""Adaptive Sharing layer vs a plain last layer on a small CNN (seed 000 sec. 4.2, at
+"""Adaptive Sharing layer vs a plain last layer on a small CNN (Shen et al. 2015, sec. 4.2, at
 small scale): scikit-learn's bundled digits with few training images per class.
 
-Every network is a :class:`~mtlkernels.nn.cnn.DigitsCNN` trained by
-:class:`~mtlkernels.train.supervised.SupervisedTrainer` (Adam, cross-entropy: eq. 10)
+Every network is a :class:`~mtlkernels.nn.DigitsCNN` trained by
+:class:`~mtlkernels.train.SupervisedTrainer` (Adam, cross-entropy: eq. 10)
 for the same number of optimiser steps; only the last layer differs:
 
 - ``plain``: ``nn.Linear`` (the paper's baseline, models A / B);
@@ -24,41 +24,22 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from .. import plots
 from ..datasets import digits_images
-from ..nn import AdaptiveSharingLinear, DigitsCNN, WithPenalty
+from ..nn import AdaptiveSharingLinear, DigitsCNN
 from ..train import SupervisedTrainer, TrainConfig
-from ..train._base import check_labels
+from ..train.data import check_labels
+from .common import mean_std, one_thread
+
+__all__ = ["run", "TITLE"]
 
 TITLE = "Adaptive Sharing layer vs plain last layer (DigitsCNN, digits with few images per class)"
 PAPER_LAMBDA_C, EPS, LAMBDA_S = 1e-3, 1e-2, 5e-4
 LAMBDA_GRID = (1e-3, 1e-2, 1e-1)
-
-
-@contextmanager
-def one_thread():
-    """Run with one intra-op thread (the networks are tiny; more threads only add
-    overhead, and far more so on a shared machine); restores the previous setting."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def mean_std(values, fmt="{:.3f}") -> str:
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        return "-"
-    if v.size == 1:
-        return fmt.format(v[0])
-    return f"{fmt.format(v.mean())} ± {fmt.format(v.std(ddof=1))}"
 
 
 def _epochs_for(n: int, batch_size: int, steps: int) -> int:
@@ -66,46 +47,27 @@ def _epochs_for(n: int, batch_size: int, steps: int) -> int:
 
 
 def _train(data, head: str, lambda_c: float, seed: int, steps: int, lr: float, batch_size: int, device: str):
-    torch.manual_seed(seed)
-    net = DigitsCNN()
-    if head == "as":
-        net.head = AdaptiveSharingLinear(net.hidden, 10, lambda_c=lambda_c,
-                                         lambda_s=LAMBDA_S if lambda_c > 0 else 0.0, eps=EPS)
-    model = WithPenalty(net)
+    def make_model():  # built by the trainer after seeding
+        net = DigitsCNN()
+        if head == "as":
+            net.head = AdaptiveSharingLinear(net.hidden, 10, lambda_c=lambda_c,
+                                             lambda_s=LAMBDA_S if lambda_c > 0 else 0.0, eps=EPS)
+        return net
+
     cfg = TrainConfig(epochs=_epochs_for(len(data.X_train), batch_size, steps), batch_size=batch_size, lr=lr,
                       seed=seed, device=device)
     t0 = time.perf_counter()
-    tr = SupervisedTrainer(model, cfg, name=f"{head}-{lambda_c:g}").fit(data.X_train, data.y_train)
+    tr = SupervisedTrainer(make_model, cfg, name=f"{head}-{lambda_c:g}").fit((data.X_train, data.y_train))
     out = {"val": tr.score(data.X_val, data.y_val), "test": tr.score(data.X_test, data.y_test),
            "seconds": time.perf_counter() - t0, "epochs": cfg.epochs}
+    last = tr.model.head
     if head == "as":
-        out.update(net.head.stats())
-        out["similarity"] = net.head.similarity().cpu().numpy()
+        out.update(last.stats())
+        out["similarity"] = last.similarity().cpu().numpy()
     else:
-        W = net.head.weight.detach()
+        W = last.weight.detach()
         out["similarity"] = (W @ W.T).cpu().numpy()
     return out
-
-
-def _plot(sims: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(sims), figsize=(4.2 * len(sims), 3.8))
-    for ax, (name, M) in zip(np.atleast_1d(axes), sims.items()):
-        im = ax.imshow(M, cmap="Greys")
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks(range(10))
-        ax.set_yticks(range(10))
-        ax.set_xlabel("digit")
-        ax.set_ylabel("digit")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle("Class similarity of the last layer (darker = larger), digits, seed 0", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _top_pairs(M: np.ndarray, k: int = 5) -> list:
@@ -166,20 +128,19 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
             rows.append([f"{pc}/class", name + extra, mean_std(r["test"])]
                         + [mean_std(r[k], "{:.2f}") if r[k] else "-"
                            for k in ("effective_rank_C", "norm_C", "norm_S", "zero_fraction_S")])
-    plots = []
+    figures = []
     if out_dir is not None and sims:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        path = out / "adaptive_sharing_similarity.png"
-        _plot(sims, path)
-        plots.append(str(path))
+        fig = plots.similarity_figure(sims, "Class similarity of the last layer (darker = larger), digits, seed 0")
+        figures.append(plots.save(fig, out / "adaptive_sharing_similarity.png"))
     raw["top_similar_pairs"] = {k: _top_pairs(v) for k, v in sims.items()}
     raw["similarity_seed0_10pc"] = {k: v.tolist() for k, v in sims.items()}
     raw["seconds"] = time.perf_counter() - t_all
     notes = _notes(raw, per_class_list)
     return {"title": TITLE, "columns": ["train set", "last layer", "test accuracy", "eff. rank C", "||C||_F", "||S||_F",
                                     "zeros in S"],
-            "rows": rows, "notes": notes, "plots": plots, "raw": raw}
+            "rows": rows, "notes": notes, "plots": figures, "raw": raw}
 
 
 def _paired(a, b) -> str:

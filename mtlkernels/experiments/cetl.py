@@ -1,4 +1,4 @@
-"""CETL (seed 002) at small scale on the bundled digits: transfer learning, knowledge
+"""CETL (Chen et al. 2018) at small scale on the bundled digits: transfer learning, knowledge
 distillation and domain adaptation, against training T2 alone and fine-tuning.
 
 Settings (each seed draws its own splits, source network and initialisations):
@@ -34,11 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import plots
 from ..datasets import digits_domains, digits_images
-from ..nn.cnn import DigitsCNN
-from ..train._base import TrainConfig, write_json
+from ..nn import CETLNetworks, DigitsCNN
+from ..train import (CETLConfig, CETLTrainer, FineTuneConfig, FineTuneTrainer, SoftTargetConfig, SoftTargetTrainer,
+                     TargetOnlyTrainer, TrainConfig, train_source)
 from ..train.supervised import accuracy
-from ..train.cetl import CETLConfig, CETLTrainer, FineTuneTrainer, SoftTargetTrainer, TargetOnlyTrainer, train_source
+from ..train.trainer import write_json
+
+__all__ = ["run", "settings"]
 
 
 def settings(quick: bool) -> dict:
@@ -116,14 +120,14 @@ def _transfer(task: dict, seed: int, st: dict, ablations: bool) -> dict:
     """T2 alone, fine-tuning and CETL (+ ablations) on one transfer task."""
     bs = st["batch_size"]
     torch.manual_seed(seed)
-    S = train_source(DigitsCNN(task["n_src_classes"]), task["X_src"], task["y_src"], _cfg(seed, st["source_epochs"], 64))
+    S = train_source(DigitsCNN(task["n_src_classes"]), _cfg(seed, st["source_epochs"], 64), (task["X_src"], task["y_src"]))
     k = task["n_classes"]
+    lab, test = (task["X"], task["y"]), (task["X_test"], task["y_test"])
     res, hist = {}, {}
     torch.manual_seed(seed + 1)
-    res["T2 alone"] = TargetOnlyTrainer(DigitsCNN(k), _cfg(seed, st["baseline_epochs"], bs)).fit(
-        task["X"], task["y"]).score(task["X_test"], task["y_test"])
-    res["fine-tuning"] = FineTuneTrainer(S, k, _cfg(seed, st["baseline_epochs"], bs)).fit(
-        task["X"], task["y"]).score(task["X_test"], task["y_test"])
+    res["T2 alone"] = TargetOnlyTrainer(DigitsCNN(k), _cfg(seed, st["baseline_epochs"], bs)).fit(lab).score(test)
+    ft = FineTuneConfig(epochs=st["baseline_epochs"], batch_size=bs, seed=seed, n_classes=k)
+    res["fine-tuning"] = FineTuneTrainer(S, ft).fit(lab).score(test)
     variants = {"CETL": {}}
     if ablations:
         variants.update({"CETL_e (no DWA)": {"importance": "none"}, "CETL_fi (Fisher)": {"importance": "fisher"},
@@ -131,8 +135,8 @@ def _transfer(task: dict, seed: int, st: dict, ablations: bool) -> dict:
                                                 "epochs": st["rounds"] * max(st["stage_epochs"][:2])}})
     for name, kw in variants.items():
         torch.manual_seed(seed + 1)
-        tr = CETLTrainer(S, DigitsCNN(k), _cetl_cfg(seed, st, **kw)).fit(task["X"], task["y"], task["X_unl"])
-        res[name] = tr.score(task["X_test"], task["y_test"])
+        tr = CETLTrainer(CETLNetworks(S, DigitsCNN(k)), _cetl_cfg(seed, st, **kw)).fit(lab, unlabeled=task["X_unl"])
+        res[name] = tr.score(test)
         hist[name] = {"history": tr.history_, "gfi_stats": tr.gfi_stats_}
     return {"acc": res, "history": hist}
 
@@ -140,34 +144,35 @@ def _transfer(task: dict, seed: int, st: dict, ablations: bool) -> dict:
 def _distillation(seed: int, st: dict) -> dict:
     d = digits_images(seed, per_class=st["kd_per_class"])
     bs = st["batch_size"]
+    train, test = (d.X_train, d.y_train), (d.X_test, d.y_test)
     torch.manual_seed(seed)
-    teacher = train_source(DigitsCNN(10, width=32, hidden=128), d.X_train, d.y_train, _cfg(seed, st["source_epochs"] * 2, bs))
+    teacher = train_source(DigitsCNN(10, width=32, hidden=128), _cfg(seed, st["source_epochs"] * 2, bs), train)
     student = lambda: DigitsCNN(10, width=4, hidden=16)  # noqa: E731
     res = {"teacher": _score(teacher, d.X_test, d.y_test)}
     torch.manual_seed(seed + 1)
-    res["T2 alone"] = TargetOnlyTrainer(student(), _cfg(seed, st["baseline_epochs"], bs)).fit(
-        d.X_train, d.y_train).score(d.X_test, d.y_test)
+    res["T2 alone"] = TargetOnlyTrainer(student(), _cfg(seed, st["baseline_epochs"], bs)).fit(train).score(test)
     torch.manual_seed(seed + 1)
-    res["soft targets"] = SoftTargetTrainer(student(), teacher, _cfg(seed, st["baseline_epochs"], bs)).fit(
-        d.X_train, d.y_train).score(d.X_test, d.y_test)
+    kd = SoftTargetConfig(epochs=st["baseline_epochs"], batch_size=bs, seed=seed)
+    res["soft targets"] = SoftTargetTrainer(student(), kd, teacher=teacher).fit(train).score(test)
     torch.manual_seed(seed + 1)
-    tr = CETLTrainer(teacher, student(), _cetl_cfg(seed, st, variant="distillation")).fit(d.X_train, d.y_train)
-    res["CETL"] = tr.score(d.X_test, d.y_test)
+    tr = CETLTrainer(CETLNetworks(teacher, student()), _cetl_cfg(seed, st, variant="distillation")).fit(train)
+    res["CETL"] = tr.score(test)
     return {"acc": res, "history": {"CETL": {"history": tr.history_, "gfi_stats": tr.gfi_stats_}}}
 
 
 def _domain_adaptation(seed: int, st: dict, target_domain: str = "shifted") -> dict:
     src, tgt = digits_domains(("original", target_domain), seed=seed, train_per_domain=None)
+    source, test = (src.X_train, src.y_train), (tgt.X_test, tgt.y_test)
     torch.manual_seed(seed)
-    S = train_source(DigitsCNN(10), src.X_train, src.y_train, _cfg(seed, st["source_epochs"], 64))
+    S = train_source(DigitsCNN(10), _cfg(seed, st["source_epochs"], 64), source)
     res = {"S (source network)": _score(S, tgt.X_test, tgt.y_test)}
     torch.manual_seed(seed + 1)
     res["T2 alone (source only)"] = TargetOnlyTrainer(DigitsCNN(10), _cfg(seed, st["source_epochs"], 64)).fit(
-        src.X_train, src.y_train).score(tgt.X_test, tgt.y_test)
+        source).score(test)
     torch.manual_seed(seed + 1)
     da_cfg = _cetl_cfg(seed, st, variant="domain_adaptation", batch_size=64, stage_epochs=(3, 3, 3))
-    tr = CETLTrainer(S, DigitsCNN(10), da_cfg).fit(src.X_train, src.y_train, tgt.X_train)
-    res["CETL"] = tr.score(tgt.X_test, tgt.y_test)
+    tr = CETLTrainer(CETLNetworks(S, DigitsCNN(10)), da_cfg).fit(source, unlabeled=tgt.X_train)
+    res["CETL"] = tr.score(test)
     return {"acc": res, "history": {"CETL": {"history": tr.history_, "gfi_stats": tr.gfi_stats_}}}
 
 
@@ -230,7 +235,7 @@ def _run(seeds, quick, out_dir, log) -> dict:
     raw = {"accuracy": per_setting, "seeds": list(seeds), "settings": st, "seconds": seconds,
            "histories": {k: {str(s): v for s, v in h.items()} for k, h in histories.items()},
            "total_seconds": time.time() - t_start}
-    result = {"title": "CETL (seed 002): test accuracy on the target, mean +- std over seeds",
+    result = {"title": "CETL (Chen et al. 2018): test accuracy on the target, mean +- std over seeds",
               "columns": ["setting", "method", "accuracy", "vs T2 alone"], "rows": rows, "notes": notes,
               "plots": plots, "raw": raw}
     if out_dir is not None:
@@ -249,9 +254,9 @@ _NOT_BASELINES = ("teacher",)  # the upper reference of distillation, not a comp
 
 
 def _notes(per_setting: dict, quick: bool, n_seeds: int) -> str:
-    """Plain statements of where the small-scale result follows seed 002 and where it does not."""
+    """Plain statements of where the small-scale result follows Chen et al. 2018 and where it does not."""
     lines = [f"{n_seeds} seed(s){' (quick mode)' if quick else ''}; accuracy on each target test split. "
-             "Seed 002 reports CETL above training T2 alone and above fine-tuning / the distillation and "
+             "Chen et al. 2018 report CETL above training T2 alone and above fine-tuning / the distillation and "
              "adaptation baselines in every setting (Tables 2-5), and CETL (GFI) > CETL_fi > CETL_e (Table 2)."]
     for name, methods in per_setting.items():
         ref_key = next(k for k in _REFERENCE if k in methods)
@@ -302,52 +307,11 @@ def _gfi_note(histories: dict) -> str:
 
 
 def _plots(per_setting: dict, histories: dict, out_dir: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    n = len(per_setting)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
-    for ax, (name, methods) in zip(axes[0], per_setting.items()):
-        labels = list(methods)
-        means = [np.mean(methods[m]) for m in labels]
-        sds = [np.std(methods[m], ddof=1) if len(methods[m]) > 1 else 0 for m in labels]
-        colors = ["tab:red" if m.startswith("CETL") else "tab:gray" for m in labels]
-        ax.bar(range(len(labels)), means, yerr=sds, color=colors, capsize=3)
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
-        lo = min(means) - 0.1
-        ax.set_ylim(max(0.0, lo), 1.0)
-        ax.set_title(name, fontsize=8)
-        ax.set_ylabel("test accuracy")
-    fig.tight_layout()
-    p = out_dir / "cetl_accuracy.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(str(p))
-
-    # learning curves like the paper's Fig. 2: classification loss and normalised DWA losses per round
+    paths = [plots.save(plots.cetl_accuracy_figure(per_setting), out_dir / "cetl_accuracy.png", dpi=120)]
     name = next(iter(histories))
     seed0 = next(iter(histories[name]))
     h = histories[name][seed0]["CETL"]["history"]
     if h and "dwa3" in h[0]:
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        rounds = [r["round"] for r in h]
-        for key, label in (("loss3", "classification loss (stage 3)"), ("dwa1", "DWA1"), ("dwa2", "DWA2"),
-                           ("dwa3", "DWA3")):
-            v = np.array([r[key] for r in h], dtype=float)
-            if key != "loss3" and v.max() > 0:
-                v = v / v.max()
-            ax.plot(rounds, v, marker="o", label=label)
-        ax.set_xlabel("round of Algorithm 1")
-        ax.set_ylabel("loss (DWA normalised to max 1)")
-        ax.set_title(f"CETL learning curves, {name}, seed {seed0}", fontsize=8)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out_dir / "cetl_learning_curves.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        paths.append(str(p))
+        fig = plots.cetl_curves_figure(h, f"CETL learning curves, {name}, seed {seed0}")
+        paths.append(plots.save(fig, out_dir / "cetl_learning_curves.png", dpi=120))
     return paths

@@ -1,4 +1,4 @@
-"""Joint IRLS (seed 001) on visually different digit domains, against its four baselines.
+"""Joint IRLS (Zhang et al. 2019) on visually different digit domains, against its four baselines.
 
 The paper's setting at small scale, offline: n = 5 datasets of one task built from
 scikit-learn's bundled digits (:func:`mtlkernels.datasets.digits_domains`: original,
@@ -25,13 +25,17 @@ validation metric and the consistency loss per sweep.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import plots
 from ..datasets import DOMAINS, digits_domains
-from ..train.joint_irls import (DigitsAutoEncoder, DigitsMLP, Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg,
-                                PretrainFinetune, Shareall, plot_weight_graph)
+from ..nn import DigitsAutoEncoder, DigitsMLP
+from ..train import Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg, PretrainFinetune, Shareall
+
+__all__ = ["run", "settings", "mask_squares", "METHODS"]
 
 METHODS = ("Joint (IRLS)", "Isolated", "L2Reg", "Shareall", "PretrainFinetune")
 
@@ -54,7 +58,7 @@ def settings(quick: bool) -> dict:
 
 
 def mask_squares(X: torch.Tensor, size: int, seed: int) -> torch.Tensor:
-    """Image completion inputs (seed 001 sec. 5.1, Task II): a size x size square set to 0
+    """Image completion inputs (Zhang et al. 2019, sec. 5.1, Task II): a size x size square set to 0
     at a random place in every image (fixed by ``seed``)."""
     g = torch.Generator().manual_seed(seed)
     H, W = X.shape[-2:]
@@ -77,14 +81,8 @@ def _task_data(task: str, splits, seed: int, size: int):
     return pairs("train", 0), pairs("val", 1), pairs("test", 2)
 
 
-def _make(method: str, factory, data, cfg, lam):
-    names = list(DOMAINS)
-    if method == "Joint (IRLS)":
-        return JointIRLSTrainer(factory, data, lam=lam, config=cfg, name="joint_irls", names=names)
-    if method == "L2Reg":
-        return L2Reg(factory, data, lam=lam, config=cfg, name="l2reg", names=names)
-    cls = {"Isolated": Isolated, "Shareall": Shareall, "PretrainFinetune": PretrainFinetune}[method]
-    return cls(factory, data, config=cfg, names=names)
+TRAINERS = {"Joint (IRLS)": JointIRLSTrainer, "Isolated": Isolated, "L2Reg": L2Reg, "Shareall": Shareall,
+            "PretrainFinetune": PretrainFinetune}
 
 
 def _fit_one(task: str, method: str, splits, seed: int, st: dict, device: str, log):
@@ -101,8 +99,8 @@ def _fit_one(task: str, method: str, splits, seed: int, st: dict, device: str, l
     for lam in grid:
         cfg = JointIRLSConfig(task=task, epochs=st["epochs"], batch_size=st["batch_size"], lr=st["lr"], seed=seed,
                               epochs_per_iter=st["epochs_per_iter"], max_irls_iters=st["max_irls_iters"],
-                              tol=st["tol"], device=device)
-        tr = _make(method, factory, data, cfg, lam).fit(val=val)
+                              tol=st["tol"], device=device, lam=0.0 if lam is None else lam)
+        tr = TRAINERS[method](factory, cfg).fit(data, val, names=list(DOMAINS))
         v = tr.evaluate(val)["mean"]
         if best is None or better(v, best[1]):
             best = (tr, v, lam)
@@ -126,35 +124,6 @@ def _fit_one(task: str, method: str, splits, seed: int, st: dict, device: str, l
 def _ms(values, digits=3) -> str:
     v = np.asarray(values, dtype=float)
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
-
-
-def _plot_curves(raw: dict, seed_key: str, path) -> str:
-    """Fig. 3 / Fig. 5 analogue: validation metric per sweep (seed 0) and the Joint closs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, task, label in ((axes[0], "classification", "mean val accuracy"),
-                            (axes[1], "autoencoder", "mean val completion error")):
-        for m in METHODS:
-            curve = raw[task][m][seed_key]["curve"]
-            joint = m == "Joint (IRLS)"
-            ax.plot([c["epoch"] for c in curve], [c["val"] for c in curve], label=m, lw=2.0 if joint else 1.0,
-                    zorder=3 if joint else 2, color="k" if joint else None)
-        joint = raw[task]["Joint (IRLS)"][seed_key]["curve"]
-        ax2 = ax.twinx()
-        ax2.plot([c["epoch"] for c in joint], [c["closs"] for c in joint], "k:", lw=1)
-        ax2.set_ylabel("Joint closs (dotted): eq. 3, the L2 sum during init", fontsize=7)
-        ax.set_xlabel("sweep (one epoch of every domain)")
-        ax.set_ylabel(label)
-        ax.set_title(f"Task {'I' if task == 'classification' else 'II'}: {task}", fontsize=10)
-        ax.legend(fontsize=7, loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
 
 
 def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: str = "cpu") -> dict:
@@ -197,25 +166,24 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
     columns = ["method"] + [f"acc {d}" for d in DOMAINS] + ["mean acc (Task I)", "completion error (Task II)",
                                                             "lam chosen (val)", "s / method"]
 
-    plots = []
+    figures = []
     if out_dir is not None:
-        from pathlib import Path
 
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         key = str(seeds[0])
         for task in ("classification", "autoencoder"):
             g = raw[task]["Joint (IRLS)"][key]["weight_graph"]
-            plots.append(plot_weight_graph(g, out / f"joint_irls_weight_graph_{task}.png",
-                                           title=f"Joint IRLS, Task {'I' if task == 'classification' else 'II'} "
-                                                 f"({task}), seed {key}: eq. 7 weights per layer pair (Fig. 2)"))
-        plots.append(_plot_curves(raw, key, out / "joint_irls_curves.png"))
+            fig = plots.weight_graph_figure(g, title=f"Joint IRLS, Task {'I' if task == 'classification' else 'II'} "
+                                                     f"({task}), seed {key}: eq. 7 weights per layer pair (Fig. 2)")
+            figures.append(plots.save(fig, out / f"joint_irls_weight_graph_{task}.png"))
+        curves = {t: {m: raw[t][m][key]["curve"] for m in METHODS} for t in ("classification", "autoencoder")}
+        figures.append(plots.save(plots.joint_irls_curves_figure(curves, METHODS), out / "joint_irls_curves.png"))
 
     notes = _notes(raw, summary, seeds, quick)
-    return {"title": f"Joint IRLS (seed 001) on {len(DOMAINS)} digit domains, {st['train_per_domain']} training images "
+    return {"title": f"Joint IRLS (Zhang et al. 2019) on {len(DOMAINS)} digit domains, {st['train_per_domain']} training images "
                      f"each: test accuracy (Task I, higher is better) and completion error (Task II, lower is better), "
                      f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}",
-            "columns": columns, "rows": rows, "notes": notes, "plots": plots, "raw": raw}
+            "columns": columns, "rows": rows, "notes": notes, "plots": figures, "raw": raw}
 
 
 def _notes(raw: dict, summary: dict, seeds, quick: bool) -> str:

@@ -1,6 +1,6 @@
 """Experiments of the feature-based methods on the offline datasets.
 
-- :func:`synthetic_experiment`: seed 004 sec. 4.1 (STL, Go-MTL, AMTL, AMTFL; RMSE on
+- :func:`synthetic_experiment`: Lee et al. 2018 (Deep-AMTFL) sec. 4.1 (STL, Go-MTL, AMTL, AMTFL; RMSE on
   easy, hard and all tasks over the five random splits).
 - :func:`digits_experiment`: one-vs-all digits, balanced and imbalanced (STL,
   AdaptiveSharing, LatentTaskMTL; multi-class accuracy and mean average precision).
@@ -134,7 +134,7 @@ def digits_table(results: dict) -> list[list]:
 
 
 def run_synthetic(seeds=(0, 1, 2, 3, 4), quick: bool = False, out_dir=None, log=print) -> dict:
-    """Seed 004 sec. 4.1: STL, Go-MTL, AMTL, AMTFL on amtfl_synthetic (seeds = splits)."""
+    """Lee et al. 2018 (Deep-AMTFL) sec. 4.1: STL, Go-MTL, AMTL, AMTFL on amtfl_synthetic (seeds = splits)."""
     res = synthetic_experiment(splits=seeds, quick=quick, log=log)
     order = sorted(res, key=lambda k: np.mean(res[k]["hard"]))
     best_hard = order[0]

@@ -1,24 +1,34 @@
 """torch.nn modules and penalties of the deep methods.
 
-- :class:`AdaptiveSharingLinear` (seed 000 sec. 3.2): last layer with W = C + S.
-- :class:`AttributeCNN`, :class:`LatentTaskHead` (seed 003): multi-task attribute CNN, W = L S.
-- :class:`DeepAMTFL` (seed 004 eq. 7) and its baselines :class:`OneVsAllCNN` (CNN),
-  :class:`MTCNN` (MT-CNN), :class:`DeepAMTL`.
-- :class:`CETLDecoder` and the GFI pieces (seed 002): the CETL decoder T1, coupling codes,
-  diagonal Fisher, relative Fisher (eq. 9), generalized Fisher information (eq. 10).
+- :class:`AdaptiveSharingLinear` (Shen et al. 2015, Adaptive Sharing, sec. 3.2): a last
+  layer with W = C + S.
+- :class:`AttributeCNN`, :class:`LatentTaskHead` (Abdulnabi et al. 2015, attribute MTL):
+  the multi-task attribute CNN, W = L S.
+- :class:`DeepAMTFL` (Lee et al. 2018, Deep-AMTFL, eq. 7) and its baselines
+  :class:`OneVsAllCNN` (CNN), :class:`MTCNN` (MT-CNN), :class:`DeepAMTL`; built by name
+  with :func:`deep_amtfl_model`.
+- :class:`CETLNetworks`, :class:`CETLDecoder` (Chen et al. 2018, CETL): the source, target
+  and decoder networks and the coupling codes (the Fisher / GFI math is in
+  :mod:`mtlkernels.fisher`).
+- :class:`DigitsCNN`, :class:`DigitsMLP`, :class:`DigitsAutoEncoder`: small networks for
+  the 8 x 8 digits.
+- Penalties and proximal hooks for any loop: :func:`total_penalty`,
+  :func:`apply_proximal_steps`, :func:`add_proximal_hook` (and, for Lightning,
+  :mod:`mtlkernels.lightning`).
 """
 
 from .adaptive_sharing import AdaptiveSharingLinear
+from .amtfl import METHODS, MTCNN, DeepAMTFL, DeepAMTL, OneVsAllCNN, deep_amtfl_model, one_vs_all_losses
+from .attribute_mtl import (AttributeCNN, LatentTaskHead, PerAttributeConvTrunks, SingleTaskHead, attribute_accuracy,
+                            squared_hinge_loss)
+from .cetl import CETLDecoder, CETLNetworks, coupling_code
+from .digits import DigitsAutoEncoder, DigitsCNN, DigitsMLP
 from .hooks import WithPenalty, add_proximal_hook, apply_proximal_steps, total_penalty
-from .attribute import (AttributeCNN, LatentTaskHead, PerAttributeConvTrunks, SingleTaskHead, attribute_accuracy,
-                        squared_hinge_loss)
-from .amtfl import MTCNN, DeepAMTFL, DeepAMTL, OneVsAllCNN, one_vs_all_losses
-from .cetl import (CETLDecoder, coupling_code, diagonal_fisher, generalized_fisher, normalize_importance,
-                   per_sample_grads, relative_fisher)
-from .cnn import DigitsCNN
 
 __all__ = [
     "DigitsCNN",
+    "DigitsMLP",
+    "DigitsAutoEncoder",
     "AdaptiveSharingLinear",
     "WithPenalty",
     "total_penalty",
@@ -34,12 +44,10 @@ __all__ = [
     "DeepAMTL",
     "MTCNN",
     "OneVsAllCNN",
+    "METHODS",
+    "deep_amtfl_model",
     "one_vs_all_losses",
+    "CETLNetworks",
     "CETLDecoder",
     "coupling_code",
-    "per_sample_grads",
-    "diagonal_fisher",
-    "relative_fisher",
-    "generalized_fisher",
-    "normalize_importance",
 ]

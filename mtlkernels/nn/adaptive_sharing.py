@@ -1,4 +1,4 @@
-"""The Adaptive Sharing layer (seed 000 sec. 3.2, eqs. 10-13): a drop-in replacement
+"""The Adaptive Sharing layer (Shen et al. 2015, sec. 3.2, eqs. 10-13): a drop-in replacement
 for a network's last linear layer whose weight is W = C + S, with a low-rank shared
 part C (smoothed nuclear norm) and a sparse class-specific part S (l1).
 
@@ -31,22 +31,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from ._checks import check_weight
 
-__all__ = ["AdaptiveSharingLinear", "WithPenalty", "total_penalty", "add_proximal_hook", "apply_proximal_steps"]
-
-
-def _check_weight(name: str, value: float, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise ValueError(f"{name} must be finite and {'positive' if positive else 'non-negative'}, got {value}")
-    return value
+__all__ = ["AdaptiveSharingLinear"]
 
 
 class AdaptiveSharingLinear(nn.Module):
-    """Last layer with W = C + S (seed 000, eqs. 3 and 10-13).
+    """Last layer with W = C + S (Shen et al. 2015, eqs. 3 and 10-13).
 
     ``y = x (C + S)^T + b``: ``C`` and ``S`` are stored like ``nn.Linear.weight``, shape
     (out_features, in_features) = (K classes, D features), i.e. the transposes of the
@@ -92,9 +83,9 @@ class AdaptiveSharingLinear(nn.Module):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         self.in_features, self.out_features = in_features, out_features
-        self.lambda_c = _check_weight("lambda_c", lambda_c)
-        self.lambda_s = _check_weight("lambda_s", lambda_s)
-        self.eps = _check_weight("eps", eps, positive=True)
+        self.lambda_c = check_weight("lambda_c", lambda_c)
+        self.lambda_s = check_weight("lambda_s", lambda_s)
+        self.eps = check_weight("eps", eps, positive=True)
         kw = {"device": device, "dtype": dtype}
         self.C = nn.Parameter(torch.empty(out_features, in_features, **kw))
         self.S = nn.Parameter(torch.zeros(out_features, in_features, **kw))

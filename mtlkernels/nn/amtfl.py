@@ -1,8 +1,8 @@
 """Deep Asymmetric Multi-task Feature Learning (Deep-AMTFL) and the deep baselines it is
-compared with: seed 004 (Lee, Yang and Hwang), eq. 7 and sec. 4.2.
+compared with: Lee, Yang and Hwang 2018 (Deep-AMTFL), eq. 7 and sec. 4.2.
 
 All four models are one network: a feature extractor (``backbone.features(x)``, the
-layers W^(1) .. W^(L-1); for example :class:`mtlkernels.nn.cnn.DigitsCNN`) whose
+layers W^(1) .. W^(L-1); for example :class:`mtlkernels.nn.digits.DigitsCNN`) whose
 penultimate representation Z (N, k) feeds a task layer W^(L) (``backbone.head``, an
 ``nn.Linear(k, T)``: task t's weights w_t are row t of ``head.weight``, column t of
 W^(L) = ``head.weight.T`` (k, T) in the paper's notation). Every class is a task: the
@@ -52,11 +52,11 @@ from torch import Tensor, nn
 
 from .. import ops
 
-__all__ = ["OneVsAllCNN", "MTCNN", "DeepAMTL", "DeepAMTFL", "one_vs_all_losses"]
+__all__ = ["OneVsAllCNN", "MTCNN", "DeepAMTL", "DeepAMTFL", "one_vs_all_losses", "METHODS", "deep_amtfl_model"]
 
 
 def one_vs_all_losses(out: Tensor, y: Tensor) -> Tensor:
-    """Per-task one-vs-all logistic losses (seed 004 sec. 3.2, "Loss functions").
+    """Per-task one-vs-all logistic losses (Lee et al. 2018, sec. 3.2, "Loss functions").
 
     ``out`` (N, T) logits, ``y`` (N,) integer classes in [0, T). Returns (T,): task t's
     mean binary cross-entropy of sigmoid(out[:, t]) against 1[y == t] over the N samples.
@@ -76,7 +76,7 @@ def _check_nonneg(**kw) -> None:
 
 
 class OneVsAllCNN(nn.Module):
-    """The base network of seed 004 sec. 4.2 ("CNN") with one-vs-all logistic losses.
+    """The base network of Lee et al. 2018 (Deep-AMTFL) sec. 4.2 ("CNN") with one-vs-all logistic losses.
 
     Args:
         backbone: a module with ``features(x) -> (N, k)`` (the layers below the task
@@ -90,12 +90,12 @@ class OneVsAllCNN(nn.Module):
             lam_last = lam (its ordinary weight decay everywhere), the multi-task models
             replace it by an l1 norm (``mu``).
         mu: mu ||W^(L)||_1, applied as a proximal step (``ops.soft_threshold_``).
-        delta: the imbalance term delta / sqrt(N_t) added to task t's loss (seed 004
+        delta: the imbalance term delta / sqrt(N_t) added to task t's loss (Lee et al. 2018 (Deep-AMTFL)
             sec. 3.2); a constant for the gradients, it enters the loss-weighted l1 of the
             asymmetric models.
         loss_ema: decay of the moving average of the per-task minibatch losses.
         warmup_steps: the asymmetric models ramp alpha and gamma linearly from 0 to their
-            values over this many training steps (seed 004 sec. 4.2 does so on CUB "for
+            values over this many training steps (Lee et al. 2018, sec. 4.2 does so on CUB "for
             stability of learning at the initial stage"; 0: no ramp).
 
     ``forward(x)`` returns the (N, T) logits. ``loss(out, y)`` returns the weighted sum of
@@ -191,7 +191,7 @@ class OneVsAllCNN(nn.Module):
 
     def task_reliability_losses(self) -> Tensor:
         """L_t for the asymmetric transfer: the bias-corrected moving average of task t's
-        minibatch loss plus delta / sqrt(N_t) (seed 004 sec. 3.2). (T,), no grad."""
+        minibatch loss plus delta / sqrt(N_t) (Lee et al. 2018, sec. 3.2). (T,), no grad."""
         steps = int(self.loss_steps)
         avg = self.task_loss_avg / (1 - self.loss_ema ** steps) if steps > 0 else torch.zeros_like(self.task_loss_avg)
         return (avg + self.delta / self.task_sizes.sqrt()).detach()
@@ -229,7 +229,7 @@ class OneVsAllCNN(nn.Module):
 
 
 class MTCNN(OneVsAllCNN):
-    """MT-CNN (seed 004 sec. 4.2, baseline 2): the base CNN with an l1 penalty
+    """MT-CNN (Lee et al. 2018, sec. 4.2, baseline 2): the base CNN with an l1 penalty
     mu ||W^(L)||_1 on the last layer instead of its l2 weight decay; the lower layers
     keep lam."""
 
@@ -238,7 +238,7 @@ class MTCNN(OneVsAllCNN):
 
 
 class DeepAMTL(OneVsAllCNN):
-    """Deep-AMTL (seed 004 sec. 4.2, baseline 3): the deep version of eq. 5, AMTL's
+    """Deep-AMTL (Lee et al. 2018, sec. 4.2, baseline 3): the deep version of eq. 5, AMTL's
     inter-task transfer (eq. 4; Lee et al., 2016) on the last layer, LS = W^(L):
 
         sum_t (1 + alpha ||b_t^o||_1) L_t + mu ||W^(L)||_1 + gamma ||W^(L) - W^(L) B||_F^2
@@ -295,7 +295,7 @@ class DeepAMTL(OneVsAllCNN):
 
 
 class DeepAMTFL(OneVsAllCNN):
-    """Deep-AMTFL, seed 004 eq. 7:
+    """Deep-AMTFL, Lee et al. 2018 eq. 7:
 
         min_{A, W^(1..L)} sum_t (1 + alpha ||a_t^o||_1) L_t + mu ||w_t||_1
                           + gamma / N ||relu(Z W^(L) A + c) - Z||_F^2 + lam sum_{l<L} ||W^(l)||_F^2
@@ -346,8 +346,12 @@ class DeepAMTFL(OneVsAllCNN):
         return 1 + self.ramp() * self.alpha * self.A.detach().abs().sum(1)
 
     def reconstruction_loss(self, Z: Tensor) -> Tensor:
-        """||relu(Z W^(L) A + c) - Z||_F^2 / N through ``ops.amtfl_reconstruction_loss`` (without gamma)."""
-        return ops.amtfl_reconstruction_loss(Z, self.task_weights(), self.A, self.recon_bias) / max(Z.shape[0], 1)
+        """||relu(Z W^(L) A + c) - Z||_F^2 / N through ``ops.amtfl_reconstruction_loss`` (without gamma).
+
+        Computed in the parameters' dtype: features cached under mixed-precision autocast
+        (bfloat16 / float16) are cast up first, so the penalty is a float32 term."""
+        W = self.task_weights()
+        return ops.amtfl_reconstruction_loss(Z.to(W.dtype), W, self.A, self.recon_bias) / max(Z.shape[0], 1)
 
     def penalty(self) -> Tensor:
         """lam on the lower layers + gamma * the reconstruction of this minibatch's features."""
@@ -370,3 +374,35 @@ class DeepAMTFL(OneVsAllCNN):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", alpha={self.alpha}, gamma={self.gamma}"
+
+
+#: The models of Lee et al. 2018 (Deep-AMTFL) sec. 4.2, by the names the trainer, the
+#: experiment and the CLI use.
+METHODS = {"cnn": "CNN", "mt_cnn": "MT-CNN", "deep_amtl": "Deep-AMTL", "deep_amtfl": "Deep-AMTFL"}
+
+
+def deep_amtfl_model(method: str = "deep_amtfl", n_tasks: int = 10, *, backbone: nn.Module | None = None,
+                     in_channels: int = 1, width: int = 16, hidden: int = 64, lam: float = 1e-3, mu: float = 1e-3,
+                     alpha: float = 0.1, gamma: float = 1e-2, delta: float = 0.0, loss_ema: float = 0.9,
+                     nonneg: bool = True) -> OneVsAllCNN:
+    """The model ``method`` (a key of :data:`METHODS`) on ``backbone`` (default: a fresh
+    :class:`~mtlkernels.nn.digits.DigitsCNN` of ``width``/``hidden`` with one output per
+    task). Hyper-parameters as in the classes: ``lam`` (weight decay of the lower layers;
+    every layer for "cnn"), ``mu`` (l1 on the task layer), ``alpha``, ``gamma`` (the
+    asymmetric terms; the paper searches both in {1, 0.1, 1e-2, 1e-3, 1e-4}), ``delta``
+    (the imbalance term), ``nonneg`` (B >= 0 for "deep_amtl"). Seed torch first (or let
+    a trainer call it as a model factory) for a reproducible initialisation."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    from .digits import DigitsCNN
+
+    if backbone is None:
+        backbone = DigitsCNN(n_out=n_tasks, width=width, hidden=hidden, in_channels=in_channels)
+    common = {"delta": delta, "loss_ema": loss_ema}
+    if method == "cnn":
+        return OneVsAllCNN(backbone, lam=lam, **common)
+    if method == "mt_cnn":
+        return MTCNN(backbone, mu=mu, lam=lam, **common)
+    if method == "deep_amtl":
+        return DeepAMTL(backbone, alpha=alpha, mu=mu, gamma=gamma, lam=lam, nonneg=nonneg, **common)
+    return DeepAMTFL(backbone, alpha=alpha, mu=mu, gamma=gamma, lam=lam, **common)

@@ -1,11 +1,12 @@
-"""CETL pieces (seed 002, coupled end-to-end transfer learning): the decoder T1, the
-coupling codes, and the information measures behind the DWA loss.
+"""The networks of CETL (Chen, Zhang and Dong 2018, coupled end-to-end transfer learning):
+the decoder T1, the coupling codes and :class:`CETLNetworks`, the container that
+:class:`mtlkernels.train.CETLTrainer` trains.
 
-Seed 002 sec. 3.1: a frozen source network S and a target network T2 feed a shared
-decoder T1 ("deconvolution and unpooling layers"). T1 decodes a *code* of S or of T2
-back into the input space (eqs. 2 and 5). Sec. 3.2: the diagonal Fisher information
-(FI) of each task, the relative Fisher RF (eq. 9), the Generalized Fisher Information
-GFI (eq. 10) and the DWA loss (eq. 11, computed by :func:`mtlkernels.ops.dwa_penalty`).
+Sec. 3.1: a frozen source network S and a target network T2 feed a shared decoder T1
+("deconvolution and unpooling layers"). T1 decodes a *code* of S or of T2 back into the
+input space (eqs. 2 and 5). The information measures of sec. 3.2 (Fisher, relative
+Fisher, GFI) are in :mod:`mtlkernels.fisher`; the DWA loss of eq. 11 is the op
+:func:`mtlkernels.ops.dwa_penalty`.
 
 Readings chosen where the paper is silent or ambiguous (each is tested):
 
@@ -14,59 +15,22 @@ Readings chosen where the paper is silent or ambiguous (each is tested):
   must then have the same feature width. ``coupling="soft"``: the soft targets
   ``softmax(net(x) / temperature)`` (sec. 3.4.2, knowledge distillation "takes advantage
   of the soft targets"); S and T2 need the same number of outputs, any architecture.
-- **Diagonal Fisher.** The empirical Fisher of EWC (the paper's ref. [20]):
-  ``F_i = mean_n (d l_n / d theta_i)^2`` over per-sample losses l_n at the current
-  weights theta*; l_n is the cross entropy with the true label for classification and
-  ``1/2 ||decoded - target||^2`` (a unit-variance Gaussian log-likelihood) for the
-  reconstructions.
-- **Relative Fisher (eq. 9).** RF_i = I(F_1,i, F_2,i | theta*_i), a mutual information
-  "normalised in [0, 1]" between two random variables. We take the random variables to
-  be the per-sample Fisher contributions ``(d l1_n / d theta_i)^2`` and
-  ``(d l2_n / d theta_i)^2`` over the same n inputs (paired samples, theta* fixed).
-  Estimator (default ``"gaussian_copula"``): rank-transform each variable to normal
-  scores (average ranks for ties), take their Pearson correlation rho (the Gaussian
-  copula MI is I = -1/2 log(1 - rho^2)) and normalise with Linfoot's informational
-  coefficient of correlation ``sqrt(1 - exp(-2 I))``, which maps [0, inf) onto [0, 1]
-  and equals |rho| here. It is invariant to monotone transforms (the scale of either
-  Fisher does not matter), has little small-sample bias, and is one vectorised pass
-  over all weights. A weight whose contribution is constant over the samples for either
-  task (for example a dead ReLU unit: all zeros) carries no information: RF = 0.
-  Alternative ``"histogram"``: equal-frequency bins (``bins`` per variable), plug-in
-  MI normalised by sqrt(H1 H2) (Strehl & Ghosh); biased upward by about
-  (bins - 1)^2 / (2 n) nats at n samples.
-- **GFI (eq. 10).** Independent Bernoulli draws per weight: keep F_i with probability p
-  where RF_i >= u and with probability 1 - p where RF_i < u (u = 0.5, p = 0.9), from a
-  seeded generator. Optionally (default in the trainer) the Fisher is first divided by
-  its mean over the sub-network, so that the DWA weight lambda does not depend on the
-  loss scale; the paper does not normalise (EWC does not either).
 """
 
 from __future__ import annotations
-
-import math
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "CETLDecoder",
-    "coupling_code",
-    "per_sample_grads",
-    "diagonal_fisher",
-    "relative_fisher",
-    "generalized_fisher",
-    "normalize_importance",
-]
+__all__ = ["CETLDecoder", "CETLNetworks", "coupling_code", "COUPLINGS"]
 
 COUPLINGS = ("features", "soft")
-RF_ESTIMATORS = ("gaussian_copula", "histogram")
 
 
 class CETLDecoder(nn.Module):
-    """T1, the shared decoder of CETL (seed 002 sec. 3.1, Fig. 1): the reversed layers of a
-    :class:`~mtlkernels.nn.cnn.DigitsCNN` body, with unpooling and deconvolutions.
+    """T1, the shared decoder of CETL (Chen et al. 2018, sec. 3.1, Fig. 1): the reversed layers of a
+    :class:`~mtlkernels.nn.digits.DigitsCNN` body, with unpooling and deconvolutions.
 
     ``code (N, code_dim)`` -> [Linear(code_dim, hidden) - ReLU] -> Linear(-> 2w * 4 * 4) -
     ReLU -> unflatten (2w, 4, 4) -> unpool x2 (nearest) -> deconv3x3(2w -> w) - ReLU ->
@@ -126,7 +90,7 @@ def _first_conv(cnn: nn.Module) -> nn.Conv2d:
 
 
 def coupling_code(net: nn.Module, x: Tensor, coupling: str = "features", temperature: float = 1.0) -> Tensor:
-    """The representation that T1 decodes (seed 002 eqs. 2 and 5): ``net.features(x)`` or
+    """The representation that T1 decodes (Chen et al. 2018, eqs. 2 and 5): ``net.features(x)`` or
     the soft targets ``softmax(net(x) / temperature)`` (see the module docstring)."""
     if coupling == "features":
         feats = getattr(net, "features", None)
@@ -138,131 +102,38 @@ def coupling_code(net: nn.Module, x: Tensor, coupling: str = "features", tempera
     raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
 
 
-# ---- Fisher information, relative Fisher, GFI (seed 002 sec. 3.2) ---------------------------------
+class CETLNetworks(nn.Module):
+    """The three networks of CETL (sec. 3.1, Fig. 1) as one module, the ``model`` of
+    :class:`mtlkernels.train.CETLTrainer`.
 
+    Args:
+        source: S, pre-trained (eq. 1), frozen: its parameters are set to
+            ``requires_grad=False`` and it stays in eval mode (it is only run forward).
+        target: T2, the network to train (a DigitsCNN-like module: ``forward`` gives the
+            class scores, ``features`` the code for ``coupling="features"``).
+        decoder: T1; None lets the trainer build ``CETLDecoder.mirror(target, coupling)``
+            from its config (seeded).
 
-def per_sample_grads(loss_fn: Callable[..., Tensor], params: dict[str, Tensor], inputs: Sequence[Tensor],
-                     chunk_size: int | None = 64) -> dict[str, Tensor]:
-    """Per-sample gradients ``d loss_fn(params, *sample) / d params``, one (n, *shape) tensor per parameter.
-
-    ``loss_fn(params, *tensors)`` is called on one sample at a time (leading dimension 1)
-    through :func:`torch.func.vmap`; it usually wraps :func:`torch.func.functional_call`.
+    ``forward(x)`` is T2's class scores, so predictions and scores are T2's.
     """
-    from torch.func import grad, vmap
 
-    params = {k: v.detach() for k, v in params.items()}
+    def __init__(self, source: nn.Module, target: nn.Module, decoder: nn.Module | None = None):
+        super().__init__()
+        for name, net in (("source", source), ("target", target)):
+            if not isinstance(net, nn.Module):
+                raise TypeError(f"CETLNetworks: {name} must be an nn.Module, got {type(net).__name__}")
+        if decoder is not None and not isinstance(decoder, nn.Module):
+            raise TypeError(f"CETLNetworks: decoder must be an nn.Module or None, got {type(decoder).__name__}")
+        self.source = source
+        self.target = target
+        self.decoder = decoder
+        for p in self.source.parameters():
+            p.requires_grad_(False)
 
-    def one(p, *xs):
-        return loss_fn(p, *(x.unsqueeze(0) for x in xs))
+    def train(self, mode: bool = True) -> "CETLNetworks":
+        super().train(mode)
+        self.source.eval()  # S is frozen: never in training mode (no batch-norm update, no dropout)
+        return self
 
-    return vmap(grad(one), in_dims=(None,) + (0,) * len(inputs), chunk_size=chunk_size)(params, *inputs)
-
-
-def diagonal_fisher(sample_grads: Sequence[Tensor]) -> list[Tensor]:
-    """The empirical diagonal Fisher information ``F_i = mean_n g_{n,i}^2`` (seed 002 sec. 3.2,
-    after EWC) from per-sample gradients (n, *shape)."""
-    return [g.pow(2).mean(0) for g in sample_grads]
-
-
-def _average_ranks(a: Tensor) -> Tensor:
-    """1-based ranks along dim 1 of a contiguous (m, n) tensor; ties get their average rank."""
-    m, n = a.shape
-    s, order = a.sort(dim=1)
-    diff = s[:, 1:] != s[:, :-1]
-    one = torch.ones(m, 1, dtype=torch.bool, device=a.device)
-    pos = torch.arange(n, dtype=torch.int32, device=a.device).expand(m, n)
-    start = (pos * torch.cat([one, diff], 1)).cummax(1).values  # first position of the tie group
-    end = torch.where(torch.cat([diff, one], 1), pos, n - 1).flip(1).cummin(1).values.flip(1)  # its last position
-    avg = (start + end).to(torch.float32) * 0.5 + 1
-    return torch.empty_like(avg).scatter_(1, order, avg)
-
-
-def _rf_gaussian_copula(a: Tensor, b: Tensor) -> Tensor:
-    """|rho| of the normal scores of (m, n) samples along dim 1 (Linfoot-normalised Gaussian-copula MI)."""
-    n = a.shape[1]
-    za = math.sqrt(2.0) * torch.erfinv(_average_ranks(a).mul_(2.0 / (n + 1)).sub_(1))
-    zb = math.sqrt(2.0) * torch.erfinv(_average_ranks(b).mul_(2.0 / (n + 1)).sub_(1))
-    za = za - za.mean(1, keepdim=True)
-    zb = zb - zb.mean(1, keepdim=True)
-    den = (za.pow(2).sum(1) * zb.pow(2).sum(1)).sqrt()
-    ok = den > 1e-6 * n
-    rho = (za * zb).sum(1) / torch.where(ok, den, torch.ones_like(den))
-    # Linfoot: r_I = sqrt(1 - exp(-2 I)) with I = -1/2 log(1 - rho^2)  =>  r_I = |rho|
-    return torch.where(ok, rho.abs(), torch.zeros_like(rho)).clamp(0, 1)
-
-
-def _rf_histogram(a: Tensor, b: Tensor, bins: int) -> Tensor:
-    """Plug-in MI of equal-frequency bins of (m, n) samples along dim 1, over sqrt(H1 H2)."""
-    m, n = a.shape
-    ba = ((_average_ranks(a) - 1) * bins / n).floor().clamp(0, bins - 1).long()
-    bb = ((_average_ranks(b) - 1) * bins / n).floor().clamp(0, bins - 1).long()
-    cell = ba * bins + bb  # (m, n)
-    joint = torch.zeros(m, bins * bins, dtype=torch.float64, device=a.device)
-    joint.scatter_add_(1, cell, torch.ones_like(cell, dtype=torch.float64))
-    joint = joint.view(m, bins, bins) / n
-    pa, pb = joint.sum(2), joint.sum(1)
-
-    def xlogx(p):
-        return torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
-
-    ha, hb = -xlogx(pa).sum(1), -xlogx(pb).sum(1)
-    mi = xlogx(joint).sum((1, 2)) + ha + hb
-    den = (ha * hb).sqrt()
-    ok = den > 1e-12
-    return torch.where(ok, mi / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(den)).clamp(0, 1)
-
-
-def relative_fisher(samples1: Sequence[Tensor], samples2: Sequence[Tensor], estimator: str = "gaussian_copula",
-                    bins: int = 4) -> list[Tensor]:
-    """RF_i = I(F_1,i, F_2,i | theta*_i) normalised to [0, 1] (seed 002 eq. 9).
-
-    ``samples1[k]`` and ``samples2[k]`` are the per-sample Fisher contributions (n, *shape)
-    of parameter k under the two tasks (squared per-sample gradients on the same n
-    inputs). Returns one tensor of the parameter's shape per parameter (float32). See
-    the module docstring for the estimators.
-    """
-    if estimator not in RF_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {RF_ESTIMATORS}, got {estimator!r}")
-    if len(samples1) != len(samples2):
-        raise ValueError(f"relative_fisher: {len(samples1)} vs {len(samples2)} parameters")
-    out = []
-    for a, b in zip(samples1, samples2):
-        if a.shape != b.shape:
-            raise ValueError(f"relative_fisher: sample shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
-        n = a.shape[0]
-        if n < 3:
-            raise ValueError(f"relative_fisher needs at least 3 paired samples, got {n}")
-        a2 = a.reshape(n, -1).T.to(torch.float32).contiguous()
-        b2 = b.reshape(n, -1).T.to(torch.float32).contiguous()
-        rf = _rf_gaussian_copula(a2, b2) if estimator == "gaussian_copula" else _rf_histogram(a2, b2, bins)
-        out.append(rf.to(torch.float32).view(a.shape[1:]))
-    return out
-
-
-def generalized_fisher(fisher: Sequence[Tensor], rf: Sequence[Tensor], u: float = 0.5, p: float = 0.9,
-                       generator: torch.Generator | None = None) -> list[Tensor]:
-    """GFI (seed 002 eq. 10): F_i kept with probability p where RF_i >= u (a shared weight),
-    with probability 1 - p where RF_i < u (private to the new task); 0 otherwise.
-
-    The draws are independent per weight, from ``generator`` (CPU) when given.
-    """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
-    out = []
-    for f, r in zip(fisher, rf):
-        if f.shape != r.shape:
-            raise ValueError(f"generalized_fisher: fisher {tuple(f.shape)} and rf {tuple(r.shape)} differ")
-        keep_prob = torch.where(r.to(f.device) >= u, p, 1.0 - p)
-        draw = torch.rand(f.shape, generator=generator, dtype=torch.float64).to(f.device)
-        out.append(torch.where(draw < keep_prob, f, torch.zeros_like(f)))
-    return out
-
-
-def normalize_importance(importance: Sequence[Tensor]) -> list[Tensor]:
-    """Divide a list of importances by their mean over all elements (mean 1 afterwards;
-    unchanged when all are zero)."""
-    total = sum(float(f.double().sum()) for f in importance)
-    count = sum(f.numel() for f in importance)
-    if count == 0 or total <= 0:
-        return [f.clone() for f in importance]
-    return [f / (total / count) for f in importance]
+    def forward(self, x: Tensor) -> Tensor:
+        return self.target(x)

@@ -26,7 +26,7 @@ def total_penalty(model: nn.Module) -> Tensor | float:
 
 class WithPenalty(nn.Module):
     """Wrap a network whose penalised layers are submodules (for example a
-    :class:`~mtlkernels.nn.cnn.DigitsCNN` whose ``head`` is an
+    :class:`~mtlkernels.nn.digits.DigitsCNN` whose ``head`` is an
     :class:`AdaptiveSharingLinear`) so that a trainer calling ``model.penalty()`` gets
     them: ``penalty()`` is :func:`total_penalty` of the wrapped network. ``forward``
     and ``proximal_step`` hooks are the wrapped network's (``self.net``)."""

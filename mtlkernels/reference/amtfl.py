@@ -1,6 +1,6 @@
 """Pure-torch reference of the AMTFL family (the oracle of tests and benchmarks).
 
-The feature-reconstruction term of (Deep-)AMTFL, seed 004 eqs. 6 and 7, written as
+The feature-reconstruction term of (Deep-)AMTFL, Lee et al. 2018 (Deep-AMTFL) eqs. 6 and 7, written as
 the eager composite a PyTorch user would write (autograd provides the gradients).
 """
 

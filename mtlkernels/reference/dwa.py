@@ -1,4 +1,4 @@
-"""Pure-torch reference of the CETL DWA penalty (seed 002, eq. 11).
+"""Pure-torch reference of the CETL DWA penalty (Chen et al. 2018, eq. 11).
 
 The plain Python loop over parameters a PyTorch user would write; autograd gives
 the gradient of :func:`dwa_penalty`, and :func:`dwa_grad` writes it out.

@@ -1,4 +1,4 @@
-"""Pure-torch reference of the joint-IRLS family (seed 001; the oracle of tests and benchmarks).
+"""Pure-torch reference of the joint-IRLS family (Zhang et al. 2019; the oracle of tests and benchmarks).
 
 Written for clarity, with the composites a PyTorch user would write. The layer-pair
 convention (pair l = layers l and l + 1, the last layer alone for l = L - 1) is the

@@ -1,7 +1,7 @@
 """Pure-torch reference of the nuclear-norm family (the oracle of tests and benchmarks).
 
 Written for clarity with ``torch.linalg.svd``, the composite a PyTorch user would
-write. Seed 000 (Adaptive Sharing): svt is the prox of eq. 9, the smoothed nuclear
+write. Shen et al. 2015 (Adaptive Sharing): svt is the prox of eq. 9, the smoothed nuclear
 norm is Omega_eps of eq. 11, its gradient the corrected eq. 12 (see
 :func:`mtlkernels.ops.smoothed_nuclear_norm`).
 """
@@ -37,7 +37,7 @@ def huber(s: Tensor, lam: float, eps: float) -> Tensor:
 
 
 def smoothed_nuclear_norm(x: Tensor, lam: float, eps: float) -> Tensor:
-    """Omega_eps(x) = min_Q 1/(2 eps) ||Q - x||_F^2 + lam ||Q||_* (seed 000 eq. 11), per matrix.
+    """Omega_eps(x) = min_Q 1/(2 eps) ||Q - x||_F^2 + lam ||Q||_* (Shen et al. 2015, eq. 11), per matrix.
 
     The minimiser is Q* = svt(x, eps lam); the objective at Q* is the sum of the Huber
     function :func:`huber` over the singular values, evaluated here (the objective written

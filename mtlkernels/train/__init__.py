@@ -1,43 +1,59 @@
-"""Trainers: config dataclasses, seeded loops with a NaN guard, checkpoints with exact
-resume, metrics as JSON.
+"""Trainers of the deep methods: one :class:`Trainer` base and a small subclass per method.
 
-- :class:`SupervisedTrainer`: one network, a loss, penalties and proximal hooks (the
-  loop under the Adaptive Sharing layer, the attribute CNN, Deep-AMTFL and baselines).
-- :class:`AttributeTrainer` (seed 003): the multi-task attribute CNN and its variants.
-- :class:`JointIRLSTrainer` (seed 001) and the baselines :class:`Isolated`,
-  :class:`L2Reg`, :class:`Shareall`, :class:`PretrainFinetune`.
-- :class:`DeepAMTFLTrainer` (seed 004 eq. 7) for Deep-AMTFL and its baselines.
-- :class:`CETLTrainer` (seed 002): coupled end-to-end transfer learning and its baselines
-  :class:`TargetOnlyTrainer`, :class:`FineTuneTrainer`, :class:`SoftTargetTrainer`.
+Every trainer is built as ``SomeTrainer(model, config)`` and trained with
+``fit(train, val=None)``: ``model`` is an ``nn.Module`` or a factory returning one
+(built after seeding, so that two runs with one seed are identical), ``config`` a
+:class:`TrainConfig` dataclass (or the method's subclass of it), ``train``/``val`` a
+``DataLoader`` or ``(X, y)`` tensors. The base owns seeding, devices, the optimiser,
+penalties and proximal steps, the NaN guard, logging, checkpoints with a config
+fingerprint, mixed precision and ``torchrun`` data parallelism (see
+:mod:`mtlkernels.train.trainer`).
+
+| paper (short name) | trainer | config |
+|---|---|---|
+| any single network (Adaptive Sharing layer, baselines) | :class:`SupervisedTrainer` | :class:`TrainConfig` |
+| Abdulnabi et al. 2015 (``attribute_mtl``) | :class:`AttributeMTLTrainer` | :class:`AttributeMTLConfig` |
+| Lee et al. 2018 (``amtfl``: Deep-AMTFL, CNN, MT-CNN, Deep-AMTL) | :class:`DeepAMTFLTrainer` | :class:`DeepAMTFLConfig` |
+| Chen et al. 2018 (``cetl``) | :class:`CETLTrainer`; baselines :class:`TargetOnlyTrainer`, :class:`FineTuneTrainer`, :class:`SoftTargetTrainer` | :class:`CETLConfig` |
+| Zhang et al. 2019 (``joint_irls``) | :class:`JointIRLSTrainer`; baselines :class:`L2Reg`, :class:`Isolated`, :class:`Shareall`, :class:`PretrainFinetune` | :class:`JointIRLSConfig` |
 """
 
-from ._base import TrainConfig
 from .amtfl import DeepAMTFLConfig, DeepAMTFLTrainer
-from .attribute import AttributeConfig, AttributeTrainer
-from .cetl import CETLConfig, CETLTrainer, FineTuneTrainer, SoftTargetTrainer, TargetOnlyTrainer, train_source
-from .joint_irls import (DigitsAutoEncoder, DigitsMLP, Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg,
-                         PretrainFinetune, Shareall)
+from .attribute_mtl import AttributeMTLConfig, AttributeMTLTrainer
+from .cetl import CETLTrainer
+from .cetl_baselines import (FineTuneConfig, FineTuneTrainer, SoftTargetConfig, SoftTargetTrainer, TargetOnlyTrainer,
+                             train_source)
+from .cetl_config import CETLConfig
+from .checkpoint import CheckpointError
+from .config import TrainConfig
+from .joint import Isolated, JointIRLSConfig, JointTrainer, PretrainFinetune, Shareall
+from .joint_irls import IRLSState, JointIRLSTrainer, L2Reg
 from .supervised import SupervisedTrainer
+from .trainer import Trainer
 
 __all__ = [
+    "Trainer",
     "TrainConfig",
+    "CheckpointError",
     "SupervisedTrainer",
-    "AttributeConfig",
-    "AttributeTrainer",
-    "JointIRLSConfig",
-    "JointIRLSTrainer",
-    "Isolated",
-    "L2Reg",
-    "Shareall",
-    "PretrainFinetune",
-    "DigitsAutoEncoder",
-    "DigitsMLP",
+    "AttributeMTLConfig",
+    "AttributeMTLTrainer",
     "DeepAMTFLConfig",
     "DeepAMTFLTrainer",
     "CETLConfig",
     "CETLTrainer",
     "TargetOnlyTrainer",
+    "FineTuneConfig",
     "FineTuneTrainer",
+    "SoftTargetConfig",
     "SoftTargetTrainer",
     "train_source",
+    "JointIRLSConfig",
+    "JointTrainer",
+    "JointIRLSTrainer",
+    "IRLSState",
+    "L2Reg",
+    "Isolated",
+    "Shareall",
+    "PretrainFinetune",
 ]

@@ -1,4 +1,4 @@
-"""The multi-task CNN for binary attributes (seed 003): per-attribute (or shared)
+"""The multi-task CNN for binary attributes (Abdulnabi et al. 2015, attribute MTL): per-attribute (or shared)
 convolutional trunks under a joint loss layer whose weights are W = L S, with a latent
 task matrix L shared by all attributes and per-attribute combination vectors s_m.
 
@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from .adaptive_sharing import _check_weight
-from .cnn import DigitsCNN
+from ._checks import check_weight, positive_int
+from .digits import DigitsCNN
 
 __all__ = ["squared_hinge_loss", "attribute_accuracy", "PerAttributeConvTrunks", "LatentTaskHead",
            "SingleTaskHead", "AttributeCNN", "VARIANTS", "TRUNKS"]
@@ -51,7 +51,7 @@ TRUNKS = ("per_attribute", "shared")
 
 
 def squared_hinge_loss(scores: Tensor, targets: Tensor) -> Tensor:
-    """The loss of seed 003 eq. 2 averaged over the batch:
+    """The loss of Abdulnabi et al. 2015 (attribute MTL) eq. 2 averaged over the batch:
     (1/N) sum_i sum_m 1/2 max(0, 1 - y_mi f_mi)^2 with y = 2 t - 1 in {-1, +1}.
 
     Args:
@@ -77,12 +77,6 @@ def attribute_accuracy(scores: Tensor, targets: Tensor) -> float:
     return float(correct.sum().double() / known.sum().clamp_min(1))
 
 
-def _positive_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return v
-
-
 def _group_labels(groups, n_tasks: int) -> Tensor | None:
     if groups is None:
         return None
@@ -99,14 +93,14 @@ def _group_labels(groups, n_tasks: int) -> Tensor | None:
 class PerAttributeConvTrunks(nn.Module):
     """M independent small CNNs (one per attribute, the paper's Fig. 2), computed as one
     network with grouped convolutions: the same architecture as
-    :class:`~mtlkernels.nn.cnn.DigitsCNN`'s body per trunk,
+    :class:`~mtlkernels.nn.digits.DigitsCNN`'s body per trunk,
     conv3x3(1->w) - ReLU - conv3x3(w->2w) - ReLU - maxpool2 - linear(32w -> hidden) - ReLU,
     with no weight shared between trunks. Input (N, C, 8, 8); output (N, M, hidden).
     """
 
     def __init__(self, n_trunks: int, width: int = 8, hidden: int = 32, in_channels: int = 1):
         super().__init__()
-        self.n_trunks = _positive_int("n_trunks", n_trunks)
+        self.n_trunks = positive_int("n_trunks", n_trunks)
         self.width, self.hidden, self.in_channels = width, hidden, in_channels
         M, w = n_trunks, width
         self.conv1 = nn.Conv2d(M * in_channels, M * w, 3, padding=1, groups=M)
@@ -142,7 +136,7 @@ def _scores(features: Tensor, W: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class LatentTaskHead(nn.Module):
-    """The joint loss layer of seed 003: W = L S (eq. 1, w_m = L s_m).
+    """The joint loss layer of Abdulnabi et al. 2015 (attribute MTL): W = L S (eq. 1, w_m = L s_m).
 
     ``L`` (D, K): the latent task matrix shared by all attributes; ``S`` (K, M): the
     combination vectors, one column per attribute. ``forward(features)`` takes (N, D)
@@ -164,12 +158,12 @@ class LatentTaskHead(nn.Module):
     def __init__(self, in_features: int, n_tasks: int, n_latent: int, groups=None, mu: float = 1e-3,
                  gamma: float = 1e-4, lam: float = 1e-3, bias: bool = True):
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.n_tasks = _positive_int("n_tasks", n_tasks)
-        self.n_latent = _positive_int("n_latent", n_latent)
-        self.mu = _check_weight("mu", mu)
-        self.gamma = _check_weight("gamma", gamma)
-        self.lam = _check_weight("lam", lam)
+        self.in_features = positive_int("in_features", in_features)
+        self.n_tasks = positive_int("n_tasks", n_tasks)
+        self.n_latent = positive_int("n_latent", n_latent)
+        self.mu = check_weight("mu", mu)
+        self.gamma = check_weight("gamma", gamma)
+        self.lam = check_weight("lam", lam)
         labels = _group_labels(groups, n_tasks)
         self.register_buffer("groups", labels, persistent=False)
         self.L = nn.Parameter(torch.empty(in_features, n_latent))
@@ -227,7 +221,7 @@ class LatentTaskHead(nn.Module):
 
     @torch.no_grad()
     def init_from_weights(self, W0: Tensor) -> None:
-        """SVD initialisation from stacked single-task classifiers W0 (D, M) (seed 003
+        """SVD initialisation from stacked single-task classifiers W0 (D, M) (Abdulnabi et al. 2015 (attribute MTL)
         sec. IV-C, following Go-MTL): L S = the best rank-K approximation of W0 with the
         singular values split evenly, L = U_K sqrt(s_K), S = sqrt(s_K) V_K^T (columns
         beyond rank(W0) keep their random values in L and are zero in S).
@@ -248,16 +242,16 @@ class LatentTaskHead(nn.Module):
 
 class SingleTaskHead(nn.Module):
     """One independent linear classifier per attribute (the single-task baseline,
-    S-CNN in seed 003 Table III): f_m = X_m^T w_m + b_m, with the same elastic-net
+    S-CNN in Abdulnabi et al. 2015 (attribute MTL) Table III): f_m = X_m^T w_m + b_m, with the same elastic-net
     penalty as L, gamma ||W||_1 + lambda ||W||_F^2, as a prox step (separable over
     attributes, so nothing is shared)."""
 
     def __init__(self, in_features: int, n_tasks: int, gamma: float = 1e-4, lam: float = 1e-3, bias: bool = True):
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.n_tasks = _positive_int("n_tasks", n_tasks)
-        self.gamma = _check_weight("gamma", gamma)
-        self.lam = _check_weight("lam", lam)
+        self.in_features = positive_int("in_features", in_features)
+        self.n_tasks = positive_int("n_tasks", n_tasks)
+        self.gamma = check_weight("gamma", gamma)
+        self.lam = check_weight("lam", lam)
         bound = 1 / math.sqrt(in_features)
         self.W = nn.Parameter(torch.empty(in_features, n_tasks).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(n_tasks)) if bias else None
@@ -285,7 +279,7 @@ class SingleTaskHead(nn.Module):
 
 
 class AttributeCNN(nn.Module):
-    """Multi-task attribute CNN (seed 003, Fig. 2 and eq. 2) for 8 x 8 images.
+    """Multi-task attribute CNN (Abdulnabi et al. 2015, Fig. 2 and eq. 2) for 8 x 8 images.
 
     Args:
         n_attributes: M.
@@ -312,8 +306,12 @@ class AttributeCNN(nn.Module):
             raise ValueError(f"trunk must be one of {TRUNKS}, got {trunk!r}")
         if variant == "MG" and groups is None:
             raise ValueError("variant 'MG' needs groups (one label per attribute)")
-        self.n_attributes = _positive_int("n_attributes", n_attributes)
+        self.n_attributes = positive_int("n_attributes", n_attributes)
         self.variant, self.trunk_kind = variant, trunk
+        if groups is not None and len(groups) != n_attributes:
+            raise ValueError(f"groups must give one label per attribute ({n_attributes}), got {len(groups)}")
+        #: the group label of each attribute (for per-group metrics, whatever the variant)
+        self.attribute_groups = None if groups is None else [int(g) for g in groups]
         if trunk == "per_attribute":
             self.trunk = PerAttributeConvTrunks(n_attributes, width, hidden, in_channels)
         else:
@@ -337,10 +335,10 @@ class AttributeCNN(nn.Module):
         return self.head.penalty()
 
     @torch.no_grad()
-    def init_from_single_task(self, single: "AttributeCNN") -> None:
+    def init_from_single_task(self, single: "AttributeCNN") -> "AttributeCNN":
         """Start a latent-task model from a trained single-task one with the same trunk:
         copy the trunks and initialise L, S by the SVD of the stacked classifiers
-        (seed 003 sec. IV-C; see :meth:`LatentTaskHead.init_from_weights`)."""
+        (Abdulnabi et al. 2015, sec. IV-C; see :meth:`LatentTaskHead.init_from_weights`). Returns self."""
         if self.variant == "single":
             raise ValueError("init_from_single_task is for the 'M' and 'MG' variants")
         if single.variant != "single" or single.trunk_kind != self.trunk_kind:
@@ -349,3 +347,4 @@ class AttributeCNN(nn.Module):
         self.head.init_from_weights(single.head.W)
         if self.head.bias is not None and single.head.bias is not None:
             self.head.bias.copy_(single.head.bias)
+        return self

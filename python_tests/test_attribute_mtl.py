@@ -1,6 +1,6 @@
-"""Multi-task attribute CNN (seed 003): the squared hinge loss, per-attribute trunks,
+"""Multi-task attribute CNN (Abdulnabi et al. 2015, attribute MTL): the squared hinge loss, per-attribute trunks,
 the latent-task head W = L S with its proximal steps (group lasso on S within groups,
-l1 + Frobenius on L), the SVD initialisation, and AttributeTrainer (fit, metrics JSON,
+l1 + Frobenius on L), the SVD initialisation, and AttributeMTLTrainer (fit, metrics JSON,
 checkpoint resume, NaN, bad input)."""
 
 import json
@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from mtlkernels import reference as ref
-from mtlkernels.experiments.attribute_cnn import DIGIT_ATTRIBUTES, GROUPS, digit_attributes
+from mtlkernels.experiments.attribute_mtl import DIGIT_ATTRIBUTES, GROUPS, digit_attributes
 from mtlkernels.nn import AttributeCNN, DigitsCNN, LatentTaskHead, PerAttributeConvTrunks, squared_hinge_loss
-from mtlkernels.nn.attribute import SingleTaskHead, attribute_accuracy
-from mtlkernels.train import AttributeConfig, AttributeTrainer
+from mtlkernels.nn.attribute_mtl import SingleTaskHead, attribute_accuracy
+from mtlkernels.train import AttributeMTLConfig, AttributeMTLTrainer, TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -217,12 +217,107 @@ def test_init_from_single_task_reproduces_its_scores():
 
 # ---- the trainer ---------------------------------------------------------------------------
 
+MODEL_KEYS = ("variant", "trunk", "width", "hidden", "n_latent", "mu", "gamma", "lam")
 
-def _cfg(**kw):
-    base = dict(variant="MG", trunk="shared", epochs=3, batch_size=16, width=4, hidden=16, n_latent=4, seed=0,
-                mu=0.1)
-    base.update(kw)
-    return AttributeConfig(**base)
+
+def _make(M=len(DIGIT_ATTRIBUTES), groups=GROUPS, init_from=None, **kw):
+    """A model factory and a config from one set of keywords (model keys go to the model)."""
+    model_kw = dict(variant="MG", trunk="shared", width=4, hidden=16, n_latent=4, mu=0.1)
+    cfg_kw = dict(epochs=3, batch_size=16, seed=0)
+    for k, v in kw.items():
+        (model_kw if k in MODEL_KEYS else cfg_kw)[k] = v
+
+    def factory():
+        m = AttributeCNN(M, groups=groups, **model_kw)
+        return m if init_from is None else m.init_from_single_task(init_from)
+
+    return factory, AttributeMTLConfig(**cfg_kw)
+
+
+def test_trainer_fits_and_reports_per_group_metrics(tmp_path, data):
+    d, Y, Yv = data
+    path = tmp_path / "metrics.json"
+    tr = AttributeMTLTrainer(*_make(epochs=12, lr=5e-3, metrics_path=str(path),
+                                    group_names=("number", "loops", "strokes")))
+    tr.fit((d.X_train, Y), (d.X_val, Yv))
+    assert tr.history_[-1]["train_loss"] < tr.history_[0]["train_loss"]
+    ev = tr.evaluate(d.X_val, Yv)
+    assert set(ev) == {"accuracy", "loss", "per_attribute", "per_group"}
+    assert set(ev["per_group"]) == {"number", "loops", "strokes"}
+    assert ev["accuracy"] > 0.7  # majority guessing is about 0.6
+    assert tr.predict(d.X_val).shape == Yv.shape and set(tr.predict(d.X_val).unique().tolist()) <= {0, 1}
+    saved = json.loads(path.read_text())
+    assert saved["metrics"]["accuracy"] == pytest.approx(ev["accuracy"])
+    assert saved["method"] == "attribute_mtl" and len(saved["history"]) == 12
+
+
+def test_trainer_accepts_missing_annotations(data):
+    d, Y, _ = data
+    Ym = Y.clone()
+    Ym[::2, 0] = -1
+    tr = AttributeMTLTrainer(*_make(variant="M", epochs=2)).fit((d.X_train, Ym))
+    ev = tr.evaluate(d.X_train, Ym)
+    assert 0.0 <= ev["per_attribute"]["a0"] <= 1.0
+    assert set(ev["per_group"]) == {"g0", "g1", "g2"}  # groups reported for every variant
+
+
+def test_trainer_exact_resume(tmp_path, data):
+    d, Y, _ = data
+    ck = str(tmp_path / "attr.pt")
+    full = AttributeMTLTrainer(*_make(epochs=4, trunk="per_attribute", width=2)).fit((d.X_train, Y))
+    AttributeMTLTrainer(*_make(epochs=2, trunk="per_attribute", width=2, checkpoint_path=ck)).fit((d.X_train, Y))
+    resumed = AttributeMTLTrainer(*_make(epochs=4, trunk="per_attribute", width=2, checkpoint_path=ck))
+    resumed.fit((d.X_train, Y))
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert len(resumed.history_) == 4
+
+
+def test_trainer_stops_on_nan(data):
+    d, Y, _ = data
+    tr = AttributeMTLTrainer(*_make(epochs=2, lr=1e30, optimizer="sgd", momentum=0.0))
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        tr.fit((d.X_train, Y))
+
+
+def test_trainer_bad_input(data):
+    d, Y, Yv = data
+    M = Y.shape[1]
+    tr = AttributeMTLTrainer(*_make(epochs=1))
+    with pytest.raises(ValueError, match="must be 0, 1 or -1"):
+        tr.fit((d.X_train, Y * 2))
+    with pytest.raises(ValueError, match=r"\(N, 9\)"):
+        tr.fit((d.X_train, Y[:, :5]))
+    with pytest.raises(ValueError, match="samples"):
+        tr.fit((d.X_train, Y[:-1]))
+    with pytest.raises(ValueError, match="val X has .* samples but Y has"):
+        tr.fit((d.X_train, Y), (d.X_val, Yv[:-2]))
+    with pytest.raises(TypeError, match="val must be a DataLoader or a tuple"):
+        tr.fit((d.X_train, Y), d.X_val)
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit((torch.full_like(d.X_train, float("nan")), Y))
+    with pytest.raises(ValueError, match="variant"):
+        AttributeCNN(M, "XL", GROUPS)
+    with pytest.raises(ValueError, match="needs groups"):
+        AttributeCNN(M, "MG", None)
+    with pytest.raises(ValueError, match="one label per attribute"):
+        AttributeCNN(M, "MG", GROUPS[:3])
+    with pytest.raises(ValueError, match="mu"):
+        AttributeCNN(M, "MG", GROUPS, mu=-1.0)
+    with pytest.raises(RuntimeError, match="fit"):
+        AttributeMTLTrainer(*_make()).predict(d.X_val)
+    with pytest.raises(TypeError, match="config must be a AttributeMTLConfig"):
+        AttributeMTLTrainer(_make()[0], TrainConfig())
+
+
+def test_warm_start_from_single_task_model(data):
+    d, Y, _ = data
+    single = AttributeMTLTrainer(*_make(variant="single", epochs=2)).fit((d.X_train, Y))
+    mg = AttributeMTLTrainer(*_make(variant="MG", epochs=0, n_latent=Y.shape[1], init_from=single.model))
+    mg.fit((d.X_train, Y))
+    torch.testing.assert_close(mg.decision_function(d.X_train), single.decision_function(d.X_train),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_digit_attributes_table():
@@ -234,87 +329,3 @@ def test_digit_attributes_table():
     assert A[:, names.index("prime")].tolist() == [0, 0, 1, 1, 0, 1, 0, 1, 0, 0]
     assert A[:, names.index("ge5")].tolist() == [0] * 5 + [1] * 5
     assert len(GROUPS) == A.shape[1]
-
-
-def test_trainer_fits_and_reports_per_group_metrics(tmp_path, data):
-    d, Y, Yv = data
-    path = tmp_path / "metrics.json"
-    tr = AttributeTrainer(_cfg(epochs=12, lr=5e-3, metrics_path=str(path)), Y.shape[1], GROUPS,
-                          group_names=["number", "loops", "strokes"])
-    tr.fit(d.X_train, Y, d.X_val, Yv)
-    assert tr.history_[-1]["train_loss"] < tr.history_[0]["train_loss"]
-    ev = tr.evaluate(d.X_val, Yv)
-    assert set(ev) == {"accuracy", "loss", "per_attribute", "per_group"}
-    assert set(ev["per_group"]) == {"number", "loops", "strokes"}
-    assert ev["accuracy"] > 0.7  # majority guessing is about 0.6
-    assert tr.predict(d.X_val).shape == Yv.shape
-    saved = json.loads(path.read_text())
-    assert saved["metrics"]["accuracy"] == pytest.approx(ev["accuracy"])
-    assert saved["config"]["variant"] == "MG" and len(saved["history"]) == 12
-
-
-def test_trainer_accepts_missing_annotations(data):
-    d, Y, _ = data
-    Ym = Y.clone()
-    Ym[::2, 0] = -1
-    tr = AttributeTrainer(_cfg(variant="M", epochs=2), Y.shape[1], GROUPS).fit(d.X_train, Ym)
-    ev = tr.evaluate(d.X_train, Ym)
-    assert 0.0 <= ev["per_attribute"]["a0"] <= 1.0
-
-
-def test_trainer_exact_resume(tmp_path, data):
-    d, Y, _ = data
-    ck = str(tmp_path / "attr.pt")
-    full = AttributeTrainer(_cfg(epochs=4, trunk="per_attribute", width=2), Y.shape[1], GROUPS).fit(d.X_train, Y)
-    AttributeTrainer(_cfg(epochs=2, trunk="per_attribute", width=2, checkpoint_path=ck), Y.shape[1],
-                     GROUPS).fit(d.X_train, Y)
-    resumed = AttributeTrainer(_cfg(epochs=4, trunk="per_attribute", width=2, checkpoint_path=ck), Y.shape[1],
-                               GROUPS).fit(d.X_train, Y)
-    a, b = full.model_.state_dict(), resumed.model_.state_dict()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert len(resumed.history_) == 4
-
-
-def test_trainer_stops_on_nan(data):
-    d, Y, _ = data
-    tr = AttributeTrainer(_cfg(epochs=2, lr=1e30, optimizer="sgd", momentum=0.0), Y.shape[1], GROUPS)
-    with pytest.raises(FloatingPointError, match="non-finite loss"):
-        tr.fit(d.X_train, Y)
-
-
-def test_trainer_bad_input(data):
-    d, Y, Yv = data
-    M = Y.shape[1]
-    tr = AttributeTrainer(_cfg(epochs=1), M, GROUPS)
-    with pytest.raises(ValueError, match="must be 0, 1 or -1"):
-        tr.fit(d.X_train, Y * 2)
-    with pytest.raises(ValueError, match=r"\(N, 9\)"):
-        tr.fit(d.X_train, Y[:, :5])
-    with pytest.raises(ValueError, match="samples"):
-        tr.fit(d.X_train, Y[:-1])
-    with pytest.raises(ValueError, match="both X_val and Y_val"):
-        tr.fit(d.X_train, Y, d.X_val, None)
-    with pytest.raises(ValueError, match="samples"):
-        tr.fit(d.X_train, Y, d.X_val, Yv[:-2])
-    with pytest.raises(ValueError, match="NaN"):
-        tr.fit(torch.full_like(d.X_train, float("nan")), Y)
-    with pytest.raises(ValueError, match="variant"):
-        AttributeTrainer(AttributeConfig(variant="XL"), M, GROUPS)
-    with pytest.raises(ValueError, match="needs groups"):
-        AttributeTrainer(AttributeConfig(variant="MG"), M, None)
-    with pytest.raises(ValueError, match="one label per attribute"):
-        AttributeTrainer(AttributeConfig(variant="MG"), M, GROUPS[:3])
-    with pytest.raises(ValueError, match="mu"):
-        AttributeTrainer(AttributeConfig(mu=-1.0), M, GROUPS)
-    with pytest.raises(RuntimeError, match="fit"):
-        AttributeTrainer(_cfg(), M, GROUPS).predict(d.X_val)
-
-
-def test_warm_start_from_single_task_model(data):
-    d, Y, _ = data
-    single = AttributeTrainer(_cfg(variant="single", epochs=2), Y.shape[1], GROUPS).fit(d.X_train, Y)
-    mg = AttributeTrainer(_cfg(variant="MG", epochs=0, n_latent=Y.shape[1]), Y.shape[1], GROUPS)
-    mg.fit(d.X_train, Y, init_from=single.model_)
-    torch.testing.assert_close(mg.decision_function(d.X_train), single.decision_function(d.X_train),
-                               rtol=1e-4, atol=1e-4)

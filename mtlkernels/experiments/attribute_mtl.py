@@ -1,4 +1,4 @@
-"""Multi-task attribute CNN on digits (seed 003 Table III, at small scale): single-task
+"""Multi-task attribute CNN on digits (Abdulnabi et al. 2015, Table III, at small scale): single-task
 (S-CNN) vs W = L S without groups (M-CNN) vs with groups (MG-CNN).
 
 Binary attributes are defined on the digit label (:data:`DIGIT_ATTRIBUTES`) and grouped
@@ -20,7 +20,7 @@ strokes  mirror_symmetric  0 1 8 (roughly symmetric about the vertical axis)
 ======== ================= =========================================================
 
 Settings (every model trained from scratch for the same number of epochs by
-:class:`~mtlkernels.train.attribute.AttributeTrainer`, squared hinge loss, Adam):
+:class:`~mtlkernels.train.AttributeMTLTrainer`, squared hinge loss, Adam):
 
 - ``per-attribute trunks``: one small CNN per attribute (the paper's Clothing setting,
   Fig. 2), 10 training images per digit, all attributes annotated;
@@ -48,9 +48,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import plots
 from ..datasets import digits_images
-from ..train import AttributeConfig, AttributeTrainer
-from .adaptive_sharing import mean_std, one_thread
+from ..nn import AttributeCNN
+from ..train import AttributeMTLConfig, AttributeMTLTrainer
+from .common import mean_std, one_thread
+
+__all__ = ["run", "digit_attributes", "DIGIT_ATTRIBUTES", "GROUPS", "GROUP_NAMES", "ATTRIBUTE_NAMES"]
 
 TITLE = "Multi-task attribute CNN on digits: single-task (S) vs latent tasks (M) vs latent tasks with groups (MG)"
 
@@ -120,28 +124,6 @@ def _exclusivity(model) -> float:
     return float((n[keep].max(1).values / tot[keep]).mean())
 
 
-def _plot_S(mats: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(mats), figsize=(4.6 * len(mats), 3.9))
-    for ax, (name, S) in zip(np.atleast_1d(axes), mats.items()):
-        im = ax.imshow(np.abs(S), cmap="Greys", aspect="auto")
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks(range(len(ATTRIBUTE_NAMES)))
-        ax.set_xticklabels(ATTRIBUTE_NAMES, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("latent task k")
-        for b in np.cumsum([GROUPS.count(g) for g in range(len(GROUP_NAMES))])[:-1]:
-            ax.axvline(b - 0.5, color="tab:red", lw=1)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle("|S| of the latent-task layer (red lines: attribute groups), seed 0", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: str = "cpu") -> dict:
     """Run the experiment; returns the table dict (title, columns, rows, notes, plots, raw).
 
@@ -169,16 +151,19 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
                             epochs = st["epochs"] + st["extra"]
                         else:
                             epochs, init_from = st["extra"], single_models[(st["warm_from"], seed)]
-                    cfg = AttributeConfig(variant=variant, trunk=st["trunk"], epochs=epochs, seed=seed,
-                                          device=device, n_latent=HYPER["n_latent"], mu=HYPER["mu"],
-                                          gamma=HYPER["gamma"], lam=HYPER["lam"], lr=HYPER["lr"],
-                                          batch_size=HYPER["batch_size"], width=HYPER["width"],
-                                          hidden=HYPER["hidden"])
+                    cfg = AttributeMTLConfig(epochs=epochs, seed=seed, device=device, lr=HYPER["lr"],
+                                             batch_size=HYPER["batch_size"], attribute_names=ATTRIBUTE_NAMES,
+                                             group_names=GROUP_NAMES)
+
+                    def make_model(variant=variant, trunk=st["trunk"], init_from=init_from):
+                        m = AttributeCNN(len(DIGIT_ATTRIBUTES), variant, GROUPS, trunk, HYPER["n_latent"],
+                                         HYPER["width"], HYPER["hidden"], HYPER["mu"], HYPER["gamma"], HYPER["lam"])
+                        return m if init_from is None else m.init_from_single_task(init_from)
+
                     t0 = time.perf_counter()
-                    tr = AttributeTrainer(cfg, len(DIGIT_ATTRIBUTES), GROUPS, ATTRIBUTE_NAMES, GROUP_NAMES)
-                    tr.fit(data.X_train, Ytr, init_from=init_from)
+                    tr = AttributeMTLTrainer(make_model, cfg, name=f"attribute-{variant}").fit((data.X_train, Ytr))
                     if variant == "single":
-                        single_models[(sname, seed)] = tr.model_
+                        single_models[(sname, seed)] = tr.model
                     ev = tr.evaluate(data.X_test, Yte)
                     r = res[vname]
                     r["seconds"].append(time.perf_counter() - t0)
@@ -186,10 +171,10 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
                     for g in GROUP_NAMES:
                         r[g].append(ev["per_group"][g])
                     if variant != "single":
-                        r["shared_rows"].append(_shared_rows(tr.model_))
-                        r["exclusivity"].append(_exclusivity(tr.model_))
+                        r["shared_rows"].append(_shared_rows(tr.model))
+                        r["exclusivity"].append(_exclusivity(tr.model))
                         if seed == seeds[0] and sname == "per-attribute trunks":
-                            mats[f"{vname}"] = tr.model_.head.S.detach().cpu().numpy()
+                            mats[f"{vname}"] = tr.model.head.S.detach().cpu().numpy()
                     log(f"  attributes [{sname}] seed {seed} {vname:16s} total {ev['accuracy']:.4f} "
                         + " ".join(f"{g} {ev['per_group'][g]:.3f}" for g in GROUP_NAMES)
                         + (f" exclusivity {r['exclusivity'][-1]:.3f} shared rows {r['shared_rows'][-1]}"
@@ -201,19 +186,16 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
         for vname, r in res.items():
             rows.append([sname, vname] + [mean_std(r[g]) for g in GROUP_NAMES] + [
                 mean_std(r["total"]), mean_std(r["exclusivity"]) if r["exclusivity"] else "-"])
-    plots = []
+    figures = []
     if out_dir is not None and mats:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "attribute_cnn_S.png"
-        _plot_S(mats, path)
-        plots.append(str(path))
+        fig = plots.latent_tasks_figure(mats, ATTRIBUTE_NAMES, GROUPS, "|S| of the latent-task layer, seed 0")
+        figures.append(plots.save(fig, Path(out_dir) / "attribute_mtl_S.png"))
     raw["S_seed0"] = {k: v.tolist() for k, v in mats.items()}
     raw["seconds"] = time.perf_counter() - t_all
     return {"title": TITLE,
             "columns": ["setting", "model"] + [f"acc {g}" for g in GROUP_NAMES] + [
                 "acc total", f"group exclusivity of latent tasks (1/{len(GROUP_NAMES)}..1)"],
-            "rows": rows, "notes": _notes(raw), "plots": plots, "raw": raw}
+            "rows": rows, "notes": _notes(raw), "plots": figures, "raw": raw}
 
 
 def _notes(raw: dict) -> str:

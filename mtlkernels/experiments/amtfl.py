@@ -1,12 +1,12 @@
 """Deep-AMTFL against CNN, MT-CNN and Deep-AMTL on imbalanced digits: the small-scale
-stand-in for seed 004's MNIST-Imbalanced experiment (sec. 4.2, Table 2, Fig. 6).
+stand-in for Lee et al. 2018's (Deep-AMTFL) MNIST-Imbalanced experiment (sec. 4.2, Table 2, Fig. 6).
 
 Data: scikit-learn's bundled 8 x 8 digits, ``digits_images(seed, imbalanced=True)``: a
 random 60/20/20 split whose training part keeps 200, 180, ..., 20 examples per class
 scaled to the data at hand (class 0 keeps the most, class 9 a tenth of that), as the
 paper's MNIST-Imbalanced keeps 200, 180, ..., 20; validation and test stay balanced.
 
-Models: the same :class:`mtlkernels.nn.cnn.DigitsCNN` (the paper's LeNet-Conv) with one
+Models: the same :class:`mtlkernels.nn.digits.DigitsCNN` (the paper's LeNet-Conv) with one
 one-vs-all logistic output per class, trained by SGD with momentum and the proximal
 hooks (the l1 terms' prox is then a proximal-gradient step, as the objective weighs
 them). As in the paper, lam is the base network's weight decay and mu = lam; alpha and
@@ -36,17 +36,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import plots
 from ..datasets import digits_images
-from ..train.amtfl import METHODS, DeepAMTFLConfig, DeepAMTFLTrainer
+from ..nn.amtfl import METHODS, deep_amtfl_model
+from ..train import DeepAMTFLConfig, DeepAMTFLTrainer
 
-TITLE = "Deep-AMTFL vs CNN, MT-CNN, Deep-AMTL on imbalanced digits (seed 004 sec. 4.2, Table 2 / Fig. 6)"
+__all__ = ["run", "run_seed", "summarise", "TITLE", "ORDER", "TRAIN", "MODEL", "GRIDS"]
+
+TITLE = "Deep-AMTFL vs CNN, MT-CNN, Deep-AMTL on imbalanced digits (Lee et al. 2018, sec. 4.2, Table 2 / Fig. 6)"
 ORDER = ("cnn", "mt_cnn", "deep_amtl", "deep_amtfl")
 COLUMNS = ["method", "error %", "acc. classes 0-4 %", "acc. classes 5-9 %", "classes > CNN", "classes < CNN",
            "transfer earlier->later / reverse", "alpha, gamma chosen (per seed)", "fit s"]
 
 #: Training settings shared by the four models (epochs and warm-up shrink in quick mode).
-TRAIN = dict(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, epochs=60, lam=1e-3, mu=1e-3, delta=0.1,
-             warmup_epochs=10, width=16, hidden=64)
+TRAIN = dict(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, epochs=60, warmup_epochs=10)
+#: Model settings shared by the four models (alpha and gamma come from GRIDS).
+MODEL = dict(lam=1e-3, mu=1e-3, delta=0.1, width=16, hidden=64)
 #: Validation grids of (alpha, gamma) per asymmetric model; quick mode takes the first point.
 GRIDS = {
     "deep_amtl": {"alpha": [1.0, 0.1], "gamma": [1e-2]},
@@ -76,9 +81,9 @@ def _fit_one(method: str, seed: int, data, params: dict, quick: bool, epochs: in
         settings.update(epochs=30, warmup_epochs=5)
     if epochs is not None:
         settings.update(epochs=epochs, warmup_epochs=min(settings["warmup_epochs"], epochs))
-    cfg = DeepAMTFLConfig(method=method, seed=seed, **settings, **params)
+    cfg = DeepAMTFLConfig(seed=seed, **settings)
     t0 = time.perf_counter()
-    tr = DeepAMTFLTrainer(cfg).fit(data.X_train, data.y_train)
+    tr = DeepAMTFLTrainer(lambda: deep_amtfl_model(method, **MODEL, **params), cfg).fit((data.X_train, data.y_train))
     seconds = time.perf_counter() - t0
     return tr, seconds
 
@@ -138,67 +143,15 @@ def summarise(per_seed: list[dict]) -> tuple[list[list], dict]:
 
 
 def _plots(per_seed: list[dict], agg: dict, out_dir: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    classes = np.arange(10)
-    colors = {"cnn": "0.6", "mt_cnn": "tab:orange", "deep_amtl": "tab:green", "deep_amtfl": "tab:blue"}
-    n = len(per_seed)
-
-    # Fig. 6a: per-class accuracy and its improvement over the CNN, with the per-task losses
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True)
-    width = 0.2
-    for i, m in enumerate(ORDER):
-        ax1.bar(classes + (i - 1.5) * width, 100 * np.array(agg["per_class_accuracy"][m]), width,
-                yerr=100 * np.array(agg["per_class_accuracy_std"][m]), color=colors[m], label=METHODS[m], capsize=2)
-    ax1.set_ylabel("test accuracy of the class (%)")
-    low = min(min(v) for v in agg["per_class_accuracy"].values())
-    ax1.set_ylim(max(0.0, 100 * low - 10), 110)
-    ax1.legend(ncol=4, fontsize=8, loc="upper center")
-    ax1.set_title(f"Per-class accuracy, imbalanced digits (mean ± std over {n} seeds)")
-    for i, m in enumerate(ORDER[1:]):
-        ax2.bar(classes + (i - 1) * width, 100 * np.array(agg["improvement_over_cnn"][m]), width,
-                yerr=100 * np.array(agg["improvement_over_cnn_std"][m]), color=colors[m], label=METHODS[m], capsize=2)
-    ax2.axhline(0, color="k", lw=0.8)
-    ax2.set_ylabel("accuracy - CNN's (points)")
-    ax2.set_xlabel("class (task); training examples per class decrease from 0 to 9")
-    ax2.set_xticks(classes)
-    ax2.set_xticklabels([f"{c}\n(n={per_seed[0]['task_sizes'][c]})" for c in classes])
-    ax3 = ax2.twinx()
     rel = np.mean([r["deep_amtfl"]["reliability_losses"] for r in per_seed], 0)
-    ax3.plot(classes, rel, "k.-", label="Deep-AMTFL task loss L_t + delta/sqrt(N_t)")
-    ax3.set_ylabel("task loss (one-vs-all)")
-    h1, l1 = ax2.get_legend_handles_labels()
-    h2, l2 = ax3.get_legend_handles_labels()
-    ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower left")
-    ax2.set_title("Improvement over the CNN (Fig. 6a)")
-    fig.tight_layout()
-    p1 = out_dir / "deep_amtfl_per_class.png"
-    fig.savefig(p1, dpi=110)
-    plt.close(fig)
-
-    # Fig. 6b: the transfer matrix |A W^(L)| of Deep-AMTFL (and |B| of Deep-AMTL), off-diagonal
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
-    for ax, m, label in ((axes[0], "deep_amtfl", "|A S| (S = W^(L))"), (axes[1], "deep_amtl", "|B|")):
-        M = np.mean([np.abs(np.array(r[m]["transfer_matrix"])) for r in per_seed], 0)
-        np.fill_diagonal(M, np.nan)
-        im = ax.imshow(M, cmap="viridis")
-        ax.set_title(f"{METHODS[m]}: {label}, off-diagonal\nrow t -> column t' (upper/lower = "
-                     f"{np.mean(agg['asymmetry'][m]):.2f})", fontsize=9)
-        ax.set_xlabel("receiving task t'")
-        ax.set_ylabel("transferring task t")
-        ax.set_xticks(range(10))
-        ax.set_yticks(range(10))
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"Inter-task transfer on imbalanced digits (mean over {n} seeds; Fig. 6b)")
-    fig.tight_layout()
-    p2 = out_dir / "deep_amtfl_transfer.png"
-    fig.savefig(p2, dpi=110)
-    plt.close(fig)
-    return [str(p1), str(p2)]
+    fig = plots.amtfl_per_class_figure(agg, ORDER, METHODS, per_seed[0]["task_sizes"], rel, len(per_seed))
+    p1 = plots.save(fig, out_dir / "deep_amtfl_per_class.png")
+    mats = {f"{METHODS[m]}: {label}": np.mean([np.abs(np.array(r[m]["transfer_matrix"])) for r in per_seed], 0)
+            for m, label in (("deep_amtfl", "|A S| (S = W^(L))"), ("deep_amtl", "|B|"))}
+    asym = {f"{METHODS[m]}: {label}": float(np.mean(agg["asymmetry"][m]))
+            for m, label in (("deep_amtfl", "|A S| (S = W^(L))"), ("deep_amtl", "|B|"))}
+    p2 = plots.save(plots.amtfl_transfer_figure(mats, asym, len(per_seed)), out_dir / "deep_amtfl_transfer.png")
+    return [p1, p2]
 
 
 def _notes(rows: list[list], agg: dict, n_seeds: int) -> str:
@@ -265,7 +218,7 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, epochs: i
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
-    settings = dict(TRAIN, **({"epochs": 30, "warmup_epochs": 5} if quick else {}))
+    settings = dict(TRAIN, **MODEL, **({"epochs": 30, "warmup_epochs": 5} if quick else {}))
     if epochs is not None:
         settings["epochs"] = epochs
     return {
