@@ -22,12 +22,11 @@ from common import bench_parser, bench_setup, time_fn, write_table
 from mtlkernels import ops
 from mtlkernels.datasets import digits_images
 from mtlkernels.nn import AdaptiveSharingLinear, DeepAMTFL, DigitsCNN, OneVsAllCNN
-from mtlkernels.train.supervised import proximal_modules, total_penalty
+from mtlkernels.nn.hooks import apply_proximal_steps, total_penalty
 
 
 def step_fn(model, X, y, loss_fn, extra=None):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    prox = proximal_modules(model)
 
     def step():
         out = model(X)
@@ -37,8 +36,7 @@ def step_fn(model, X, y, loss_fn, extra=None):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        for m in prox:
-            m.proximal_step(0.01)
+        apply_proximal_steps(model, 0.01)
 
     return step
 
