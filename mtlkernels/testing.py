@@ -112,3 +112,19 @@ def on_other_device(fn):
     for d in range(2):
         torch.cuda.synchronize(d)
     return out
+
+
+def host_syncs(fn) -> int:
+    """How many synchronising CUDA operations (a read-back to the host) fn() makes, counted
+    with torch.cuda.set_sync_debug_mode("warn")."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)

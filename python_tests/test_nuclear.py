@@ -878,3 +878,19 @@ def test_inputs_on_cuda0_while_cuda1_is_current():
         for i, (o, e) in enumerate(zip(got, _every_ref(x, tau))):
             assert o.device == x.device
             assert rel_err(o, e) <= TOL[x.dtype], i
+
+
+
+@cuda_only
+def test_host_syncs_per_call():
+    """Issue 10, item 6: the fused small route reads nothing back; the Gram route reads back
+    once per precision tier (which matrices the rule accepted), here one tier."""
+    from mtlkernels.testing import host_syncs
+
+    small = randn(5, 20, 9, seed=91, device="cuda")
+    gram = randn(4, 90, 70, seed=92, device="cuda")  # float64, k = 70 > 64: the Gram route
+    assert set(ops.spectral_route(gram, "svt", 1.0).tolist()) == {GRAM}
+    assert host_syncs(lambda: ops.svt(small, 1.0)) == 0
+    assert host_syncs(lambda: ops.nuclear_norm(small)) == 0
+    assert host_syncs(lambda: ops.svt(gram, 1.0)) == 1
+    assert host_syncs(lambda: ops.nuclear_norm(gram)) == 1

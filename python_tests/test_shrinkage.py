@@ -610,3 +610,24 @@ def test_inputs_on_cuda0_while_cuda1_is_current():
         out = on_other_device(lambda: fn(x, g))
         assert out.device == x.device, name
         assert rel_err(out, rfn(x, g)) <= TOL[torch.float64], name
+
+
+
+@cuda_only
+def test_host_syncs_per_call():
+    """Issue 10, item 6: no host read-back with a number as threshold, one when the threshold
+    is a device tensor (its value or its sign), one for labelled groups (label range and tau
+    together), none for row and column groups."""
+    from mtlkernels.testing import host_syncs
+
+    x = randn(64, 256, seed=90, dtype=torch.float32, device="cuda")
+    labels = torch.arange(256, device="cuda") % 8
+    tau_dev = torch.tensor(0.5, device="cuda")
+    assert host_syncs(lambda: ops.soft_threshold(x, 0.5)) == 0
+    assert host_syncs(lambda: ops.prox_grad_step(x, x, 0.1, 0.5)) == 0
+    assert host_syncs(lambda: ops.soft_threshold(x, tau_dev)) == 1
+    assert host_syncs(lambda: ops.soft_threshold(x, torch.full((256,), 0.5, device="cuda"))) == 1
+    assert host_syncs(lambda: ops.group_soft_threshold(x, 0.5, 1)) == 0
+    assert host_syncs(lambda: ops.group_soft_threshold(x, 0.5, 0)) == 0
+    assert host_syncs(lambda: ops.group_soft_threshold(x, 0.5, 1, labels)) == 1
+    assert host_syncs(lambda: ops.group_prox_grad_step(x, x, 0.1, tau_dev, 1, labels)) == 1

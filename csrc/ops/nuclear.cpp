@@ -285,15 +285,16 @@ at::Tensor run_spectral(const Runner& r, const at::Tensor& x3, const SpectralArg
       // The tier's one host synchronisation: which matrices the rule accepted.
       const at::Tensor ok = tr.ok.to(at::kCPU).contiguous();
       const bool* okp = ok.data_ptr<bool>();
-      std::vector<int64_t> acc_v, rej_v;
-      for (int64_t i = 0; i < ok.numel(); ++i) (okp[i] ? acc_v : rej_v).push_back(i);
-      if (!todo.defined() && rej_v.empty()) {
+      int64_t n_acc = 0;
+      for (int64_t i = 0; i < ok.numel(); ++i) n_acc += okp[i];
+      const int64_t n_rej = ok.numel() - n_acc;
+      if (!todo.defined() && n_rej == 0) {
         fill_route(route, code);
         return tr.res;
       }
-      const auto iopts = x3.options().dtype(at::kLong);
-      const at::Tensor acc = at::tensor(acc_v, at::kLong).to(iopts.device());
-      const at::Tensor rej = at::tensor(rej_v, at::kLong).to(iopts.device());
+      // Indices on the device without another sync: the counts are known.
+      const at::Tensor acc = at::nonzero_static(tr.ok, n_acc).squeeze(1);
+      const at::Tensor rej = at::nonzero_static(tr.ok.logical_not(), n_rej).squeeze(1);
       if (acc.numel() > 0) {
         const at::Tensor dst = todo.defined() ? todo.index_select(0, acc) : acc;
         out.index_copy_(0, dst, tr.res.index_select(0, acc));

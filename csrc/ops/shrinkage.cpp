@@ -177,27 +177,38 @@ struct HostChecks {
 };
 
 HostChecks host_checks(const at::Tensor& tau, const std::optional<at::Tensor>& groups) {
+  HostChecks c;
   const bool has_labels = groups.has_value() && groups->defined() && groups->numel() > 0;
-  // Gather on the labels' device (a CPU scalar tau is copied there, without a sync).
-  const auto dopts = at::TensorOptions().dtype(at::kDouble).device(has_labels ? groups->device() : tau.device());
-  std::vector<at::Tensor> parts;
-  const at::Tensor td = tau.to(dopts).reshape({-1});
-  parts.push_back(td.numel() ? (td.lt(0) | td.isnan()).any().to(at::kDouble).reshape({1}) : at::zeros({1}, dopts));
-  parts.push_back(td.numel() == 1 ? td : at::zeros({1}, dopts));
+  const at::Tensor td = tau.to(at::kDouble).reshape({-1});
+  std::vector<at::Tensor> parts;  // read back in one copy when on a device
+  if (td.is_cpu()) {  // read in place: no copy, no sync
+    const at::Tensor t = td.contiguous();
+    const double* v = t.data_ptr<double>();
+    for (int64_t i = 0; i < t.numel(); ++i) c.tau_bad |= !(v[i] >= 0);
+    if (t.numel() == 1) c.tau_value = v[0];
+  } else {
+    const auto dopts = td.options();
+    parts.push_back(td.numel() ? (td.lt(0) | td.isnan()).any().to(at::kDouble).reshape({1}) : at::zeros({1}, dopts));
+    parts.push_back(td.numel() == 1 ? td : at::zeros({1}, dopts));
+  }
   if (has_labels) {
     // Labels as float64 are exact below 2^53; only the range is read.
     const auto mm = at::aminmax(groups->to(at::kLong));
-    parts.push_back(std::get<0>(mm).to(at::kDouble).reshape({1}));
-    parts.push_back(std::get<1>(mm).to(at::kDouble).reshape({1}));
+    const auto dev = parts.empty() ? groups->device() : parts[0].device();
+    parts.push_back(std::get<0>(mm).to(at::kDouble).reshape({1}).to(dev));
+    parts.push_back(std::get<1>(mm).to(at::kDouble).reshape({1}).to(dev));
   }
+  if (parts.empty()) return c;
   const at::Tensor h = at::cat(parts).to(at::kCPU);
   const double* v = h.data_ptr<double>();
-  HostChecks c;
-  c.tau_bad = v[0] != 0;
-  c.tau_value = v[1];
+  int64_t i = 0;
+  if (!td.is_cpu()) {
+    c.tau_bad = v[i++] != 0;
+    c.tau_value = v[i++];
+  }
   if (has_labels) {
-    c.label_min = static_cast<int64_t>(v[2]);
-    c.label_max = static_cast<int64_t>(v[3]);
+    c.label_min = static_cast<int64_t>(v[i++]);
+    c.label_max = static_cast<int64_t>(v[i++]);
   }
   return c;
 }
