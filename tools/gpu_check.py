@@ -17,7 +17,8 @@ one H100 / H200 with 16 cores:
    the others), four at a time, JUnit XML per file.
 3. sanitizer: `compute-sanitizer --tool memcheck` and `--tool racecheck` over
    tools/cuda_smoke.py (every op's CUDA kernel on small odd sizes).
-4. benchmarks: benchmarks/run_all.py --device cuda --quick (--full: the full sizes too).
+4. profile: tools/profile_ops.py (the calls whose GPU time is not understood yet).
+5. benchmarks: benchmarks/run_all.py --device cuda --quick (--full: the full sizes too).
 Then one summary (printed, and summary.md / summary.json in DIR); the exit status is 1
 when anything failed, 2 when no GPU is present (checked first, in a few seconds).
 """
@@ -184,6 +185,13 @@ def stage_sanitizer(out: Path, timeouts: dict) -> dict:
     return res
 
 
+def stage_profile(out: Path, timeout: float) -> dict:
+    """tools/profile_ops.py: where the time of the calls not yet understood goes (informative)."""
+    rc, secs, _ = run([sys.executable, str(ROOT / "tools" / "profile_ops.py")], out / "profile.log",
+                      timeout=timeout, cwd=TESTS)
+    return {"ok": True, "exit": rc, "seconds": round(secs, 1), "log": "profile.log"}
+
+
 def stage_bench(out: Path, full: bool, timeout: float) -> dict:
     res = {}
     runs = [("quick", ["--quick"])] + ([("full", [])] if full else [])
@@ -231,6 +239,9 @@ def summary(out: Path, info: dict) -> str:
                 e = s[tool]
                 lines.append(f"- {tool}: {e['errors']} errors, exit {e['exit']}, {e['seconds']} s"
                              + (f" ({e['note']})" if "note" in e else ""))
+    if "profile" in info:
+        p = info["profile"]
+        lines += ["", f"## profile (tools/profile_ops.py): exit {p['exit']}, {p['seconds']} s, tables in {p['log']}"]
     if "bench" in info:
         bn = info["bench"]
         lines += ["", f"## benchmarks: {'ok' if bn['ok'] else 'FAILED'}"]
@@ -272,6 +283,7 @@ def main() -> int:
                           ("tests", lambda: stage_tests(out, limit(150, 200))),
                           ("sanitizer", lambda: stage_sanitizer(out, {"memcheck": limit(100, 170),
                                                                       "racecheck": limit(60, 140)})),
+                          ("profile", lambda: stage_profile(out, limit(45, 200))),
                           ("bench", lambda: stage_bench(out, args.full, limit(220, 0)))):
             log(f"{stage} ...")
             info[stage] = fn()
