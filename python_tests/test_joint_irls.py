@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from mtlkernels import reference
@@ -141,9 +142,10 @@ def test_stop_rule_and_iteration_cap(domains):
     tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=6, init_epochs=2, tol=1.0, lam=0.05)).fit(data)
     assert tr.converged_ and tr.irls_iters_ == 1 and tr.converged_sweep_ == 2
     assert [h["phase"] for h in tr.history_] == ["init", "init"] + ["frozen"] * 4
-    # tol = 0 never stops: the cap on iterations freezes the weights
-    tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=8, init_epochs=2, tol=0.0, max_irls_iters=3, epochs_per_iter=1,
-                                        lam=0.05)).fit(data)
+    # tol = 0 never stops: the cap on iterations freezes the weights, with a warning
+    with pytest.warns(ConvergenceWarning, match="after max_irls_iters=3 weighting steps"):
+        tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=8, init_epochs=2, tol=0.0, max_irls_iters=3, epochs_per_iter=1,
+                                            lam=0.05)).fit(data)
     assert not tr.converged_ and tr.irls_iters_ == 3 and tr.converged_sweep_ is None
     assert [h.get("irls_iter") for h in tr.history_ if "irls_iter" in h] == [1, 2, 3]
     assert tr.history_[-1]["phase"] == "frozen"
@@ -335,6 +337,13 @@ def test_kill_mid_epoch_then_resume(domains, tmp_path):
     resumed = JointIRLSTrainer(factory, cfg(checkpoint_path=path, **kw)).fit(data)
     assert len(resumed.history_) == 5
     assert all(torch.equal(x, y) for x, y in zip(params_of(full), params_of(resumed)))
+
+
+def test_checkpoint_of_another_number_of_processes_is_refused(domains, tmp_path):
+    data = [(d.X_train, d.y_train) for d in domains]
+    (tmp_path / "ck.rank0-of-2.pt").write_bytes(b"a shard of a 2-process run")
+    with pytest.raises(CheckpointError, match="holds a run of 2 process.*nproc_per_node=2"):
+        JointIRLSTrainer(tiny_mlp, cfg(epochs=2, checkpoint_path=str(tmp_path / "ck.pt"))).fit(data)
 
 
 def test_checkpoint_of_another_method_is_refused(domains, tmp_path):

@@ -22,7 +22,8 @@ Network k's initial weights, batches and random draws depend on (seed, k) only, 
 are the same on whichever rank it is trained. Histories and metrics hold every network's
 values on every rank; checkpoints are written per rank
 (``<checkpoint>.rank<r>-of-<N>.pt``, with the previous epoch kept beside it as
-``.prev``) and a resume loads the newest epoch that every rank holds. A rank that dies or
+``.prev``; each rank reads only its own, so several machines need no shared file system)
+and a resume loads the newest epoch that every rank holds, with the same N. A rank that dies or
 hangs stops the others with a :class:`~mtlkernels.train.joint_dist.RankFailureError`
 naming it within ``config.dist_timeout_s``.
 """
@@ -31,11 +32,13 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
@@ -89,9 +92,13 @@ class JointTrainer(JointEvaluation, Trainer):
         if names is not None and len(names) != len(train):
             raise ValueError(f"{self.name}: {len(names)} names for {len(train)} datasets")
         self.n, self._names = len(train), names
+        self.fit_warnings: list[str] = []
         t0 = time.perf_counter()
         super().fit(train, val)
         self.fit_seconds_ += time.perf_counter() - t0
+        if self.dist.rank == 0:
+            for msg in self.fit_warnings:  # loops that stopped early (finish), on rank 0 only
+                warnings.warn(msg, ConvergenceWarning, stacklevel=2)
         return self
 
     def on_fit_start(self, train, val) -> None:
@@ -284,7 +291,8 @@ class JointTrainer(JointEvaluation, Trainer):
                 self.evaluation_ = {s: self.evaluate(s) for s in ("val", "test") if all(s in sp for sp in splits)}
 
     def finish(self) -> None:
-        """After the last sweep, on every rank (collectives allowed)."""
+        """After the last sweep, on every rank (collectives allowed); messages appended to
+        ``self.fit_warnings`` are issued as ``ConvergenceWarning`` when ``fit`` returns."""
 
     def teardown(self, error: BaseException | None) -> None:
         if self.comm is not None:
@@ -323,12 +331,28 @@ class JointTrainer(JointEvaluation, Trainer):
             os.replace(latest, prev)
         ckpt.save_atomic(state, latest)
 
+    def _refuse_another_world_size(self) -> None:
+        """A checkpoint of this run written by another number of processes is not silently ignored."""
+        path, N = Path(self.config.checkpoint_path), self.comm.world_size
+        if any(f.exists() for f in (self._shards() if self.comm.enabled else (path,))):
+            return
+        others = {int(f.name[len(path.stem) + 1:].split("-of-")[1].split(".")[0])
+                  for f in path.parent.glob(f"{path.stem}.rank*-of-*{path.suffix}")} - {N}
+        if N > 1 and path.exists():
+            others.add(1)
+        if others:
+            raise ckpt.CheckpointError(f"{self.name}: checkpoint {path} holds a run of {min(others)} process(es), this "
+                                       f"run has {N}: the networks are placed by the number of processes, so resume "
+                                       f"with torchrun --nproc_per_node={min(others)}, or pass resume=False to start "
+                                       "over")
+
     def _resume(self) -> int:
         cfg = self.config
-        if not self.comm.enabled:
-            return super()._resume()
         if cfg.checkpoint_path is None or not cfg.resume:
             return 0
+        self._refuse_another_world_size()
+        if not self.comm.enabled:
+            return super()._resume()
         with self.comm.guard("resuming"):
             held = {}
             for f in self._shards():

@@ -120,7 +120,7 @@ class JointComm:
         if not self.enabled:
             return t
         self._enter()
-        buf = t.to(self.device).contiguous()
+        buf = t.to(self.device, copy=True).contiguous()
         dist.all_reduce(buf, group=self.group)
         self.bytes_sent += 2 * (self.world_size - 1) * buf.numel() * buf.element_size() // self.world_size
         return buf.to(t.device)
@@ -131,7 +131,7 @@ class JointComm:
         if not self.enabled:
             return t
         self._enter()
-        buf = t.to(self.device).contiguous()
+        buf = t.to(self.device, copy=True).contiguous()
         dist.reduce(buf, dst=0, group=self.group)
         dist.broadcast(buf, src=0, group=self.group)
         size = buf.numel() * buf.element_size()

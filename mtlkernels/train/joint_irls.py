@@ -126,7 +126,7 @@ class IRLSState:
     iteration; ``sigma`` (L,): sec. 4.2.1, set at the first weighting step; ``w`` (L, n, n):
     the eq. 7 pair weights of the current problem; ``c`` (L, n, n): the per-layer
     coefficients of eq. 6 they give (``ops.layer_weights``); ``converged_at``: the number
-    of sweeps after which delta <= tol was reached.
+    of sweeps after which delta <= tol was reached; ``delta``: that of the last weighting.
     """
 
     w: Tensor
@@ -137,10 +137,12 @@ class IRLSState:
     converged: bool = False
     sigma: Tensor | None = None
     converged_at: int | None = None
+    delta: float = math.nan
 
     def state_dict(self) -> dict:
         return {"w": self.w, "c": self.c, "phase": self.phase, "k": self.k, "sweeps_in_iter": self.sweeps_in_iter,
-                "converged": self.converged, "sigma": self.sigma, "converged_at": self.converged_at}
+                "converged": self.converged, "sigma": self.sigma, "converged_at": self.converged_at,
+                "delta": self.delta}
 
     @classmethod
     def from_state_dict(cls, d: dict, device) -> "IRLSState":
@@ -156,6 +158,9 @@ class JointIRLSTrainer(JointTrainer):
     datasets of one task (``ImageSplits``, tuples (X, y), or for auto-encoders image
     tensors X or pairs (X_in, X_out)); ``config.lam`` weighs the consistency term (sums
     over i < j).
+
+    A ``ConvergenceWarning`` says when reweighting stopped before delta <= tol (the cap
+    ``max_irls_iters`` or the sweep budget).
 
     After ``fit``: ``sigma_`` (sec. 4.2.1, one per layer pair), ``weights_`` (the last
     IRLS weights, (L, n, n)), ``irls_iters_``, ``converged_`` (delta <= tol reached),
@@ -214,7 +219,7 @@ class JointIRLSTrainer(JointTrainer):
         iu = torch.triu_indices(self.n, self.n, 1, device=w.device)
         delta = float((w - st.w)[:, iu[0], iu[1]].abs().max())
         st.k += 1
-        st.w, st.c = w, ops.layer_weights(w)
+        st.w, st.c, st.delta = w, ops.layer_weights(w), delta
         st.phase = "irls"
         st.sweeps_in_iter = 0
         if delta <= self.config.tol:
@@ -297,6 +302,13 @@ class JointIRLSTrainer(JointTrainer):
         self.converged_sweep_ = st.converged_at
         if self.robust:
             self.weight_graph_ = self.weight_graph()
+            if st.k >= 1 and not st.converged:
+                why = (f"after max_irls_iters={self.config.max_irls_iters} weighting steps"
+                       if st.k >= self.config.max_irls_iters else
+                       f"when the budget of epochs={self.config.epochs} sweeps ran out, after {st.k} weighting steps")
+                self.fit_warnings.append(f"{self.name}: IRLS stopped {why} with delta = {st.delta:.3g} > tol = "
+                                         f"{self.config.tol:g} (Zhang et al. 2019, sec. 4.2.2); raise max_irls_iters "
+                                         "or epochs, or tol")
 
     def metrics(self) -> dict:
         out = super().metrics()
