@@ -107,14 +107,24 @@ def cases(out: str, rank: int) -> dict:
                                                           checkpoint_path=ck.format("resume"))), (four,), {}),
         "resumed_n4": (lambda: JointIRLSTrainer(tiny, cfg(epochs=5, epochs_per_iter=2,
                                                           checkpoint_path=ck.format("resume"))), (four,), {}),
+        "partial_stop": (lambda: JointIRLSTrainer(tiny, cfg(epochs=3, epochs_per_iter=2,
+                                                            checkpoint_path=ck.format("partial"))), (four,), {}),
+        "partial_resumed": (lambda: _lose_last_save(out, rank) or JointIRLSTrainer(
+            tiny, cfg(epochs=5, epochs_per_iter=2, checkpoint_path=ck.format("partial"))), (four,), {}),
         "gauss_seidel": (lambda: JointIRLSTrainer(tiny, cfg(schedule="gauss_seidel")), (two,), {}),
     }
+
+
+def _lose_last_save(out: str, rank: int) -> None:
+    """Rank 1 never wrote its epoch-3 checkpoint (killed while saving): it holds epoch 2 only."""
+    if rank == 1:
+        os.replace(f"{out}/ck_partial.rank1-of-2.prev.pt", f"{out}/ck_partial.rank1-of-2.pt")
 
 
 def _result(tr) -> dict:
     res = {"nets": {k: torch.cat([p.detach().reshape(-1) for p in net.parameters()]).clone()
                     for k, net in zip(tr.local_tasks_, tr.models_)},
-           "history": tr.history_, "bytes": list(tr.sweep_bytes_)}
+           "history": tr.history_, "bytes": list(tr.sweep_bytes_), "resumed_epoch": tr.resumed_epoch_}
     for attr in ("weights_", "sigma_", "irls_iters_"):
         if hasattr(tr, attr):
             res[attr] = getattr(tr, attr)

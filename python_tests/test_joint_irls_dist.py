@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
                                 reason="torch.distributed with gloo is not available")
 
 TWO = ["jacobi_n2", "jacobi_n4", "l2reg_n3", "isolated_n3", "shareall_n3", "pretrain_n4", "uninterrupted_n4",
-       "stopped_n4", "resumed_n4", "gauss_seidel"]
+       "stopped_n4", "resumed_n4", "partial_stop", "partial_resumed", "gauss_seidel"]
 THREE = ["jacobi_n3", "l2reg_n3", "jacobi_n2"]
 
 
@@ -135,6 +135,16 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(two):
     assert not (out / "ck_resume.pt").exists()
     state = torch.load(out / "ck_resume.rank1-of-2.pt", weights_only=True)
     assert state["epoch"] == 5 and sorted(state["optimizers"]) == ["net2", "net3"]
+
+
+def test_resume_takes_the_newest_epoch_every_rank_holds(two):
+    """Rank 1 lost its epoch-3 checkpoint (rank 0 has 3 and 2): both resume from epoch 2,
+    and the result is still the uninterrupted run's."""
+    for res in two[1]:
+        assert res["partial_resumed"]["resumed_epoch"] == 2 and res["resumed_n4"]["resumed_epoch"] == 3
+        for k, v in res["partial_resumed"]["nets"].items():
+            assert torch.equal(v, res["uninterrupted_n4"]["nets"][k])
+        assert len(res["partial_resumed"]["history"]) == 5
 
 
 @pytest.mark.parametrize("mode, timeout_s", [("die", 20.0), ("hang", 3.0), ("nan", 20.0)])

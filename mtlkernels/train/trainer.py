@@ -87,6 +87,7 @@ class Trainer:
         name: for logs (default: the trainer's ``method``).
 
     After ``fit``: ``model`` (the trained module), ``history_`` (one record per epoch),
+    ``resumed_epoch_`` (the checkpoint's epoch training resumed from, 0 when from scratch),
     ``optimizers`` (by name).
     """
 
@@ -217,7 +218,7 @@ class Trainer:
             self.setup()
             self.precision = Precision(cfg.precision, self.device)
             self.optimizers = self.configure_optimizers()
-            start = self._resume()
+            start = self.resumed_epoch_ = self._resume()
             self._step_module = self._wrap(LossStep(self.model))
             self._loop(start)
             self.on_fit_end()
