@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mtlkernels.datasets import digits_domains
-from mtlkernels.nn import DigitsMLP
+from mtlkernels.nn import DigitsAutoEncoder, DigitsMLP
 from mtlkernels.train import (Isolated, JointIRLSConfig, JointIRLSTrainer, L2Reg, PretrainFinetune, RankFailureError,
                               Shareall)
 
@@ -100,6 +100,9 @@ def cases(out: str, rank: int) -> dict:
         "l2reg_n3": (lambda: L2Reg(tiny, cfg(epochs=3)), (three,), {}),
         "isolated_n3": (lambda: Isolated(tiny, cfg(epochs=2)), (three,), {}),
         "shareall_n3": (lambda: Shareall(tiny, cfg(epochs=2, batch_size=10)), (three,), {}),
+        "shareall_ae_n3": (lambda: Shareall(lambda: DigitsAutoEncoder(code=4, hidden=8),
+                                            cfg(epochs=1, batch_size=4, task="autoencoder")),
+                           ([x.X_train for x in three],), {}),
         "pretrain_n4": (lambda: PretrainFinetune(tiny, cfg(epochs=4, pretrain_epochs=2, same_init=False)), (four,),
                         {}),
         "uninterrupted_n4": (lambda: JointIRLSTrainer(tiny, cfg(epochs=5, epochs_per_iter=2)), (four,), {}),

@@ -20,7 +20,8 @@ from mtlkernels.train.joint_exchange import column_blocks
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
-TWO = ["jacobi_n2", "jacobi_n4", "l2reg_n3", "isolated_n3", "shareall_n3", "pretrain_n4", "uninterrupted_n4",
+TWO = ["jacobi_n2", "jacobi_n4", "l2reg_n3", "isolated_n3", "shareall_n3", "shareall_ae_n3", "pretrain_n4",
+       "uninterrupted_n4",
        "stopped_n4", "resumed_n4", "partial_stop", "partial_resumed", "gauss_seidel"]
 THREE = ["jacobi_n3", "l2reg_n3", "jacobi_n2"]
 
@@ -82,10 +83,18 @@ def _check_equal_to_one_process(ranks: list[dict], name: str, tmp: Path):
             assert res[name]["irls_iters_"] == single["irls_iters_"]
 
 
-@pytest.mark.parametrize("name", ["jacobi_n2", "jacobi_n4", "l2reg_n3", "isolated_n3", "shareall_n3", "pretrain_n4"])
+@pytest.mark.parametrize("name", ["jacobi_n2", "jacobi_n4", "l2reg_n3", "isolated_n3", "shareall_n3", "shareall_ae_n3",
+                                  "pretrain_n4"])
 def test_two_processes_equal_one_process(two, name, tmp_path):
     """One network per rank (n = 2), two per rank (n = 4), uneven (n = 3: 2 + 1)."""
     _check_equal_to_one_process(two[1], name, tmp_path)
+
+
+def test_union_batches_can_leave_a_rank_without_samples():
+    """shareall_ae_n3 covers a step in which rank 1 (datasets 2: union rows 48-71) has no sample."""
+    from mtlkernels.train.data import index_batches
+
+    assert any(not ((b >= 48) & (b < 72)).any() for b in index_batches(72, 4, 0, 0))
 
 
 @pytest.mark.parametrize("name", ["jacobi_n3", "l2reg_n3"])

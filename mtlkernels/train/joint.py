@@ -225,7 +225,7 @@ class JointTrainer(JointEvaluation, Trainer):
         """The data term over a batch: its mean, or (``reduction="sum"``) its sum over samples."""
         if self.config.task == "classification":
             return F.cross_entropy(out, Y, reduction=reduction)
-        return recon_error(out, Y) if reduction == "mean" else recon_error(out, Y) * len(out)
+        return recon_error(out, Y, reduction)
 
     def _epoch_on(self, p: int, X: Tensor, Y: Tensor, epoch: int, penalty, where: str) -> dict:
         """One epoch of this rank's p-th network on (X, Y) minimising loss + penalty()
