@@ -4,6 +4,8 @@ Commands:
   info               how the native extension was built (JSON)
   demo               every method and its baselines on bundled offline data, one results table
   run METHOD         one experiment (see `mtlkernels run --help` for the names)
+
+Across processes: `torchrun --nproc_per_node=4 -m mtlkernels run joint-irls --distributed`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", default="mtlkernels-results")
     run.add_argument("--full", action="store_true")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--distributed", action="store_true",
+                     help="under torchrun: spread the networks over the processes (joint-irls; gloo, Jacobi schedule)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
 
@@ -43,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         from mtlkernels import demo as demo_mod
 
         methods = [ALIASES.get(args.method, args.method)] if args.command == "run" else None
-        demo_mod.main(out=args.out, full=args.full, methods=methods, seed=args.seed)
+        try:
+            demo_mod.main(out=args.out, full=args.full, methods=methods, seed=args.seed,
+                          distributed=getattr(args, "distributed", False))
+        except ValueError as e:
+            if "--distributed" not in str(e):
+                raise
+            parser.error(str(e))
     return 0
 
 

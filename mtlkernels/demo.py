@@ -4,16 +4,22 @@ scale on bundled offline data, one results table, JSON and PNG plots in a folder
 Quick settings (one seed or split, small grids, few epochs) keep it to about ten
 minutes on 2 CPU cores; ``--full`` runs the settings of the committed benchmark tables
 (``benchmarks/methods_linear.py``, ``benchmarks/methods_deep.py``).
+
+``distributed=True`` (``torchrun --nproc_per_node=N -m mtlkernels run joint-irls
+--distributed``) runs the experiments that take ``distributed`` across the ranks of one
+process group (gloo); rank 0 prints and writes the results.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 
 import torch
 
 from .experiments.registry import EXPERIMENTS, get
+from .train.distributed import Distributed
 from .train.trainer import write_json
 
 
@@ -30,34 +36,55 @@ def format_table(result: dict) -> str:
 
 
 def main(out: str = "mtlkernels-results", full: bool = False, methods: list[str] | None = None, seed: int = 0,
-         threads: int = 1) -> dict:
+         threads: int = 1, distributed: bool = False) -> dict:
     # The demo's problems are tiny: one intra-op thread is faster than several (measured
     # 4-30x on the 2-core CI machine when it is busy) and makes runs reproducible.
     torch.set_num_threads(threads)
+    names = methods or list(EXPERIMENTS)
+    if distributed:
+        single = [n for n in names if "distributed" not in inspect.signature(get(n)).parameters]
+        if single:
+            raise ValueError(f"--distributed: {', '.join(single)} run(s) in one process only; the experiments that "
+                             "run across processes: " + ", ".join(n for n in EXPERIMENTS if "distributed" in
+                                                                   inspect.signature(get(n)).parameters))
+        group = Distributed("cpu")
+        try:
+            return _main(out, full, names, seed, group)
+        finally:
+            group.close()
+    return _main(out, full, names, seed, None)
+
+
+def _main(out: str, full: bool, names: list[str], seed: int, group: Distributed | None) -> dict:
+    main_rank = group is None or group.is_main
+    print_ = print if main_rank else (lambda *a, **k: None)  # noqa: E731
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = methods or list(EXPERIMENTS)
-    print(f"mtlkernels demo: {len(names)} experiments ({'full' if full else 'quick'} settings); "
-          f"results go to {out_dir}\n", flush=True)
+    where = "" if group is None else f", {group.world_size} process(es) (torch.distributed)"
+    print_(f"mtlkernels demo: {len(names)} experiments ({'full' if full else 'quick'} settings{where}); "
+           f"results go to {out_dir}\n", flush=True)
     results, timings = {}, {}
     for name in names:
         fn = get(name)
         t0 = time.perf_counter()
-        print(f"== {name}: {EXPERIMENTS[name][2]}", flush=True)
-        seeds = None if full else (seed,)
-        res = fn(quick=not full, out_dir=out_dir, log=lambda *a: print(*a, flush=True), **({} if seeds is None else {"seeds": seeds}))
+        print_(f"== {name}: {EXPERIMENTS[name][2]}", flush=True)
+        kw = {} if full else {"seeds": (seed,)}
+        if group is not None:
+            kw["distributed"] = True
+        res = fn(quick=not full, out_dir=out_dir if main_rank else None, log=lambda *a: print_(*a, flush=True), **kw)
         timings[name] = time.perf_counter() - t0
         results[name] = res
-        print(f"   ({timings[name]:.0f} s)\n", flush=True)
-    print("=" * 100)
-    print("RESULTS\n")
+        print_(f"   ({timings[name]:.0f} s)\n", flush=True)
+    print_("=" * 100)
+    print_("RESULTS\n")
     for name, res in results.items():
-        print(format_table(res))
-        print()
+        print_(format_table(res))
+        print_()
     plots = [p for r in results.values() for p in r.get("plots", [])]
-    write_json(out_dir / "results.json", {"results": results, "seconds": timings})
-    print(f"JSON: {out_dir / 'results.json'}")
+    if main_rank:
+        write_json(out_dir / "results.json", {"results": results, "seconds": timings})
+    print_(f"JSON: {out_dir / 'results.json'}")
     if plots:
-        print("plots:\n  " + "\n  ".join(str(p) for p in plots))
-    print(f"total {sum(timings.values()):.0f} s")
+        print_("plots:\n  " + "\n  ".join(str(p) for p in plots))
+    print_(f"total {sum(timings.values()):.0f} s")
     return results

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from mtlkernels import reference
@@ -139,17 +140,36 @@ def test_stop_rule_and_iteration_cap(domains):
     data = [(d.X_train, d.y_train) for d in domains]
     # delta^(1) = max |w - 1| <= 1 always: tol = 1 stops after the first weighting
     tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=6, init_epochs=2, tol=1.0, lam=0.05)).fit(data)
-    assert tr.converged_ and tr.irls_iters_ == 1
+    assert tr.converged_ and tr.irls_iters_ == 1 and tr.converged_sweep_ == 2
     assert [h["phase"] for h in tr.history_] == ["init", "init"] + ["frozen"] * 4
-    # tol = 0 never stops: the cap on iterations freezes the weights
-    tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=8, init_epochs=2, tol=0.0, max_irls_iters=3, epochs_per_iter=1,
-                                        lam=0.05)).fit(data)
-    assert not tr.converged_ and tr.irls_iters_ == 3
+    # tol = 0 never stops: the cap on iterations freezes the weights, with a warning
+    with pytest.warns(ConvergenceWarning, match="after max_irls_iters=3 weighting steps"):
+        tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=8, init_epochs=2, tol=0.0, max_irls_iters=3, epochs_per_iter=1,
+                                            lam=0.05)).fit(data)
+    assert not tr.converged_ and tr.irls_iters_ == 3 and tr.converged_sweep_ is None
     assert [h.get("irls_iter") for h in tr.history_ if "irls_iter" in h] == [1, 2, 3]
     assert tr.history_[-1]["phase"] == "frozen"
     deltas = [h["delta"] for h in tr.history_ if "delta" in h]
     assert all(0 <= d <= 1 for d in deltas)
     assert all(math.isfinite(h["closs"]) and h["closs"] >= 0 for h in tr.history_)
+
+
+def test_jacobi_and_gauss_seidel_schedules(domains):
+    """Jacobi: every network trains against the eq. 9 targets of the sweep's start, so after
+    one sweep networks 1 and 2 do not depend on dataset 0. Gauss-Seidel (sec. 4.2.3): network
+    1 trains against network 0's newest parameters, so they do."""
+    data = [(d.X_train, d.y_train) for d in domains]
+    other = [(data[0][0], data[0][1].roll(1)), *data[1:]]  # dataset 0's labels changed
+
+    def nets(schedule, sets):
+        return params_of(L2Reg(tiny_mlp, cfg(epochs=1, lam=0.5, schedule=schedule)).fit(sets))
+
+    jac, jac_other = nets("jacobi", data), nets("jacobi", other)
+    gs, gs_other = nets("gauss_seidel", data), nets("gauss_seidel", other)
+    assert not torch.equal(jac[0], jac_other[0])
+    assert torch.equal(jac[1], jac_other[1]) and torch.equal(jac[2], jac_other[2])
+    assert not torch.equal(gs[1], gs_other[1]) and not torch.equal(gs[2], gs_other[2])
+    assert torch.equal(jac[0], gs[0]) and not torch.equal(jac[1], gs[1])  # network 0 goes first in both
 
 
 def test_l2reg_never_reweights(domains):
@@ -319,6 +339,13 @@ def test_kill_mid_epoch_then_resume(domains, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(params_of(full), params_of(resumed)))
 
 
+def test_checkpoint_of_another_number_of_processes_is_refused(domains, tmp_path):
+    data = [(d.X_train, d.y_train) for d in domains]
+    (tmp_path / "ck.rank0-of-2.pt").write_bytes(b"a shard of a 2-process run")
+    with pytest.raises(CheckpointError, match="holds a run of 2 process.*nproc_per_node=2"):
+        JointIRLSTrainer(tiny_mlp, cfg(epochs=2, checkpoint_path=str(tmp_path / "ck.pt"))).fit(data)
+
+
 def test_checkpoint_of_another_method_is_refused(domains, tmp_path):
     data = [(d.X_train, d.y_train) for d in domains]
     path = str(tmp_path / "ck.pt")
@@ -356,6 +383,10 @@ def test_bad_input(domains):
         JointIRLSTrainer(tiny_mlp, cfg(task="gan"))
     with pytest.raises(ValueError, match="tol must be"):
         JointIRLSTrainer(tiny_mlp, cfg(tol=-1))
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        JointIRLSTrainer(tiny_mlp, cfg(schedule="parallel"))
+    with pytest.raises(ValueError, match="dist_timeout_s must be"):
+        JointIRLSTrainer(tiny_mlp, cfg(dist_timeout_s=0))
     with pytest.raises(TypeError, match="factory"):
         JointIRLSTrainer(tiny_mlp(), cfg())
     with pytest.raises(ValueError, match="different architectures"):

@@ -16,6 +16,10 @@ fingerprint, mixed precision and ``torchrun`` data parallelism (see
 | Lee et al. 2018 (``amtfl``: Deep-AMTFL, CNN, MT-CNN, Deep-AMTL) | :class:`DeepAMTFLTrainer` | :class:`DeepAMTFLConfig` |
 | Chen et al. 2018 (``cetl``) | :class:`CETLTrainer`; baselines :class:`TargetOnlyTrainer`, :class:`FineTuneTrainer`, :class:`SoftTargetTrainer` | :class:`CETLConfig` |
 | Zhang et al. 2019 (``joint_irls``) | :class:`JointIRLSTrainer`; baselines :class:`L2Reg`, :class:`Isolated`, :class:`Shareall`, :class:`PretrainFinetune` | :class:`JointIRLSConfig` |
+
+The joint trainers run one network per rank (or k networks per rank) under ``torchrun``
+(:mod:`mtlkernels.train.joint_dist`, :mod:`mtlkernels.train.joint_exchange`); a rank that
+fails stops the others with a :class:`RankFailureError` naming it.
 """
 
 from .amtfl import DeepAMTFLConfig, DeepAMTFLTrainer
@@ -26,7 +30,10 @@ from .cetl_baselines import (FineTuneConfig, FineTuneTrainer, SoftTargetConfig, 
 from .cetl_config import CETLConfig
 from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .joint import Isolated, JointIRLSConfig, JointTrainer, PretrainFinetune, Shareall
+from .joint import JointTrainer
+from .joint_baselines import Isolated, PretrainFinetune, Shareall
+from .joint_config import JointIRLSConfig
+from .joint_dist import RankFailureError
 from .joint_irls import IRLSState, JointIRLSTrainer, L2Reg
 from .supervised import SupervisedTrainer
 from .trainer import Trainer
@@ -56,4 +63,5 @@ __all__ = [
     "Isolated",
     "Shareall",
     "PretrainFinetune",
+    "RankFailureError",
 ]

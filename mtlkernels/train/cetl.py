@@ -199,7 +199,7 @@ class CETLTrainer(Trainer):
         return index_batches(n, self.config.batch_size, seed, epoch, self.dist.rank, self.dist.world_size, self.device)
 
     def configure_optimizers(self) -> dict:
-        from .trainer import make_optimizer
+        from .config import make_optimizer
 
         t1, t2 = list(self.decoder.parameters()), list(self.target.parameters())
         if self.config.schedule == "staged":

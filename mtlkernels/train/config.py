@@ -15,15 +15,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["TrainConfig", "PRECISIONS", "OPTIMIZERS", "NOT_FINGERPRINTED", "fingerprint", "optimizer_spec"]
+__all__ = ["TrainConfig", "PRECISIONS", "OPTIMIZERS", "NOT_FINGERPRINTED", "fingerprint", "optimizer_spec",
+           "make_optimizer"]
 
 #: ``config.precision`` values: float32, bfloat16 autocast, float16 autocast with a GradScaler.
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 #: Optimiser names ``config.optimizer`` takes (besides a ``torch.optim`` class or a partial of one).
 OPTIMIZERS = ("adam", "adamw", "sgd")
-#: Config fields left out of the fingerprint: the epoch budget, progress display and paths.
-#: Changing one of them never blocks a resume (a larger ``epochs`` continues training).
-NOT_FINGERPRINTED = frozenset({"epochs", "progress", "checkpoint_path", "metrics_path", "resume"})
+#: Config fields left out of the fingerprint: the epoch budget, progress display, paths and
+#: the communication timeout. Changing one of them never blocks a resume (a larger
+#: ``epochs`` continues training).
+NOT_FINGERPRINTED = frozenset({"epochs", "progress", "checkpoint_path", "metrics_path", "resume", "dist_timeout_s"})
 
 
 @dataclass
@@ -52,6 +54,9 @@ class TrainConfig:
             overwrite it).
         metrics_path: write the history and final metrics here as JSON after ``fit``.
         progress: tqdm progress bars.
+        dist_timeout_s: under ``torchrun``, how long a collective waits for the other ranks
+            before it fails (the process group's timeout); a rank that dies or hangs stops
+            the others within about this time, never later.
     """
 
     epochs: int = 20
@@ -67,6 +72,7 @@ class TrainConfig:
     resume: bool = True
     metrics_path: str | None = None
     progress: bool = False
+    dist_timeout_s: float = 600.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -79,6 +85,9 @@ class TrainConfig:
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         optimizer_spec(self.optimizer)  # raises on a bad optimiser
+        if not (isinstance(self.dist_timeout_s, (int, float)) and not isinstance(self.dist_timeout_s, bool)
+                and 0 < self.dist_timeout_s < math.inf):
+            raise ValueError(f"dist_timeout_s must be a finite positive number of seconds, got {self.dist_timeout_s!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         try:
@@ -108,6 +117,20 @@ def optimizer_spec(opt) -> str:
     if kwargs:
         name += "(" + ", ".join(f"{k}={kwargs[k]!r}" for k in sorted(kwargs)) + ")"
     return name
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` names, over the parameters that require grad."""
+    params = [p for p in params if p.requires_grad]
+    opt = cfg.optimizer
+    optimizer_spec(opt)
+    if opt == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if opt == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if opt == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _plain(value):

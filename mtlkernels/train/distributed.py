@@ -17,13 +17,16 @@ resume (a shared file system is assumed for more than one machine).
 
 from __future__ import annotations
 
+import inspect
 import os
 from datetime import timedelta
+from typing import Callable
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
 
-__all__ = ["Distributed", "env_world_size"]
+__all__ = ["Distributed", "LossStep", "env_world_size", "wrap_ddp"]
 
 
 def env_world_size() -> int:
@@ -109,3 +112,27 @@ class Distributed:
         if self.created_group and dist.is_initialized():
             dist.destroy_process_group()
             self.created_group = False
+
+
+class LossStep(nn.Module):
+    """The module DistributedDataParallel wraps: its forward computes a whole loss
+    (data term and penalties), so that every parameter with a gradient is in the graph
+    of its output."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, closure: Callable[[], Tensor]) -> Tensor:
+        return closure()
+
+
+def wrap_ddp(step: nn.Module, device: torch.device, find_unused_parameters: bool = False, group=None) -> nn.Module:
+    """``step`` in DistributedDataParallel over ``group`` (default: every rank). Buffers are
+    not broadcast from rank 0 at each forward (the trainer averages them after each step)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+               else {"broadcast_buffers": False})
+    return DDP(step, device_ids=ids, find_unused_parameters=find_unused_parameters, process_group=group, **no_sync)

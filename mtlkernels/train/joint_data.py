@@ -70,6 +70,8 @@ def as_task_data(d, i: int, task: str) -> TaskData:
     raise TypeError(f"{where}: expected an ImageSplits, a tuple (X, y) or a tensor, got {type(d).__name__}")
 
 
-def recon_error(out: Tensor, Y: Tensor) -> Tensor:
-    """(1/|I|) sum_I ||I - G(I)||_F^2 (Zhang et al. 2019, joint IRLS, sec. 3, auto-encoder loss)."""
-    return (out - Y).square().flatten(1).sum(1).mean()
+def recon_error(out: Tensor, Y: Tensor, reduction: str = "mean") -> Tensor:
+    """(1/|I|) sum_I ||I - G(I)||_F^2 (Zhang et al. 2019, joint IRLS, sec. 3, auto-encoder loss);
+    ``reduction="sum"``: sum_I ||I - G(I)||_F^2 (0 for no images)."""
+    per_image = (out - Y).square().flatten(1).sum(1)
+    return per_image.mean() if reduction == "mean" else per_image.sum()

@@ -20,9 +20,11 @@ with rho(x, sigma) = sigma^2 x^2 / (sigma^2 + x^2), solved by IRLS (sec. 4.2):
 Every piece of arithmetic on the coupled parameters goes through the joint-IRLS ops of
 :mod:`mtlkernels.ops` on the networks' flattened parameters, one row per network:
 ``pairwise_sq_dists`` (distances, and the differentiable distance to the eq. 9 target),
-``sigma_init`` (sec. 4.2.1), ``irls_weights`` (eq. 7), ``layer_weights`` (the per-layer
-c_ijl of eq. 6 from per-pair weights), ``irls_consensus`` (the eq. 9 targets) and
-``robust_consistency`` (the f_cons value logged as "closs", the paper's Fig. 3).
+``sigma_init`` (sec. 4.2.1), ``irls_weights`` (eq. 7, and the rho values of eq. 3 whose
+sum over i < j is the f_cons logged as "closs", the paper's Fig. 3), ``layer_weights``
+(the per-layer c_ijl of eq. 6 from per-pair weights) and ``irls_consensus`` (the eq. 9
+targets); distances and targets come from :class:`~mtlkernels.train.joint_exchange.ParamExchange`,
+which runs the same ops on a column block of every network in each rank.
 
 Readings chosen where the paper is loose (each is tested):
 
@@ -42,6 +44,13 @@ Readings chosen where the paper is loose (each is tested):
   When delta <= tol or after ``max_irls_iters`` iterations the weights freeze and the
   remaining sweeps keep solving that last eq. 8 problem (the paper stops IRLS; it does
   not say what happens to the rest of a training budget).
+- *Schedules* (``config.schedule``). ``"gauss_seidel"`` is the paper's block coordinate
+  descent: network i trains against the eq. 9 targets of the others' newest parameters,
+  those trained earlier in the sweep included. ``"jacobi"`` computes every network's
+  targets once, at the start of the sweep, so the networks of a sweep are independent:
+  the schedule of a run across processes (one or k networks per rank under ``torchrun``,
+  :mod:`mtlkernels.train.joint_exchange` for what the ranks send), and in one process the
+  same parameters as that run, within float tolerance.
 - *Weight graph (Fig. 2).* At the end, the eq. 7 weights at the final parameters, per
   layer pair, as an (n, n) matrix; an edge joins i and j when each is among the other's
   ``graph_top_k`` largest weights (the paper's "3 most influential neighbours").
@@ -64,6 +73,7 @@ from torch import nn
 
 from .. import ops
 from .joint import JointTrainer
+from .joint_exchange import ParamExchange
 from .trainer import log
 
 __all__ = ["IRLSState", "JointIRLSTrainer", "L2Reg", "irls_layers", "flat_params", "mutual_top_k_edges"]
@@ -115,7 +125,8 @@ class IRLSState:
     or ``max_irls_iters`` reached); ``sweeps_in_iter``: sweeps done in the current IRLS
     iteration; ``sigma`` (L,): sec. 4.2.1, set at the first weighting step; ``w`` (L, n, n):
     the eq. 7 pair weights of the current problem; ``c`` (L, n, n): the per-layer
-    coefficients of eq. 6 they give (``ops.layer_weights``).
+    coefficients of eq. 6 they give (``ops.layer_weights``); ``converged_at``: the number
+    of sweeps after which delta <= tol was reached; ``delta``: that of the last weighting.
     """
 
     w: Tensor
@@ -125,10 +136,13 @@ class IRLSState:
     sweeps_in_iter: int = 0
     converged: bool = False
     sigma: Tensor | None = None
+    converged_at: int | None = None
+    delta: float = math.nan
 
     def state_dict(self) -> dict:
         return {"w": self.w, "c": self.c, "phase": self.phase, "k": self.k, "sweeps_in_iter": self.sweeps_in_iter,
-                "converged": self.converged, "sigma": self.sigma}
+                "converged": self.converged, "sigma": self.sigma, "converged_at": self.converged_at,
+                "delta": self.delta}
 
     @classmethod
     def from_state_dict(cls, d: dict, device) -> "IRLSState":
@@ -145,8 +159,12 @@ class JointIRLSTrainer(JointTrainer):
     tensors X or pairs (X_in, X_out)); ``config.lam`` weighs the consistency term (sums
     over i < j).
 
+    A ``ConvergenceWarning`` says when reweighting stopped before delta <= tol (the cap
+    ``max_irls_iters`` or the sweep budget).
+
     After ``fit``: ``sigma_`` (sec. 4.2.1, one per layer pair), ``weights_`` (the last
     IRLS weights, (L, n, n)), ``irls_iters_``, ``converged_`` (delta <= tol reached),
+    ``converged_sweep_`` (the sweeps it took, or None),
     ``weight_graph_`` (Fig. 2 as data), ``state_`` (:class:`IRLSState`), ``history_``
     (per sweep: phase, data loss, coupling penalty, closs = f_cons of eq. 3, delta at
     weighting steps, validation metrics).
@@ -155,6 +173,7 @@ class JointIRLSTrainer(JointTrainer):
     method = "joint_irls"
     min_datasets = 2
     robust = True
+    coupled = True
 
     def _init_epochs(self) -> int:
         cfg = self.config
@@ -170,23 +189,27 @@ class JointIRLSTrainer(JointTrainer):
         self.layers = [irls_layers(net) for net in self.nets]
         self.layer_names = [n for n, _ in self.layers[0]]
         self.offsets = ops.layer_offsets([sum(p.numel() for p in ps) for _, ps in self.layers[0]])
+        self.exchange = ParamExchange(self.comm, [len(r) for r in self.placement], self.offsets)
+        self._stale = True
         ones = torch.ones(len(self.offsets) - 1, self.n, self.n, device=self.device)
         self.state_ = IRLSState(w=ones, c=ops.layer_weights(ones))
         self.weight_graph_ = None
         if self._init_epochs() == 0 and self.robust:
-            self._weighting()
+            with self.comm.guard("the first weighting step"):
+                self._weighting(0)
 
     def extra_state(self) -> dict:
         return {"irls": self.state_.state_dict()}
 
     def load_extra_state(self, state: dict) -> None:
         self.state_ = IRLSState.from_state_dict(state["irls"], self.device)
+        self._stale = True
 
-    def _weighting(self) -> dict:
-        """One weighting step of IRLS (eq. 7) at the current parameters; sigma (sec. 4.2.1)
-        is set at the first one, from the L2-initialised parameters."""
+    def _weighting(self, sweeps: int) -> dict:
+        """One weighting step of IRLS (eq. 7) at the current parameters, after ``sweeps``
+        sweeps; sigma (sec. 4.2.1) is set at the first one, from the L2-initialised parameters."""
         st = self.state_
-        D = ops.pairwise_sq_dists(self._params_matrix(), self.offsets)
+        D = self._shared().sq_dists()
         if st.sigma is None:
             st.sigma = ops.sigma_init(D)
         if st.k >= self.config.max_irls_iters:
@@ -196,29 +219,40 @@ class JointIRLSTrainer(JointTrainer):
         iu = torch.triu_indices(self.n, self.n, 1, device=w.device)
         delta = float((w - st.w)[:, iu[0], iu[1]].abs().max())
         st.k += 1
-        st.w, st.c = w, ops.layer_weights(w)
+        st.w, st.c, st.delta = w, ops.layer_weights(w), delta
         st.phase = "irls"
         st.sweeps_in_iter = 0
         if delta <= self.config.tol:
-            st.converged = True
+            st.converged, st.converged_at = True, sweeps
             st.phase = "frozen"
         log.info("%s: IRLS iteration %d, delta %.4g%s", self.name, st.k, delta, " (converged)" if st.converged else "")
         return {"irls_iter": st.k, "delta": delta}
 
     def _params_matrix(self) -> Tensor:
-        """(n, P): network i's flattened parameters in row i (no grad)."""
+        """(n_local, P): the flattened parameters of this rank's networks, one per row (no grad)."""
         with torch.no_grad():
             return torch.stack([flat_params(lay) for lay in self.layers])
 
-    def _coupling(self, i: int, c: Tensor) -> Callable[[], Tensor] | None:
-        """Network i's block subproblem (eq. 9): lam sum_l C_il ||theta^l - t_i^l||^2 with the
-        other networks fixed at their current parameters."""
+    def _shared(self) -> ParamExchange:
+        """The exchange, holding every network's current parameters (shared again when stale)."""
+        if self._stale:
+            self.comm.mark(self.comm.stage.split(":")[0] + ": exchanging parameters")
+            self.exchange.share(self._params_matrix())
+            self._stale = False
+        return self.exchange
+
+    def _coupling(self, i: int, c: Tensor, target: Tensor | None = None) -> Callable[[], Tensor] | None:
+        """The block subproblem (eq. 9) of this rank's i-th network: lam sum_l C_il
+        ||theta^l - t_i^l||^2 towards ``target`` (default: the eq. 9 targets of the other
+        networks' current parameters)."""
         lam = float(self.config.lam)
         if lam == 0:
             return None
-        P = self._params_matrix()
-        target = ops.irls_consensus(c, P, self.offsets)[i].detach()
-        C = c[:, i, :].sum(-1) - c[:, i, i]  # (L,): sum_{j != i} c_ijl
+        if target is None:
+            target = self._shared().targets(c)[i]
+        target = target.detach()
+        k = self.local_[i]
+        C = c[:, k, :].sum(-1) - c[:, k, k]  # (L,): sum_{j != k} c_kjl
         layers, offsets = self.layers[i], self.offsets
 
         def penalty() -> Tensor:
@@ -228,37 +262,53 @@ class JointIRLSTrainer(JointTrainer):
         return penalty
 
     def _closs(self) -> float:
-        """f_cons of eq. 3 at the current parameters (sigma = inf before sigma is set: the L2 sum)."""
+        """f_cons of eq. 3 at the current parameters, sum_l sum_{i<j} rho (sigma = inf before
+        sigma is set: the L2 sum)."""
         st = self.state_
         sigma = st.sigma if st.sigma is not None and self.robust else math.inf
-        return float(ops.robust_consistency(self._params_matrix(), self.offsets, sigma=sigma))
+        _, rho = ops.irls_weights(self._shared().sq_dists(), sigma)
+        iu = torch.triu_indices(self.n, self.n, 1, device=rho.device)
+        return float(rho[:, iu[0], iu[1]].sum())
 
     def _run_epoch(self, epoch: int) -> dict:
         st = self.state_
         phase = st.phase
+        jacobi = self.config.schedule == "jacobi" and self.config.lam != 0
+        targets = self._shared().targets(st.c) if jacobi else None  # the sweep's start, for every network
         recs = []
-        for i in range(self.n):  # block coordinate descent: one network at a time (sec. 4.2.3)
-            recs.append(self._epoch_on(i, *self._dev_data[i], epoch, self._coupling(i, st.c), f"network {i}"))
-        out = {"phase": phase if self.robust else "l2", "loss": sum(r["loss"] for r in recs) / self.n,
-               "task_loss": [r["loss"] for r in recs], "penalty": sum(r["penalty"] for r in recs)}
+        for i, k in enumerate(self.local_):  # block coordinate descent: one network at a time (sec. 4.2.3)
+            penalty = self._coupling(i, st.c, None if targets is None else targets[i])
+            recs.append(self._epoch_on(i, *self._dev_data[i], epoch, penalty, f"network {k}"))
+            self._stale = True
+        g = self._per_network({"loss": [r["loss"] for r in recs], "penalty": [r["penalty"] for r in recs]})
+        out = {"phase": phase if self.robust else "l2", "loss": sum(g["loss"]) / self.n, "task_loss": g["loss"],
+               "penalty": sum(g["penalty"])}
         if self.robust:
             if phase == "init" and epoch + 1 >= self._init_epochs():
-                out.update(self._weighting())
+                out.update(self._weighting(epoch + 1))
             elif phase == "irls":
                 st.sweeps_in_iter += 1
                 if st.sweeps_in_iter >= self.config.epochs_per_iter:
-                    out.update(self._weighting())
+                    out.update(self._weighting(epoch + 1))
         out["closs"] = self._closs()
         return out
 
-    def on_fit_end(self) -> None:
+    def finish(self) -> None:
         st = self.state_
         self.sigma_ = st.sigma
         self.weights_ = st.w
         self.irls_iters_ = st.k
         self.converged_ = bool(st.converged)
+        self.converged_sweep_ = st.converged_at
         if self.robust:
             self.weight_graph_ = self.weight_graph()
+            if st.k >= 1 and not st.converged:
+                why = (f"after max_irls_iters={self.config.max_irls_iters} weighting steps"
+                       if st.k >= self.config.max_irls_iters else
+                       f"when the budget of epochs={self.config.epochs} sweeps ran out, after {st.k} weighting steps")
+                self.fit_warnings.append(f"{self.name}: IRLS stopped {why} with delta = {st.delta:.3g} > tol = "
+                                         f"{self.config.tol:g} (Zhang et al. 2019, sec. 4.2.2); raise max_irls_iters "
+                                         "or epochs, or tol")
 
     def metrics(self) -> dict:
         out = super().metrics()
@@ -275,7 +325,7 @@ class JointIRLSTrainer(JointTrainer):
         Draw it with :func:`mtlkernels.plots.weight_graph_figure`.
         """
         st = self.state_
-        D = ops.pairwise_sq_dists(self._params_matrix(), self.offsets)
+        D = self._shared().sq_dists()
         sigma = st.sigma if st.sigma is not None else ops.sigma_init(D)
         w, _ = ops.irls_weights(D, sigma)
         d = ops.layer_pair_sq_dists(D).clamp_min(0).sqrt()
@@ -284,7 +334,7 @@ class JointIRLSTrainer(JointTrainer):
         edges = [mutual_top_k_edges(w_cpu[l], k) for l in range(w_cpu.shape[0])]
         names = self.layer_names
         pairs = [f"{names[l]}+{names[l + 1]}" if l + 1 < len(names) else names[l] for l in range(len(names))]
-        return {"datasets": [d_.name for d_ in self.data], "layer_pairs": pairs, "top_k": k,
+        return {"datasets": [m["name"] for m in self.meta], "layer_pairs": pairs, "top_k": k,
                 "sigma": [float(s) for s in torch.as_tensor(sigma).reshape(-1).expand(len(names)).tolist()],
                 "weights": w_cpu.tolist(), "distances": d.double().cpu().tolist(), "edges": edges,
                 "irls_iters": int(st.k), "converged": bool(st.converged)}

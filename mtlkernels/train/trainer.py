@@ -19,13 +19,15 @@ and trained with ``fit(train, val=None)``. The base is the only place for:
 - data parallelism under ``torchrun`` (:mod:`mtlkernels.train.distributed`):
   ``DistributedDataParallel`` over a module that computes the whole loss, penalties
   included, so every parameter's gradient is averaged; floating-point buffers are
-  averaged after each step so that proximal steps are identical on every rank.
+  averaged after each step so that proximal steps are identical on every rank
+  (``data_parallel = True``; a trainer that places different networks on different
+  ranks, like the joint trainers, sets it to False and does its own communication).
 
-A subclass overrides some of: :meth:`build_model`, :meth:`check_data`,
+A subclass overrides some of: :meth:`on_fit_start`, :meth:`build_model`, :meth:`check_data`,
 :meth:`setup`, :meth:`configure_optimizers`, :meth:`training_step`, :meth:`penalty`,
 :meth:`train_epoch` (a different loop, calling :meth:`optimize` for each step),
 :meth:`validate`, :meth:`extra_state` / :meth:`load_extra_state` (more to checkpoint),
-:meth:`metrics`.
+:meth:`metrics`, :meth:`teardown`.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ from torch import Tensor, nn
 
 from ..nn.hooks import apply_proximal_steps, total_penalty
 from . import checkpoint as ckpt
-from .config import TrainConfig, config_dict, optimizer_spec
+from .config import TrainConfig, config_dict, make_optimizer
 from .data import check_finite, make_loader, set_epoch
-from .distributed import Distributed
+from .distributed import Distributed, LossStep, wrap_ddp
 from .precision import Precision
 
-__all__ = ["Trainer", "seed_everything", "make_optimizer", "write_json", "log"]
+__all__ = ["Trainer", "seed_everything", "write_json", "log"]
 
 log = logging.getLogger("mtlkernels.train")
 
@@ -57,20 +59,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser ``cfg.optimizer`` names, over the parameters that require grad."""
-    params = [p for p in params if p.requires_grad]
-    opt = cfg.optimizer
-    optimizer_spec(opt)
-    if opt == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if opt == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if opt == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def write_json(path, obj) -> None:
@@ -89,19 +77,6 @@ def _jsonable(o):
     return str(o)
 
 
-class _Step(nn.Module):
-    """The module DistributedDataParallel wraps: its forward computes a whole loss
-    (data term and penalties), so that every parameter with a gradient is in the graph
-    of its output."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, closure: Callable[[], Tensor]) -> Tensor:
-        return closure()
-
-
 class Trainer:
     """Base of every trainer. ``Trainer(model, config)``, then ``fit(train, val=None)``.
 
@@ -112,6 +87,7 @@ class Trainer:
         name: for logs (default: the trainer's ``method``).
 
     After ``fit``: ``model`` (the trained module), ``history_`` (one record per epoch),
+    ``resumed_epoch_`` (the checkpoint's epoch training resumed from, 0 when from scratch),
     ``optimizers`` (by name).
     """
 
@@ -121,6 +97,9 @@ class Trainer:
     method = "trainer"
     #: passed to DistributedDataParallel (True when a step may leave parameters unused)
     find_unused_parameters = False
+    #: under torchrun: wrap the model in DistributedDataParallel, agree on the NaN guard and
+    #: average buffers at every step. False for trainers whose ranks hold different models.
+    data_parallel = True
 
     def __init__(self, model: nn.Module | Callable[[], nn.Module], config: TrainConfig, *, name: str | None = None):
         if not isinstance(config, self.config_class):
@@ -140,6 +119,14 @@ class Trainer:
         self.device = torch.device(config.device)
 
     # ---- hooks for subclasses ------------------------------------------------------------------
+
+    def on_fit_start(self, train, val) -> None:
+        """First thing in ``fit``, once the process group exists (``self.dist``) and
+        before seeding and the model: read and check what depends on the rank."""
+
+    def teardown(self, error: BaseException | None) -> None:
+        """Last thing in ``fit`` (also when it fails, with the exception), before the
+        process group the trainer created is destroyed."""
 
     def build_model(self) -> nn.Module:
         """The model to train (called after seeding): the factory's result or the module given."""
@@ -215,9 +202,11 @@ class Trainer:
         ``(X, y)``; tensors are wrapped in a loader seeded by ``config.seed``.
         """
         cfg = self.config
-        self.dist = Distributed(cfg.device)
+        self.dist = Distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
+        error = None
         try:
             self.device = self.dist.device
+            self.on_fit_start(train, val)
             seed_everything(cfg.seed)
             self.model = self.build_model().to(self.device)
             self.check_data(train, "train")
@@ -229,15 +218,21 @@ class Trainer:
             self.setup()
             self.precision = Precision(cfg.precision, self.device)
             self.optimizers = self.configure_optimizers()
-            start = self._resume()
-            self._step_module = self._wrap(_Step(self.model))
+            start = self.resumed_epoch_ = self._resume()
+            self._step_module = self._wrap(LossStep(self.model))
             self._loop(start)
             self.on_fit_end()
             if cfg.metrics_path and self.dist.is_main:
                 write_json(cfg.metrics_path, self.metrics())
                 log.info("%s: metrics written to %s", self.name, cfg.metrics_path)
+        except BaseException as e:
+            error = e
+            raise
         finally:
-            self.dist.close()
+            try:
+                self.teardown(error)
+            finally:
+                self.dist.close()
         return self
 
     def on_fit_end(self) -> None:
@@ -256,17 +251,9 @@ class Trainer:
         return batch
 
     def _wrap(self, step: nn.Module) -> nn.Module:
-        if not self.dist.enabled:
+        if not self.dist.enabled or not self.data_parallel:
             return step
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        # buffers are averaged after each step (optimize), not broadcast from rank 0 at each forward
-        import inspect
-
-        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
-                   else {"broadcast_buffers": False})
-        return DDP(step, device_ids=ids, find_unused_parameters=self.find_unused_parameters, **no_sync)
+        return wrap_ddp(step, self.device, self.find_unused_parameters)
 
     def _loop(self, start: int) -> None:
         cfg = self.config
@@ -305,7 +292,7 @@ class Trainer:
         with self.precision.autocast():
             loss = self._step_module(closure)
         bad = not bool(torch.isfinite(loss.detach()).all())
-        if self.dist.any(bad):  # every rank stops together
+        if self.dist.any(bad) if self.data_parallel else bad:  # data parallel: every rank stops together
             at = f"{self.name} {where}" + (f" (rank {self.dist.rank})" if self.dist.enabled else "")
             check_finite(loss, at)
             raise FloatingPointError(f"non-finite loss on another rank at {at}; stopping")
@@ -315,7 +302,8 @@ class Trainer:
             self.precision.unscale(optimizer)
             after_backward()
         stepped = self.precision.step(optimizer)
-        self.dist.average_buffers(self.model)
+        if self.data_parallel:
+            self.dist.average_buffers(self.model)
         if stepped:
             if prox_module is None:
                 self.proximal_step(optimizer)
@@ -337,13 +325,7 @@ class Trainer:
         if path is None:
             return
         if self.dist.is_main:
-            cfg_fp, model_fp = self._fingerprints()
-            state = {"format": ckpt.FORMAT, "trainer": self.method, "config_fingerprint": cfg_fp,
-                     "model_fingerprint": model_fp, "epoch": epoch, "model": self.model.state_dict(),
-                     "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                     "scaler": self.precision.state_dict(), "history": self.history_, "rng": ckpt.rng_state(),
-                     "extra": self.extra_state()}
-            ckpt.save_atomic(state, path)
+            ckpt.save_atomic(self._checkpoint_state(epoch), path)
         self.dist.barrier()
 
     def _resume(self) -> int:
@@ -351,7 +333,20 @@ class Trainer:
         path = cfg.checkpoint_path
         if path is None or not cfg.resume or not Path(path).exists():
             return 0
-        state = ckpt.load(path)
+        return self._restore(ckpt.load(path), path)
+
+    def _checkpoint_state(self, epoch: int) -> dict:
+        """Everything a resume needs, with the fingerprints that guard it."""
+        cfg_fp, model_fp = self._fingerprints()
+        return {"format": ckpt.FORMAT, "trainer": self.method, "config_fingerprint": cfg_fp,
+                "model_fingerprint": model_fp, "epoch": epoch, "model": self.model.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "scaler": self.precision.state_dict(), "history": self.history_, "rng": ckpt.rng_state(),
+                "extra": self.extra_state()}
+
+    def _restore(self, state: dict, path) -> int:
+        """Load a checkpoint's state (checked against this run) and return its epoch."""
+        cfg = self.config
         ckpt.check_compatible(state, self.method, *self._fingerprints(), path)
         epoch = int(state["epoch"])
         if epoch > cfg.epochs:
