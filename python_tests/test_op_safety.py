@@ -26,6 +26,16 @@ def test_meta_threshold_on_a_cpu_call_is_a_device_error(call):
         call(torch.tensor(0.5, device="meta"))
 
 
+@cuda_only
+def test_meta_threshold_on_a_cuda_call_is_a_device_error():
+    x, batch = torch.ones(2, 4, device="cuda"), torch.ones(3, 2, 4, device="cuda")
+    for call, args in [(ops.soft_threshold, (x, torch.ones(4, device="meta"))),
+                       (M.soft_threshold, (x, torch.ones(4, device="meta"))),
+                       (ops.svt, (batch, torch.ones(3, device="meta"))), (M.svt, (batch, torch.ones(3, device="meta")))]:
+        with pytest.raises(RuntimeError, match="tau is on meta"):
+            call(*args)
+
+
 @pytest.mark.parametrize("call", [ops.irls_weights, M.irls_weights])
 def test_meta_sigma_on_a_cpu_call_is_a_device_error(call):
     with pytest.raises(RuntimeError, match="sigma is on meta but the distances are on cpu"):
@@ -259,31 +269,36 @@ def test_offsets_are_never_converted(offsets):
 # ---- hyper-parameters applied in double precision or refused ---------------------------------
 
 
-def test_a_step_that_overflows_float32_is_refused_and_float64_is_right():
+@pytest.mark.parametrize("device", devices())
+def test_a_step_that_overflows_float32_is_refused_and_float64_is_right(device):
+    one, zero = torch.ones(2, device=device), torch.zeros(2, device=device)
     for path in (lambda x, g: ops.prox_grad_step(x, g, 1e39, 0.0),
                  lambda x, g: M.prox_grad_step(x, g, 1e39, torch.tensor(0.0), 0.0),
+                 lambda x, g: M.prox_grad_step_(x, g, 1e39, torch.tensor(0.0), 0.0),
                  lambda x, g: ops.group_prox_grad_step(x.view(1, 2), g.view(1, 2), 1e39, 0.0)):
         with pytest.raises(RuntimeError, match="lr = 1e\\+39 overflows Float"):
-            path(torch.ones(2), torch.ones(2))
-    out = ops.prox_grad_step(torch.ones(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64), 1e39, 0.0)
-    assert torch.equal(out, torch.full((2,), 1 - 1e39, dtype=torch.float64))
+            path(one.clone(), one)
+    out = ops.prox_grad_step(one.double(), one.double(), 1e39, 0.0)
+    assert torch.equal(out.cpu(), torch.full((2,), 1 - 1e39, dtype=torch.float64))
     # zero gradient: x stays (never inf * 0 = NaN)
-    assert torch.equal(ops.prox_grad_step(torch.ones(2), torch.zeros(2), 1e38, 0.0), torch.ones(2))
+    assert torch.equal(ops.prox_grad_step(one, zero, 1e38, 0.0), one)
     with pytest.raises(RuntimeError, match="underflows to 0 in Float"):
-        ops.prox_grad_step(torch.ones(2), torch.ones(2), 1.0, 0.0, 1e50)
+        ops.prox_grad_step(one, one, 1.0, 0.0, 1e50)
 
 
-def test_thresholds_beyond_float32_act_as_its_largest_value():
-    x = torch.tensor([1.0, -3e38, float("inf"), -float("inf")])
-    for out in (ops.soft_threshold(x, 1e39), ops.prox_grad_step(x, torch.zeros(4), 10.0, 1e38)):
-        assert torch.equal(out, torch.tensor([0.0, 0.0, float("inf"), -float("inf")]))
-    tau = torch.full((4,), 3e38)  # a threshold tensor times lr = 10
-    assert torch.equal(ops.prox_grad_step(x, torch.zeros(4), 10.0, tau), torch.tensor([0.0, 0.0, float("inf"), -float("inf")]))
+@pytest.mark.parametrize("device", devices())
+def test_thresholds_beyond_float32_act_as_its_largest_value(device):
+    inf = float("inf")
+    x = torch.tensor([1.0, -3e38, inf, -inf], device=device)
+    want = torch.tensor([0.0, 0.0, inf, -inf])
+    zero = torch.zeros(4, device=device)
+    for out in (ops.soft_threshold(x, 1e39), ops.prox_grad_step(x, zero, 10.0, 1e38),
+                ops.prox_grad_step(x, zero, 10.0, torch.full((4,), 3e38, device=device))):  # a tensor times lr
+        assert torch.equal(out.cpu(), want)
     # finite input whose step overflows to inf, with an overflowing threshold: never NaN
-    v = ops.prox_grad_step(torch.tensor([3e38]), torch.tensor([-3e38]), 2.0, torch.tensor([3e38]))
-    assert not v.isnan().any()
-    g = ops.group_prox_grad_step(torch.tensor([[3e38, 1.0]]), torch.tensor([[-3e38, 0.0]]), 2.0, 1.0, 1, None, 1e38)
-    assert not g.isnan().any()
+    t = lambda *v: torch.tensor(v, device=device)  # noqa: E731
+    assert not ops.prox_grad_step(t(3e38), t(-3e38), 2.0, t(3e38)).isnan().any()
+    assert not ops.group_prox_grad_step(t([3e38, 1.0]), t([-3e38, 0.0]), 2.0, 1.0, 1, None, 1e38).isnan().any()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

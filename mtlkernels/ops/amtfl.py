@@ -61,7 +61,7 @@ def amtfl_reconstruction_loss(Z: Tensor, W: Tensor, A: Tensor, bias: Tensor | No
     need = torch.is_grad_enabled()
     flags = [bool(need and isinstance(t, Tensor) and t.requires_grad) for t in (Z, W, A, bias)]
     _check_amtfl(Z, W, A, bias, flags[3])
-    return _ops.amtfl_reconstruction(Z, W, A, bias, *flags)[0]
+    return C.call(_ops.amtfl_reconstruction, Z, W, A, bias, *flags, differentiable=(Z, W, A, bias))[0]
 
 
 # ---- argument checks (the wrapper and the fake kernel; csrc/ops/amtfl.cpp: the same) ----

@@ -116,7 +116,7 @@ def dwa_penalty(
     _constant_importance("dwa_penalty", importance)
     lam = _lam("dwa_penalty", lam)
     _check_lists("dwa_penalty", params, anchors, importance)
-    return _ops.dwa_penalty(params, anchors, importance, lam, bool(check))
+    return C.call(_ops.dwa_penalty, params, anchors, importance, lam, bool(check), differentiable=(*params, *anchors))
 
 
 def dwa_grad_(

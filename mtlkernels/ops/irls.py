@@ -198,7 +198,7 @@ def pairwise_sq_dists(params: Tensor, offsets: Sequence[int] | Tensor, fp64_accu
         Differentiable with respect to params (once).
     """
     offs = _check_params("pairwise_sq_dists", params, offsets, convert=True, distances=True)
-    return _ops.pairwise_sq_dists(params, offs, bool(fp64_accumulate))
+    return C.call(_ops.pairwise_sq_dists, params, offs, bool(fp64_accumulate), differentiable=(params,))
 
 
 def layer_pair_sq_dists(sq_dists: Tensor) -> Tensor:
@@ -249,7 +249,7 @@ def irls_weights(sq_dists: Tensor, sigma: float | Tensor) -> tuple[Tensor, Tenso
     """
     sigma = _sigma("irls_weights", sigma)
     _check_sq_dists("irls_weights", sq_dists, sigma)
-    return _ops.irls_weights(sq_dists, sigma)
+    return C.call(_ops.irls_weights, sq_dists, sigma, differentiable=(sq_dists,))
 
 
 def sigma_init(sq_dists: Tensor) -> Tensor:
@@ -315,7 +315,7 @@ def robust_consistency(
     else:
         sigma = _sigma(op, sigma)
     offs = _check_consistency(op, params, offsets, sigma, weights, convert=True)
-    loss, _ = _ops.robust_consistency(params, offs, sigma, weights)
+    loss, _ = C.call(_ops.robust_consistency, params, offs, sigma, weights, differentiable=(params,))
     return loss
 
 
@@ -342,7 +342,7 @@ def irls_consensus(weights: Tensor, params: Tensor, offsets: Sequence[int] | Ten
     weights = _constant(op, "weights", weights)
     offs = _check_params(op, params, offsets, convert=True)
     _check_lnn(op, weights, "weights", params, len(offs) - 1)
-    return _ops.irls_consensus(weights, params, offs, False)
+    return C.call(_ops.irls_consensus, weights, params, offs, False, differentiable=(params,))
 
 
 def pairwise_mix(
@@ -366,7 +366,7 @@ def pairwise_mix(
     coeffs = _constant(op, "coeffs", coeffs)
     offs = _check_params(op, params, offsets, convert=True)
     _check_lnn(op, coeffs, "coeffs", params, len(offs) - 1)
-    return _ops.pairwise_mix(params, offs, coeffs, bool(transpose))
+    return C.call(_ops.pairwise_mix, params, offs, coeffs, bool(transpose), differentiable=(params,))
 
 
 # ---- fake kernels (shape inference for torch.compile / FakeTensor) -----------------

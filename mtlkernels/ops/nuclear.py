@@ -123,7 +123,7 @@ def svt(x: Tensor, tau: float | Tensor) -> Tensor:
     """
     tau = _threshold("svt", "tau", tau)
     _check_spectral("svt", x, tau)
-    return _ops.svt(x, tau)
+    return C.call(_ops.svt, x, tau, differentiable=(x,))
 
 
 def nuclear_norm(x: Tensor) -> Tensor:
@@ -134,7 +134,7 @@ def nuclear_norm(x: Tensor) -> Tensor:
     singular values above max(m, n) * eps * s_max (the minimum-norm subgradient).
     """
     _check_spectral("nuclear_norm", x)
-    return _ops.nuclear_norm(x)
+    return C.call(_ops.nuclear_norm, x, differentiable=(x,))
 
 
 def smoothed_nuclear_norm(x: Tensor, lam: float, eps: float) -> Tensor:
@@ -160,7 +160,7 @@ def smoothed_nuclear_norm(x: Tensor, lam: float, eps: float) -> Tensor:
         Tensor of shape ``x.shape[:-2]``.
     """
     _check_spectral("smoothed_nuclear_norm", x, lam=lam, eps=eps)
-    return _ops.smoothed_nuclear_norm(x, float(lam), float(eps))
+    return C.call(_ops.smoothed_nuclear_norm, x, float(lam), float(eps), differentiable=(x,))
 
 
 def smoothed_nuclear_norm_grad(x: Tensor, lam: float, eps: float) -> Tensor:
@@ -172,7 +172,7 @@ def smoothed_nuclear_norm_grad(x: Tensor, lam: float, eps: float) -> Tensor:
     eq. 13. Differentiable with respect to ``x``.
     """
     _check_spectral("smoothed_nuclear_norm_grad", x, lam=lam, eps=eps)
-    return _ops.smoothed_nuclear_norm_grad(x, float(lam), float(eps))
+    return C.call(_ops.smoothed_nuclear_norm_grad, x, float(lam), float(eps), differentiable=(x,))
 
 
 def spectral_route(x: Tensor, op: str = "svt", tau: float | Tensor = 0.0) -> Tensor:

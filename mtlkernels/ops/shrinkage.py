@@ -72,8 +72,22 @@ def _check_step(op: str, x: Tensor, grad, lr, inplace: bool):
     return C.positive(op, lr, "lr")
 
 
+def _fast_valid(x, thr, grad, lr, l2, inplace) -> bool:
+    """The common valid call of an elementwise op, decided in one expression (a float32 /
+    float64 x, a threshold given as a number, a matching gradient, moderate numbers; in
+    place: a contiguous x). A subset of what the full checks accept: anything else is
+    checked by them."""
+    return (isinstance(x, Tensor) and x.dtype in C.FLOATS and isinstance(thr, Tensor) and thr.dim() == 0
+            and thr.device.type == "cpu" and thr.dtype in C.FLOATS and (not inplace or x.is_contiguous())
+            and (lr is None or (isinstance(grad, Tensor) and grad.dtype == x.dtype and grad.device == x.device
+                                and grad.shape == x.shape and type(lr) is float and 0 < lr <= 1e30))
+            and (l2 is None or (type(l2) is float and 0 <= l2 and (lr or 1.0) * l2 <= 1e30)))
+
+
 def _check_elementwise(op, x, thr, name, grad=None, lr=None, l2=None, inplace=False) -> None:
     """soft_threshold, elastic_net_prox, prox_grad_step and their in-place forms."""
+    if _fast_valid(x, thr, grad, lr, l2, inplace):
+        return
     if inplace:
         C.writable(op, x, "x")
     else:
@@ -141,7 +155,7 @@ def soft_threshold(x: Tensor, tau: float | Tensor) -> Tensor:
     op = "soft_threshold"
     tau = _threshold(op, "tau", tau)
     _check_elementwise(op, x, tau, "tau")
-    return _ops.soft_threshold(x, tau)
+    return C.call(_ops.soft_threshold, x, tau, differentiable=(x,))
 
 
 def soft_threshold_(x: Tensor, tau: float | Tensor) -> Tensor:
@@ -163,7 +177,7 @@ def elastic_net_prox(x: Tensor, l1: float | Tensor, l2: float) -> Tensor:
     op = "elastic_net_prox"
     l1 = _threshold(op, "l1", l1)
     _check_elementwise(op, x, l1, "l1", l2=l2)
-    return _ops.elastic_net_prox(x, l1, float(l2))
+    return C.call(_ops.elastic_net_prox, x, l1, float(l2), differentiable=(x,))
 
 
 def elastic_net_prox_(x: Tensor, l1: float | Tensor, l2: float) -> Tensor:
@@ -188,7 +202,7 @@ def prox_grad_step(x: Tensor, grad: Tensor, lr: float, l1: float | Tensor, l2: f
     op = "prox_grad_step"
     l1 = _threshold(op, "l1", l1)
     _check_elementwise(op, x, l1, "l1", grad=grad, lr=lr, l2=l2)
-    return _ops.prox_grad_step(x, grad, float(lr), l1, float(l2))
+    return C.call(_ops.prox_grad_step, x, grad, float(lr), l1, float(l2), differentiable=(x, grad))
 
 
 def prox_grad_step_(x: Tensor, grad: Tensor, lr: float, l1: float | Tensor, l2: float = 0.0) -> Tensor:
@@ -227,7 +241,7 @@ def group_soft_threshold(
     op = "group_soft_threshold"
     tau = _threshold(op, "tau", tau)
     _check_group(op, x, tau, dim, groups, l1)
-    return _ops.group_soft_threshold(x, tau, int(dim), groups, float(l1))
+    return C.call(_ops.group_soft_threshold, x, tau, int(dim), groups, float(l1), differentiable=(x,))
 
 
 def group_soft_threshold_(
@@ -258,7 +272,8 @@ def group_prox_grad_step(
     op = "group_prox_grad_step"
     tau = _threshold(op, "tau", tau)
     _check_group(op, x, tau, dim, groups, l1, grad=grad, lr=lr)
-    return _ops.group_prox_grad_step(x, grad, float(lr), tau, int(dim), groups, float(l1))
+    return C.call(_ops.group_prox_grad_step, x, grad, float(lr), tau, int(dim), groups, float(l1),
+                  differentiable=(x, grad))
 
 
 def group_prox_grad_step_(
