@@ -204,6 +204,8 @@ def _dwa_spec(name):
         "importance negative": (lambda a: {**a, "importance": [-1 - f for f in a["importance"]]}
                                 if any(f.numel() for f in a["importance"]) else None, "importance"),
         "lam negative": (lambda a: {**a, "lam": -1.0}, "lam"),
+        "lam overflowing float32": (lambda a: {k: [t.float() for t in v] if isinstance(v, list) else v
+                                               for k, v in {**a, "lam": 1e39}.items()}, "lam"),
         "params integer": (lambda a: {**a, "params": [p.long() for p in a["params"]]}, "params"),
         "anchors dtype": (lambda a: {**a, "anchors": [x.float() for x in a["anchors"]]}, "anchors"),
     }

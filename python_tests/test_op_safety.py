@@ -287,6 +287,20 @@ def test_a_step_that_overflows_float32_is_refused_and_float64_is_right(device):
 
 
 @pytest.mark.parametrize("device", devices())
+def test_dwa_lam_that_overflows_float32_is_refused(device):
+    p = [torch.ones(3, device=device)]
+    for call in (lambda t, lam: ops.dwa_grad_([torch.zeros_like(t[0])], t, t, t, lam),
+                 lambda t, lam: M.dwa_grad_([torch.zeros_like(t[0])], t, t, t, lam, True),
+                 lambda t, lam: M.dwa_penalty(t, t, t, lam, True)):
+        with pytest.raises(RuntimeError, match="lam = 1e\\+39 overflows Float"):
+            call(p, 1e39)
+        call([t.double() for t in p], 1e39)  # float64: fine (theta = theta*: a zero gradient, not NaN)
+    g = [torch.zeros(3, dtype=torch.float64, device=device)]
+    ops.dwa_grad_(g, [t.double() for t in p], [t.double() for t in p], [t.double() for t in p], 1e39)
+    assert torch.equal(g[0], torch.zeros(3, dtype=torch.float64, device=device))
+
+
+@pytest.mark.parametrize("device", devices())
 def test_thresholds_beyond_float32_act_as_its_largest_value(device):
     inf = float("inf")
     x = torch.tensor([1.0, -3e38, inf, -inf], device=device)

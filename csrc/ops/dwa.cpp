@@ -55,6 +55,10 @@ Lists prepare(const char* op, at::TensorList params, at::TensorList anchors, at:
   check_list(op, params, params, "params");
   check_list(op, params, anchors, "anchors");
   check_list(op, params, importance, "importance");
+  // The kernels scale by T(lam * upstream gradient): lam must be finite in the tensors' dtype
+  // (a float32 lam of 1e39 would make inf * 0 = NaN where theta = theta*).
+  TORCH_CHECK(lam <= dtype_max(params[0].scalar_type()), op, ": lam = ", lam, " overflows ",
+              params[0].scalar_type(), "; pass a smaller lam or float64 tensors");
   Lists l;
   const size_t n = params.size();
   l.p.reserve(n);

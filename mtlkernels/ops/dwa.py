@@ -57,7 +57,7 @@ def _non_empty(op: str, params: Sequence[Tensor]) -> None:
         raise ValueError(f"{op}: params is empty; pass a list of at least one tensor")
 
 
-def _check_lists(op: str, params, anchors, importance, grads=None) -> None:
+def _check_lists(op: str, params, anchors, importance, grads=None, lam=None) -> None:
     """The C++ rules (csrc/ops/dwa.cpp): equal lengths; every tensor float32 / float64 with
     params[0]'s dtype and device and params[i]'s shape. One pass, the message built only
     on a failure (lists of hundreds of tensors are checked on every call)."""
@@ -65,6 +65,8 @@ def _check_lists(op: str, params, anchors, importance, grads=None) -> None:
         raise ValueError(f"{op}: params is empty; pass a list of at least one tensor")
     ref = C.floating(op, params[0], "params[0]")
     dtype, device = C.effective_dtype(ref), ref.device
+    if lam is not None and not isinstance(lam, torch.SymFloat) and lam > torch.finfo(dtype).max:
+        C.fail(op, f"lam = {lam} overflows {C.dtype_name(dtype)}; pass a smaller lam or float64 tensors")
     cast = dtype == torch.float32 and C.autocast_on(device.type)
     lists = [("params", params), ("anchors", anchors), ("importance", importance)]
     if grads is not None:
@@ -115,7 +117,7 @@ def dwa_penalty(
     _non_empty("dwa_penalty", params)
     _constant_importance("dwa_penalty", importance)
     lam = _lam("dwa_penalty", lam)
-    _check_lists("dwa_penalty", params, anchors, importance)
+    _check_lists("dwa_penalty", params, anchors, importance, lam=lam)
     return C.call(_ops.dwa_penalty, params, anchors, importance, lam, bool(check), differentiable=(*params, *anchors))
 
 
@@ -153,7 +155,7 @@ def dwa_grad_(
         grads = list(grads)
         if any(g is None for g in grads):
             raise ValueError("dwa_grad_: a gradient is None; pass grads=None to use (and create) the params' .grad")
-    _check_lists("dwa_grad_", params, anchors, importance, grads)
+    _check_lists("dwa_grad_", params, anchors, importance, grads, lam=lam)
     with torch.no_grad():
         _ops.dwa_grad_(grads, params, anchors, importance, lam, bool(check))
     return grads
@@ -164,16 +166,16 @@ def dwa_grad_(
 
 @torch.library.register_fake("mtlkernels::dwa_penalty")
 def _dwa_penalty_fake(params, anchors, importance, lam, check):
-    _check_lists("dwa_penalty", params, anchors, importance)
     C.nonneg("dwa_penalty", lam, "lam")
+    _check_lists("dwa_penalty", params, anchors, importance, lam=lam)
     return params[0].new_empty(())
 
 
 @torch.library.register_fake("mtlkernels::dwa_penalty_backward")
 def _dwa_penalty_backward_fake(grad, params, anchors, importance, lam):
     op = "dwa_penalty_backward"
-    _check_lists(op, params, anchors, importance)
     C.nonneg(op, lam, "lam")
+    _check_lists(op, params, anchors, importance, lam=lam)
     C.floating(op, grad, "grad")
     if grad.numel() != 1:
         C.fail(op, f"grad must hold one value (the gradient of the scalar penalty), got shape {list(grad.shape)}")
@@ -182,8 +184,8 @@ def _dwa_penalty_backward_fake(grad, params, anchors, importance, lam):
 
 @torch.library.register_fake("mtlkernels::dwa_grad_")
 def _dwa_grad_fake(grads, params, anchors, importance, lam, check):
-    _check_lists("dwa_grad_", params, anchors, importance, grads)
     C.nonneg("dwa_grad_", lam, "lam")
+    _check_lists("dwa_grad_", params, anchors, importance, grads, lam=lam)
     return None
 
 
