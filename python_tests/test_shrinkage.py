@@ -174,23 +174,20 @@ def _samples(device, requires_grad):
         (T.group_soft_threshold, (x, s, 1, None, 0.0)),
         (T.group_soft_threshold, (x, s, 0, None, 0.2)),
         (T.group_soft_threshold, (x, torch.rand(3, dtype=torch.float64, device=device), 1, labels, 0.1)),
+        (T.prox_grad_step, (x, g, 0.1, col, 0.2)),
+        (T.group_prox_grad_step, (x, g, 0.1, s, 1, labels, 0.0)),
+        (T.group_prox_grad_step, (x, g.clone().requires_grad_(requires_grad), 0.3, s, 0, None, 0.1)),
     ]
-    steps = [
-        (T.prox_grad_step, (x.detach(), g, 0.1, col, 0.2)),
-        (T.group_prox_grad_step, (x.detach(), g, 0.1, s, 1, labels, 0.0)),
-    ]
-    return out_of_place, steps
+    return out_of_place
 
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(device, requires_grad):
-    out_of_place, steps = _samples(device, requires_grad)
+    out_of_place = _samples(device, requires_grad)
     for op, args in out_of_place:
         torch.library.opcheck(op, args)
     if not requires_grad:
-        for op, args in steps:
-            torch.library.opcheck(op, args)
         x = args[0].clone()
         T = torch.ops.mtlkernels
         s = torch.tensor(0.4, dtype=torch.float64)
@@ -308,14 +305,16 @@ def test_bad_group_input():
         ops.group_soft_threshold(x, 0.1, dim=1, l1=-0.5)
 
 
-def test_solver_steps_refuse_autograd():
+def test_inplace_solver_steps_refuse_autograd():
     x = torch.randn(3, 4, requires_grad=True)
     with pytest.raises(RuntimeError, match="not differentiable"):
-        ops.prox_grad_step(x, torch.randn(3, 4), 0.1, 0.1)
-    with pytest.raises(RuntimeError, match="not differentiable"):
         ops.soft_threshold_(x, 0.1)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        ops.prox_grad_step_(x.detach().clone(), x, 0.1, 0.1)
     with torch.no_grad():
-        ops.prox_grad_step(x, torch.randn(3, 4), 0.1, 0.1)
+        ops.prox_grad_step_(x, torch.randn(3, 4), 0.1, 0.1)
+    # the out-of-place fused steps are differentiable (python_tests/test_op_safety.py)
+    assert ops.prox_grad_step(x, torch.randn(3, 4), 0.1, 0.1).requires_grad
 
 
 @cuda_only

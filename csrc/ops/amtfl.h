@@ -1,4 +1,4 @@
-// AMTFL family: the feature-reconstruction term of (Deep-)AMTFL (seed 004,
+// AMTFL family: the feature-reconstruction term of (Deep-)AMTFL (Lee et al. 2018,
 // eqs. 6 and 7),
 //
 //   loss = || relu(Z W A + 1 b^T) - Z ||_F^2,

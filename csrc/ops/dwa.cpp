@@ -3,6 +3,10 @@
 // Python bridge: mtlkernels/ops/dwa.py. Reference: mtlkernels/reference/dwa.py.
 #include "ops/dwa.h"
 
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
 #include "common/checks.h"
 
 namespace mtlkernels {
@@ -51,6 +55,10 @@ Lists prepare(const char* op, at::TensorList params, at::TensorList anchors, at:
   check_list(op, params, params, "params");
   check_list(op, params, anchors, "anchors");
   check_list(op, params, importance, "importance");
+  // The kernels scale by T(lam * upstream gradient): lam must be finite in the tensors' dtype
+  // (a float32 lam of 1e39 would make inf * 0 = NaN where theta = theta*).
+  TORCH_CHECK(lam <= dtype_max(params[0].scalar_type()), op, ": lam = ", lam, " overflows ",
+              params[0].scalar_type(), "; pass a smaller lam or float64 tensors");
   Lists l;
   const size_t n = params.size();
   l.p.reserve(n);
@@ -66,7 +74,7 @@ Lists prepare(const char* op, at::TensorList params, at::TensorList anchors, at:
 
 void raise_if_bad(const char* op, const at::Tensor& bad) {
   TORCH_CHECK(bad.item<int>() == 0, op,
-              ": importance must be non-negative (and not NaN) everywhere (it is the GFI of seed 002, eq. 10)");
+              ": importance must be non-negative (and not NaN) everywhere (it is the GFI of Chen et al. 2018 (CETL), eq. 10)");
 }
 
 }  // namespace
@@ -103,10 +111,48 @@ void dwa_grad_inplace_entry(DwaAxpyKernel k, DwaCheckKernel c, at::TensorList gr
   const char* op = "dwa_grad_";
   Lists l = prepare(op, params, anchors, importance, lam);
   check_list(op, params, grads, "grads");
+  for (size_t i = 0; i < grads.size(); ++i) {
+    TORCH_CHECK(at::has_internal_overlap(grads[i]) != at::MemOverlap::Yes, op, ": several elements of grads[", i,
+                "] share one memory location (an expanded or stride-0 view); pass a tensor that can be written "
+                "in place");
+  }
   if (check) {  // before touching grads: a failed check leaves them unchanged
     at::Tensor bad = at::zeros({}, l.p[0].options().dtype(at::kInt));
     c(l.f, bad);
     raise_if_bad(op, bad);
+  }
+  // Memory shared between gradients (a tensor listed twice: tied parameters) or between a
+  // gradient and an input. Storages are compared first (one hash per tensor); only
+  // tensors in a gradient's storage are compared precisely.
+  std::unordered_multimap<const void*, size_t> by_storage;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (grads[i].has_storage() && grads[i].numel() > 0) by_storage.emplace(grads[i].storage().data(), i);
+  }
+  auto overlaps_grad = [&](const at::Tensor& t, size_t skip) {
+    if (!t.has_storage() || t.numel() == 0) return false;
+    const auto range = by_storage.equal_range(t.storage().data());
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second != skip && may_overlap(t, grads[it->second])) return true;
+    }
+    return false;
+  };
+  bool shared_grads = false;
+  for (size_t i = 0; i < grads.size() && !shared_grads; ++i) shared_grads = overlaps_grad(grads[i], i);
+  // An input that shares memory with a gradient is read from a copy taken before any write.
+  for (auto* list : {&l.p, &l.a, &l.f}) {
+    for (size_t i = 0; i < list->size(); ++i) {
+      if (overlaps_grad((*list)[i], SIZE_MAX)) (*list)[i] = (*list)[i].clone();
+    }
+  }
+  if (shared_grads) {
+    // Gradients that share memory are updated one after the other (in stream order on
+    // CUDA): every update lands, as a sum of the terms.
+    for (size_t i = 0; i < grads.size(); ++i) {
+      std::vector<at::Tensor> out{grads[i].is_contiguous() ? grads[i] : grads[i].contiguous()};
+      k(out, {l.p[i]}, {l.a[i]}, {l.f[i]}, lam, at::Tensor(), /*accumulate=*/true);
+      if (!out[0].is_same(grads[i])) grads[i].copy_(out[0]);
+    }
+    return;
   }
   std::vector<at::Tensor> out;
   out.reserve(grads.size());

@@ -1,4 +1,4 @@
-// CETL family: the Dynamic Weight Allocation penalty (seed 002, eq. 11),
+// CETL family: the Dynamic Weight Allocation penalty (Chen et al. 2018 (CETL), eq. 11),
 //
 //   DWA = sum_i lam/2 * GFI_i * (theta_i - theta*_i)^2,
 //

@@ -1,4 +1,4 @@
-// Joint-IRLS family (seed 001): schemas and device-independent entry points.
+// Joint-IRLS family (Zhang et al. 2019): schemas and device-independent entry points.
 // Kernels: csrc/ops/cpu/irls_kernel.cpp, csrc/ops/cuda/irls_kernel.cu.
 // Python bridge: mtlkernels/ops/irls.py. Reference: mtlkernels/reference/irls.py.
 #include "ops/irls.h"

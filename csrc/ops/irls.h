@@ -1,4 +1,4 @@
-// Joint-IRLS family (seed 001, "Joint learning of neural networks via iterative
+// Joint-IRLS family (Zhang et al. 2019, "Joint learning of neural networks via iterative
 // reweighted least squares"): per-layer pairwise squared distances between n
 // networks, the robust weights and values of eqs. 3 and 7, the consistency loss
 // (eqs. 3 / 8) and the block-coordinate consensus target of eq. 9.

@@ -32,7 +32,7 @@
 // every matrix holding NaN or inf (its result is NaN). Both sides of the rule are
 // tested in python_tests/test_nuclear.py.
 //
-// ---- Seed 000, eq. 12 --------------------------------------------------------------
+// ---- Shen et al. 2015 (Adaptive Sharing), eq. 12 -------------------------------------
 // Omega_eps(C) = min_Q 1/(2 eps) ||Q - C||_F^2 + lam ||Q||_* (eq. 11) is the Moreau
 // envelope of lam ||.||_* with parameter eps, so its gradient is (C - Q*) / eps with
 // Q* = prox_{eps lam ||.||_*}(C) = svt(C, eps * lam). The paper prints lam (C - Q*),
@@ -330,6 +330,17 @@ at::Tensor run_op(const Runner& r, const at::Tensor& x, const SpectralArgs& a, a
 void check_smoothing(const char* op, double lam, double eps) {
   check_nonneg_scalar(op, lam, "lam");
   TORCH_CHECK(std::isfinite(eps) && eps > 0, op, ": eps must be finite and positive, got ", eps);
+  TORCH_CHECK(std::isfinite(1.0 / eps), op, ": eps = ", eps, " is too small (1 / eps overflows float64)");
+}
+
+// The hyper-parameters are applied in double precision; a float32 x whose eps, 1 / eps or
+// eps * lam fall outside float32's normal range is computed in float64 (the Gram route
+// and the exact route form some of them in x's dtype) and the result rounded to float32.
+bool smoothing_needs_double(const at::Tensor& x, double lam, double eps) {
+  if (x.scalar_type() != at::kFloat) return false;
+  const double lo = std::numeric_limits<float>::min(), hi = std::numeric_limits<float>::max();
+  const double t = eps * lam;
+  return eps < lo || eps > hi || 1.0 / eps > hi || t > hi || (t > 0 && t < lo);
 }
 
 SpectralArgs smoothing_args(const at::Tensor& x, Spectral kind, double lam, double eps) {
@@ -365,6 +376,8 @@ at::Tensor smoothed_nuclear_norm_entry(SymEigKernel e, SmallSpectralKernel s, Sp
                                        const at::Tensor& x, double lam, double eps) {
   check_matrix_batch("smoothed_nuclear_norm", x);
   check_smoothing("smoothed_nuclear_norm", lam, eps);
+  if (smoothing_needs_double(x, lam, eps))
+    return smoothed_nuclear_norm_entry(e, s, lim, x.to(at::kDouble), lam, eps).to(at::kFloat);
   return run_op({e, s, lim}, x, smoothing_args(x, Spectral::Smoothed, lam, eps));
 }
 
@@ -372,6 +385,8 @@ at::Tensor smoothed_nuclear_norm_grad_entry(SymEigKernel e, SmallSpectralKernel 
                                             const at::Tensor& x, double lam, double eps) {
   check_matrix_batch("smoothed_nuclear_norm_grad", x);
   check_smoothing("smoothed_nuclear_norm_grad", lam, eps);
+  if (smoothing_needs_double(x, lam, eps))
+    return smoothed_nuclear_norm_grad_entry(e, s, lim, x.to(at::kDouble), lam, eps).to(at::kFloat);
   return run_op({e, s, lim}, x, smoothing_args(x, Spectral::Complement, lam, eps));
 }
 

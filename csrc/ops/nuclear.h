@@ -1,7 +1,7 @@
 // Nuclear-norm family: singular value soft-thresholding (svt, the prox of
 // tau * ||X||_*), the batched nuclear norm, and the smoothed nuclear norm (the
-// Moreau envelope of lam * ||X||_*) with its gradient. Seed 000 (Adaptive
-// Sharing): the prox in eq. 9, Omega_eps in eq. 11, its gradient (eq. 12, see
+// Moreau envelope of lam * ||X||_*) with its gradient. Shen et al. 2015
+// (Adaptive Sharing): the prox in eq. 9, Omega_eps in eq. 11, its gradient (eq. 12, see
 // nuclear.cpp for the corrected formula).
 //
 // Every op is a spectral function of each matrix x_b of a batch (B, m, n):

@@ -3,6 +3,8 @@
 // Python bridge: mtlkernels/ops/shrinkage.py. Reference: mtlkernels/reference/shrinkage.py.
 #include "ops/shrinkage.h"
 
+#include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "common/checks.h"
@@ -34,14 +36,20 @@ void check_threshold_device(const char* op, const at::Tensor& tau, const at::Ten
               " (only a 0-dim CPU scalar tensor may stay on the CPU)");
 }
 
-void check_real(const char* op, const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()) || at::isIntegralType(t.scalar_type(), false), op, ": ", name,
-              " must be a real-valued tensor, got ", t.scalar_type());
+// The working copy of an in-place op's x: x itself when the kernels can write it
+// (float32 / float64, contiguous), else a contiguous float32 / float64 copy.
+at::Tensor working(const at::Tensor& x) {
+  if (is_half(x.scalar_type())) return x.to(at::kFloat).contiguous();
+  return x.is_contiguous() ? x : x.contiguous();
 }
 
-// Describe tau broadcast against x (see Threshold in shrinkage.h).
-Threshold make_threshold(const char* op, const at::Tensor& tau, const at::Tensor& x, const char* name) {
+// Describe tau * tmul broadcast against x (float32 / float64, see Threshold in
+// shrinkage.h). Thresholds are applied in double precision and clamped to x's largest
+// finite value: every finite |v| is at most that, so the result is the same as with
+// the exact threshold, and never inf - inf. Sets *tmul_out to the multiplier the
+// kernel must still apply (1 when folded in here).
+Threshold make_threshold(const char* op, const at::Tensor& tau, const at::Tensor& x, const char* name, double tmul,
+                         double* tmul_out) {
   check_real(op, tau, name);
   check_threshold_device(op, tau, x, name);
   const auto xs = x.sizes();
@@ -51,14 +59,26 @@ Threshold make_threshold(const char* op, const at::Tensor& tau, const at::Tensor
   for (int64_t i = 1; ok && i <= td; ++i) ok = ts[td - i] == 1 || ts[td - i] == xs[xd - i];
   TORCH_CHECK(ok, op, ": ", name, " of shape ", ts, " does not broadcast to x of shape ", xs,
               " (it must broadcast without changing x's shape)");
+  const double big = dtype_max(x.scalar_type());
 
   Threshold t;
+  *tmul_out = 1;
   if (tau.numel() == 1) {  // one read of the value (a single host sync on a device tensor), checked here
-    t.scalar = tau.item<double>();
-    TORCH_CHECK(t.scalar >= 0, op, ": ", name, " must be non-negative (and not NaN), got ", t.scalar);
+    const double v = tau.item<double>();
+    TORCH_CHECK(v >= 0, op, ": ", name, " must be non-negative (and not NaN), got ", v);
+    t.scalar = std::min(v * tmul, big);
     return t;
   }
   check_nonneg_tensor(op, tau, name);
+  // tau * tmul may overflow x's dtype only when tmul > 1 (a step size above 1): then it is
+  // formed here in double and clamped; otherwise the kernel multiplies.
+  at::Tensor tv;
+  if (tmul > 1) {
+    tv = tau.to(x.device(), at::kDouble).mul(tmul).clamp_max(big).to(x.scalar_type());
+  } else {
+    tv = tau.to(x.options());
+    *tmul_out = tmul;
+  }
   // Dimensions (in x's numbering) along which tau varies.
   int64_t lo = -1, hi = -1;
   for (int64_t i = 0; i < td; ++i) {
@@ -69,7 +89,7 @@ Threshold make_threshold(const char* op, const at::Tensor& tau, const at::Tensor
     }
   }
   if (lo < 0) {  // tau is empty: x is empty too (broadcast), nothing to describe
-    t.values = tau.to(x.options()).reshape({-1});
+    t.values = tv.reshape({-1});
     return t;
   }
   bool run = true;  // tau matches x on every dim of [lo, hi]: a strided pattern
@@ -82,9 +102,9 @@ Threshold make_threshold(const char* op, const at::Tensor& tau, const at::Tensor
     for (int64_t d = lo; d <= hi; ++d) t.period *= xs[d];
     t.inner = 1;
     for (int64_t d = hi + 1; d < xd; ++d) t.inner *= xs[d];
-    t.values = tau.to(x.options()).contiguous().reshape({-1});
+    t.values = tv.contiguous().reshape({-1});
   } else {  // general broadcast: materialise (rare: tau varying along non-adjacent dims)
-    t.values = tau.to(x.options()).expand(xs).contiguous().reshape({-1});
+    t.values = tv.expand(xs).contiguous().reshape({-1});
     t.period = t.values.numel();
     t.inner = 1;
   }
@@ -92,75 +112,110 @@ Threshold make_threshold(const char* op, const at::Tensor& tau, const at::Tensor
 }
 
 void check_step(const char* op, const at::Tensor& x, const at::Tensor& grad, double lr) {
-  check_floating(op, grad, "grad");
+  TORCH_CHECK(grad.defined(), op, ": grad is undefined");
   check_same_device(op, x, "x", grad, "grad");
   check_same_dtype(op, x, "x", grad, "grad");
   check_same_shape(op, x, "x", grad, "grad");
   TORCH_CHECK(std::isfinite(lr) && lr > 0, op, ": lr must be finite and positive, got ", lr);
 }
 
-// Run an elementwise kernel into x itself, through a contiguous copy if needed.
-at::Tensor& run_inplace(ShrinkKernel k, at::Tensor& x, const at::Tensor& grad, double lr, const Threshold& t,
-                        double tmul, double scale) {
-  if (x.numel() == 0) return x;
-  if (x.is_contiguous()) {
-    k(x, grad, lr, t, tmul, scale, x);
-  } else {
-    at::Tensor tmp = x.contiguous();
-    k(tmp, grad, lr, t, tmul, scale, tmp);
-    x.copy_(tmp);
-  }
-  return x;
+// lr and the factor 1 / (1 + lr * l2) must be finite and non-zero in x's dtype (the
+// kernels apply them in that precision): a float32 step of lr = 1e39 would turn a zero
+// gradient into inf * 0 = NaN.
+void check_fits(const char* op, at::ScalarType dtype, double lr, double scale) {
+  TORCH_CHECK(lr <= dtype_max(dtype), op, ": lr = ", lr, " overflows ", dtype,
+              "; pass a smaller step or x in float64");
+  TORCH_CHECK(round_to(dtype, scale) > 0, op, ": the factor 1 / (1 + lr * l2) = ", scale, " underflows to 0 in ",
+              dtype, "; pass a smaller l2 or x in float64");
 }
 
-at::Tensor run_out(ShrinkKernel k, const at::Tensor& x, const at::Tensor& grad, double lr, const Threshold& t,
-                   double tmul, double scale) {
-  at::Tensor xc = x.contiguous();
+// One validated elementwise shrink of a float32 / float64 tensor x:
+// out = scale * S(x - lr * grad, tmul * thr), scale = 1 / (1 + tmul * l2).
+struct ShrinkPlan {
+  Threshold t;
+  double kmul = 1;  // the threshold multiplier left to the kernel
+  double scale = 1;
+};
+
+ShrinkPlan plan_shrink(const char* op, const at::Tensor& x, double lr, const at::Tensor& thr, const char* name,
+                       double tmul, double l2) {
+  ShrinkPlan p;
+  p.scale = 1.0 / (1.0 + tmul * l2);
+  check_fits(op, x.scalar_type(), lr, p.scale);
+  p.t = make_threshold(op, thr, x, name, tmul, &p.kmul);
+  return p;
+}
+
+// Runs the kernel on x (any layout) into out (contiguous, x's shape and dtype; may be x
+// itself when x is contiguous).
+void apply_shrink(ShrinkKernel k, const ShrinkPlan& p, const at::Tensor& x, const at::Tensor& grad, double lr,
+                  at::Tensor& out) {
+  if (x.numel() == 0) return;
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor gc = grad.defined() ? grad.to(x.scalar_type()).contiguous() : grad;
+  k(xc, gc, lr, p.t, p.kmul, p.scale, out);
+}
+
+at::Tensor shrink_out(const char* op, ShrinkKernel k, const at::Tensor& x, const at::Tensor& grad, double lr,
+                      const at::Tensor& thr, const char* name, double tmul, double l2) {
+  check_floating(op, x, "x");
+  const ShrinkPlan p = plan_shrink(op, x, lr, thr, name, tmul, l2);
   at::Tensor out = at::empty(x.sizes(), x.options());
-  if (x.numel() > 0) k(xc, grad, lr, t, tmul, scale, out);
+  apply_shrink(k, p, x, grad, lr, out);
   return out;
+}
+
+// In place: into x itself when the kernels can write it, else through a working copy
+// (non-contiguous, or float16 / bfloat16 computed in float32). Inputs that share memory
+// with x are copied first, so that they are read before x is written.
+at::Tensor& shrink_inplace(const char* op, ShrinkKernel k, at::Tensor& x, const at::Tensor& grad, double lr,
+                           const at::Tensor& thr, const char* name, double tmul, double l2) {
+  at::Tensor w = working(x);
+  const ShrinkPlan p = plan_shrink(op, w, lr, unaliased(thr, x), name, tmul, l2);
+  if (x.numel() == 0) return x;
+  apply_shrink(k, p, w, unaliased(grad, x), lr, w);
+  if (!w.is_same(x)) x.copy_(w);
+  return x;
 }
 
 }  // namespace
 
 at::Tensor soft_threshold_entry(ShrinkKernel k, const at::Tensor& x, const at::Tensor& tau) {
-  check_floating("soft_threshold", x, "x");
-  return run_out(k, x, {}, 0, make_threshold("soft_threshold", tau, x, "tau"), 1, 1);
+  return shrink_out("soft_threshold", k, x, {}, 0, tau, "tau", 1, 0);
 }
 
 at::Tensor& soft_threshold_inplace_entry(ShrinkKernel k, at::Tensor& x, const at::Tensor& tau) {
-  check_floating("soft_threshold_", x, "x");
-  return run_inplace(k, x, {}, 0, make_threshold("soft_threshold_", tau, x, "tau"), 1, 1);
+  check_writable("soft_threshold_", x, "x");
+  return shrink_inplace("soft_threshold_", k, x, {}, 0, tau, "tau", 1, 0);
 }
 
 at::Tensor elastic_net_prox_entry(ShrinkKernel k, const at::Tensor& x, const at::Tensor& l1, double l2) {
-  check_floating("elastic_net_prox", x, "x");
   check_nonneg_scalar("elastic_net_prox", l2, "l2");
-  return run_out(k, x, {}, 0, make_threshold("elastic_net_prox", l1, x, "l1"), 1, 1.0 / (1.0 + l2));
+  return shrink_out("elastic_net_prox", k, x, {}, 0, l1, "l1", 1, l2);
 }
 
 at::Tensor& elastic_net_prox_inplace_entry(ShrinkKernel k, at::Tensor& x, const at::Tensor& l1, double l2) {
-  check_floating("elastic_net_prox_", x, "x");
+  check_writable("elastic_net_prox_", x, "x");
   check_nonneg_scalar("elastic_net_prox_", l2, "l2");
-  return run_inplace(k, x, {}, 0, make_threshold("elastic_net_prox_", l1, x, "l1"), 1, 1.0 / (1.0 + l2));
+  return shrink_inplace("elastic_net_prox_", k, x, {}, 0, l1, "l1", 1, l2);
 }
 
 at::Tensor prox_grad_step_entry(ShrinkKernel k, const at::Tensor& x, const at::Tensor& grad, double lr,
                                 const at::Tensor& l1, double l2) {
-  check_floating("prox_grad_step", x, "x");
-  check_step("prox_grad_step", x, grad, lr);
-  check_nonneg_scalar("prox_grad_step", l2, "l2");
-  return run_out(k, x, grad.contiguous(), lr, make_threshold("prox_grad_step", l1, x, "l1"), lr,
-                 1.0 / (1.0 + lr * l2));
+  const char* op = "prox_grad_step";
+  check_floating(op, x, "x");
+  check_step(op, x, grad, lr);
+  check_nonneg_scalar(op, l2, "l2");
+  return shrink_out(op, k, x, grad, lr, l1, "l1", lr, l2);
 }
 
 at::Tensor& prox_grad_step_inplace_entry(ShrinkKernel k, at::Tensor& x, const at::Tensor& grad, double lr,
                                          const at::Tensor& l1, double l2) {
-  check_floating("prox_grad_step_", x, "x");
-  check_step("prox_grad_step_", x, grad, lr);
-  check_nonneg_scalar("prox_grad_step_", l2, "l2");
-  return run_inplace(k, x, grad.contiguous(), lr, make_threshold("prox_grad_step_", l1, x, "l1"), lr,
-                     1.0 / (1.0 + lr * l2));
+  const char* op = "prox_grad_step_";
+  check_writable(op, x, "x");
+  check_step(op, x, grad, lr);
+  check_nonneg_scalar(op, l2, "l2");
+  return shrink_inplace(op, k, x, grad, lr, l1, "l1", lr, l2);
 }
 
 // ---- group shrinkage ---------------------------------------------------------
@@ -206,9 +261,11 @@ HostChecks host_checks(const at::Tensor& tau, const std::optional<at::Tensor>& g
     c.tau_bad = v[i++] != 0;
     c.tau_value = v[i++];
   }
-  if (has_labels) {
-    c.label_min = static_cast<int64_t>(v[i++]);
-    c.label_max = static_cast<int64_t>(v[i++]);
+  if (has_labels) {  // (clamped: a label near 2^63 rounds up past int64 as a double)
+    constexpr double kTop = 9.2e18;
+    const double lo = v[i++], hi = v[i++];
+    c.label_min = lo < -kTop ? std::numeric_limits<int64_t>::min() : static_cast<int64_t>(lo);
+    c.label_max = hi > kTop ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(hi);
   }
   return c;
 }
@@ -218,39 +275,65 @@ struct GroupPlan {
   bool transpose = false;  // labels along dim 0: run on x^T
 };
 
-GroupPlan make_group_plan(const char* op, const at::Tensor& x, const at::Tensor& tau, int64_t dim,
-                          const std::optional<at::Tensor>& groups, double l1, double tmul) {
-  check_floating(op, x, "x");
+// The group ops' x: a float32 / float64 matrix (in place: any dtype check_writable takes).
+void check_group_x(const char* op, const at::Tensor& x, int64_t dim) {
   TORCH_CHECK(x.dim() == 2, op, ": x must be a 2-D matrix, got shape ", x.sizes());
   TORCH_CHECK(dim >= -2 && dim <= 1, op, ": dim must be 0 or 1 (or -2, -1) for a matrix, got ", dim);
+}
+
+// x: the float32 / float64 matrix the kernel works on; tmul: the step size of a fused
+// step (tau and l1 are multiplied by it), 1 otherwise.
+GroupPlan make_group_plan(const char* op, const at::Tensor& x, const at::Tensor& tau, int64_t dim,
+                          const std::optional<at::Tensor>& groups, double l1, double tmul) {
+  check_group_x(op, x, dim);
   if (dim < 0) dim += 2;
   check_nonneg_scalar(op, l1, "l1");
   check_real(op, tau, "tau");
   check_threshold_device(op, tau, x, "tau");
   TORCH_CHECK(tau.dim() <= 1, op, ": tau must be a scalar or a 1-D tensor with one value per group, got shape ",
               tau.sizes());
+  const bool has_groups = groups.has_value() && groups->defined();
+  if (has_groups) {  // metadata first: host_checks reads the labels
+    const at::Tensor& g = *groups;
+    TORCH_CHECK(at::isIntegralType(g.scalar_type(), /*includeBool=*/false), op,
+                ": groups must be an integer tensor of group labels, got ", g.scalar_type());
+    TORCH_CHECK(g.dim() == 1, op, ": groups must be 1-D (one label per entry along dim), got shape ", g.sizes());
+    TORCH_CHECK(g.size(0) == x.size(dim), op, ": groups has ", g.size(0), " labels but x has ", x.size(dim),
+                " entries along dim ", dim);
+    check_same_device(op, x, "x", g, "groups");
+  }
   const HostChecks hc = host_checks(tau, groups);
   TORCH_CHECK(!hc.tau_bad, op, ": tau must be non-negative (and not NaN) everywhere");
 
   GroupPlan plan;
   GroupArgs& a = plan.args;
   a.tmul = tmul;
-  a.l1 = l1;
-  if (groups.has_value() && groups->defined()) {
-    const at::Tensor& g = *groups;
-    TORCH_CHECK(!at::isFloatingType(g.scalar_type()) && g.scalar_type() != at::kBool, op,
-                ": groups must be an integer tensor of group labels, got ", g.scalar_type());
-    TORCH_CHECK(g.dim() == 1, op, ": groups must be 1-D (one label per entry along dim), got shape ", g.sizes());
-    TORCH_CHECK(g.size(0) == x.size(dim), op, ": groups has ", g.size(0), " labels but x has ", x.size(dim),
-                " entries along dim ", dim);
-    check_same_device(op, x, "x", g, "groups");
+  // The l1 shrink is applied in x's dtype: clamped to its largest value (same result).
+  a.l1 = std::min(l1 * tmul, dtype_max(x.scalar_type()));
+  at::Tensor tau_values = tau.numel() != 1 ? tau.reshape({-1}) : at::Tensor();
+  if (has_groups) {
     a.mode = GroupMode::Labels;
-    a.labels = g.to(at::kLong).contiguous();
+    a.labels = groups->to(at::kLong).contiguous();
     const int64_t lo = hc.label_min, hi = hc.label_max;
     TORCH_CHECK(lo >= 0, op, ": group labels must be non-negative, found ", lo);
-    a.num_groups = tau.numel() > 1 ? tau.numel() : hi + 1;
-    TORCH_CHECK(hi < a.num_groups, op, ": group label ", hi, " is out of range for ", a.num_groups,
-                " groups (tau has one value per group)");
+    const bool per_group = tau.numel() != 1;
+    if (per_group) {
+      TORCH_CHECK(hi < tau.numel(), op, ": group label ", hi, " is out of range for ", tau.numel(),
+                  " groups (tau has one value per group)");
+    }
+    // Groups over [0, G): G = tau.numel() for per-group thresholds, else max label + 1.
+    // More groups than labelled entries (labels that skip values, or many thresholds):
+    // renumber the labels that occur as 0, 1, ... (one sort of the labels), so that the
+    // work is linear in x's size whatever the label values.
+    const int64_t n_labels = a.labels.numel();
+    a.num_groups = per_group ? tau.numel() : (hi < n_labels ? hi + 1 : n_labels + 1);
+    if (a.num_groups > n_labels) {
+      const auto u = at::_unique2(a.labels, /*sorted=*/true, /*return_inverse=*/true, /*return_counts=*/false);
+      const at::Tensor present = std::get<0>(u);
+      a.labels = std::get<1>(u).contiguous();
+      a.num_groups = present.numel();
+      if (tau_values.defined()) tau_values = tau_values.index_select(0, present.to(tau_values.device()));
+    }
     plan.transpose = dim == 0;
   } else {
     a.mode = dim == 1 ? GroupMode::Rows : GroupMode::Cols;
@@ -259,9 +342,9 @@ GroupPlan make_group_plan(const char* op, const at::Tensor& x, const at::Tensor&
   if (tau.numel() == 1) {
     a.tau.scalar = hc.tau_value;
   } else {
-    TORCH_CHECK(tau.numel() == a.num_groups, op, ": tau has ", tau.numel(), " values but there are ",
+    TORCH_CHECK(tau.numel() == a.num_groups || has_groups, op, ": tau has ", tau.numel(), " values but there are ",
                 a.num_groups, " groups");
-    a.tau.values = tau.to(x.options()).contiguous().reshape({-1});
+    a.tau.values = tau_values.to(x.options()).contiguous();
     a.tau.period = a.num_groups;
   }
   return plan;
@@ -275,19 +358,38 @@ at::Tensor oriented(const at::Tensor& t, bool transpose) {
 at::Tensor run_group_out(GroupKernel k, const at::Tensor& x, const at::Tensor& grad, double lr,
                          const GroupPlan& p) {
   at::Tensor xc = oriented(x, p.transpose);
-  at::Tensor gc = grad.defined() ? oriented(grad, p.transpose) : grad;
+  at::Tensor gc = grad.defined() ? oriented(grad.to(x.scalar_type()), p.transpose) : grad;
   at::Tensor out = at::empty(xc.sizes(), xc.options());
   if (x.numel() > 0) k(xc, gc, lr, p.args, out);
   return p.transpose ? out.t().contiguous() : out;
 }
 
-at::Tensor& run_group_inplace(GroupKernel k, at::Tensor& x, const at::Tensor& grad, double lr,
-                              const GroupPlan& p) {
+at::Tensor group_out(const char* op, GroupKernel k, const at::Tensor& x, const at::Tensor& grad, double lr,
+                     const at::Tensor& tau, int64_t dim, const std::optional<at::Tensor>& groups, double l1,
+                     double tmul) {
+  check_floating(op, x, "x");
+  const GroupPlan p = make_group_plan(op, x, tau, dim, groups, l1, tmul);
+  return run_group_out(k, x, grad, lr, p);
+}
+
+// In place: into x itself when it is a contiguous float32 / float64 matrix grouped
+// along rows, else through a working copy. Inputs sharing memory with x are copied first.
+at::Tensor& group_inplace(const char* op, GroupKernel k, at::Tensor& x, const at::Tensor& grad, double lr,
+                          const at::Tensor& tau, int64_t dim, const std::optional<at::Tensor>& groups, double l1,
+                          double tmul) {
+  check_writable(op, x, "x");
+  check_group_x(op, x, dim);
+  std::optional<at::Tensor> g = groups;
+  if (g.has_value() && g->defined()) g = unaliased(*g, x);
+  const at::Tensor gr = unaliased(grad, x);
+  at::Tensor w = working(x);
+  const GroupPlan p = make_group_plan(op, w, unaliased(tau, x), dim, g, l1, tmul);
   if (x.numel() == 0) return x;
-  if (!p.transpose && x.is_contiguous()) {
-    k(x, grad.defined() ? grad.contiguous() : grad, lr, p.args, x);
+  if (!p.transpose) {
+    k(w, gr.defined() ? gr.to(w.scalar_type()).contiguous() : gr, lr, p.args, w);
+    if (!w.is_same(x)) x.copy_(w);
   } else {
-    x.copy_(run_group_out(k, x, grad, lr, p));
+    x.copy_(run_group_out(k, w, gr, lr, p));
   }
   return x;
 }
@@ -296,13 +398,13 @@ at::Tensor& run_group_inplace(GroupKernel k, at::Tensor& x, const at::Tensor& gr
 
 at::Tensor group_soft_threshold_entry(GroupKernel k, const at::Tensor& x, const at::Tensor& tau, int64_t dim,
                                       const std::optional<at::Tensor>& groups, double l1) {
-  return run_group_out(k, x, {}, 0, make_group_plan("group_soft_threshold", x, tau, dim, groups, l1, 1));
+  return group_out("group_soft_threshold", k, x, {}, 0, tau, dim, groups, l1, 1);
 }
 
 at::Tensor& group_soft_threshold_inplace_entry(GroupKernel k, at::Tensor& x, const at::Tensor& tau,
                                                int64_t dim, const std::optional<at::Tensor>& groups,
                                                double l1) {
-  return run_group_inplace(k, x, {}, 0, make_group_plan("group_soft_threshold_", x, tau, dim, groups, l1, 1));
+  return group_inplace("group_soft_threshold_", k, x, {}, 0, tau, dim, groups, l1, 1);
 }
 
 at::Tensor group_prox_grad_step_entry(GroupKernel k, const at::Tensor& x, const at::Tensor& grad, double lr,
@@ -311,18 +413,18 @@ at::Tensor group_prox_grad_step_entry(GroupKernel k, const at::Tensor& x, const 
   const char* op = "group_prox_grad_step";
   check_floating(op, x, "x");
   check_step(op, x, grad, lr);
-  auto plan = make_group_plan(op, x, tau, dim, groups, l1 * lr, lr);
-  return run_group_out(k, x, grad, lr, plan);
+  check_fits(op, x.scalar_type(), lr, 1.0);
+  return group_out(op, k, x, grad, lr, tau, dim, groups, l1, lr);
 }
 
 at::Tensor& group_prox_grad_step_inplace_entry(GroupKernel k, at::Tensor& x, const at::Tensor& grad,
                                                double lr, const at::Tensor& tau, int64_t dim,
                                                const std::optional<at::Tensor>& groups, double l1) {
   const char* op = "group_prox_grad_step_";
-  check_floating(op, x, "x");
+  check_writable(op, x, "x");
   check_step(op, x, grad, lr);
-  auto plan = make_group_plan(op, x, tau, dim, groups, l1 * lr, lr);
-  return run_group_inplace(k, x, grad, lr, plan);
+  check_fits(op, is_half(x.scalar_type()) ? at::kFloat : x.scalar_type(), lr, 1.0);
+  return group_inplace(op, k, x, grad, lr, tau, dim, groups, l1, lr);
 }
 
 }  // namespace mtlkernels

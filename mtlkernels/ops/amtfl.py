@@ -1,7 +1,7 @@
 """AMTFL op: the fused feature-reconstruction loss of (Deep-)AMTFL.
 
-Seed 004 (Lee, Yang and Hwang, "Deep Asymmetric Multi-task Feature Learning"),
-eq. 6 (shallow AMTFL) and eq. 7 (Deep-AMTFL): the autoencoding term
+Lee et al. 2018 (Deep-AMTFL; "Deep Asymmetric Multi-task Feature Learning"), eq. 6
+(shallow AMTFL) and eq. 7 (Deep-AMTFL): the autoencoding term
 ``gamma * ||Z - sigma(Z S A)||_F^2`` (eq. 6), written ``gamma * ||sigma(Z W^(L) A) - Z||_F^2``
 in eq. 7, with sigma the ReLU.
 
@@ -16,6 +16,9 @@ the penultimate features. It is not a reconstruction of the parameters (L S or W
 has Z's shape (N x k). Fig. 2(d) adds a bias inside the ReLU ("ReLU transformation with
 a bias term"); it is the optional ``bias`` (one value per feature). The weight gamma is
 left to the caller: the op returns the plain squared Frobenius norm.
+
+Every argument is checked before the op runs (and by its fake kernel); under
+``torch.autocast`` float16 / bfloat16 inputs are computed in float32.
 """
 
 from __future__ import annotations
@@ -23,19 +26,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import _checks as C
+
 __all__ = ["amtfl_reconstruction_loss"]
 
 _ops = torch.ops.mtlkernels
 
 
 def amtfl_reconstruction_loss(Z: Tensor, W: Tensor, A: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``||relu(Z W A + bias) - Z||_F^2``, the reconstruction term of seed 004, eqs. 6-7.
+    """``||relu(Z W A + bias) - Z||_F^2``, the reconstruction term of Lee et al. 2018 (Deep-AMTFL), eqs. 6-7.
 
     Args:
         Z: (N, k) features (the penultimate-layer representation; non-negative in AMTFL).
         W: (k, T) task weights; ``Z W`` are the task outputs.
         A: (T, k) feedback weights from the task outputs to the features.
-        bias: optional (k,) bias inside the ReLU (seed 004, Fig. 2(d)).
+        bias: optional (k,) bias inside the ReLU (Lee et al. 2018, Fig. 2(d)).
     Returns:
         A 0-dim tensor (dtype of Z). Float32 or float64, CPU or CUDA; the squared norm
         is accumulated in float64.
@@ -54,8 +59,38 @@ def amtfl_reconstruction_loss(Z: Tensor, W: Tensor, A: Tensor, bias: Tensor | No
     place, so treat them as owned by autograd.
     """
     need = torch.is_grad_enabled()
-    flags = [bool(need and t is not None and t.requires_grad) for t in (Z, W, A, bias)]
-    return _ops.amtfl_reconstruction(Z, W, A, bias, *flags)[0]
+    flags = [bool(need and isinstance(t, Tensor) and t.requires_grad) for t in (Z, W, A, bias)]
+    _check_amtfl(Z, W, A, bias, flags[3])
+    return C.call(_ops.amtfl_reconstruction, Z, W, A, bias, *flags, differentiable=(Z, W, A, bias))[0]
+
+
+# ---- argument checks (the wrapper and the fake kernel; csrc/ops/amtfl.cpp: the same) ----
+
+_OP = "amtfl_reconstruction"
+
+
+def _check_amtfl(Z, W, A, bias, grad_bias) -> None:
+    for t, name, shape in ((Z, "Z", "(N, k)"), (W, "W", "(k, T)"), (A, "A", "(T, k)")):
+        C.floating(_OP, t, name)
+        if t.dim() != 2:
+            C.fail(_OP, f"{name} must be a matrix of shape {shape}, got shape {list(t.shape)}")
+    for t, name in ((W, "W"), (A, "A")):
+        C.same_device(_OP, Z, "Z", t, name)
+        C.same_dtype(_OP, Z, "Z", t, name)
+    k, T = Z.shape[1], W.shape[1]
+    if W.shape[0] != k:
+        C.fail(_OP, f"W must have shape (k, T) with k = Z.size(1) = {k}, got W of shape {list(W.shape)}")
+    if A.shape[0] != T or A.shape[1] != k:
+        C.fail(_OP, f"A must have shape (T, k) = ({T}, {k}) to map the task outputs Z W back to the features, "
+                    f"got A of shape {list(A.shape)}")
+    if bias is not None:
+        C.floating(_OP, bias, "bias")
+        C.same_device(_OP, Z, "Z", bias, "bias")
+        C.same_dtype(_OP, Z, "Z", bias, "bias")
+        if bias.dim() != 1 or bias.shape[0] != k:
+            C.fail(_OP, f"bias must have shape (k,) = ({k},), got shape {list(bias.shape)}")
+    if grad_bias and bias is None:
+        C.fail(_OP, "grad_bias requested without a bias")
 
 
 # ---- fake kernel (shape inference for torch.compile / FakeTensor) -------------
@@ -63,11 +98,9 @@ def amtfl_reconstruction_loss(Z: Tensor, W: Tensor, A: Tensor, bias: Tensor | No
 
 @torch.library.register_fake("mtlkernels::amtfl_reconstruction")
 def _amtfl_fake(Z, W, A, bias, grad_Z, grad_W, grad_A, grad_bias):
-    torch._check(Z.dim() == 2 and W.dim() == 2 and A.dim() == 2, lambda: "amtfl_reconstruction: Z, W, A must be matrices")
+    _check_amtfl(Z, W, A, bias, grad_bias)
     N, k = Z.shape
     T = W.shape[1]
-    torch._check(W.shape[0] == k and A.shape[0] == T and A.shape[1] == k,
-                 lambda: "amtfl_reconstruction: shapes must be Z (N, k), W (k, T), A (T, k)")
     empty = Z.new_empty((0,))
     return (
         Z.new_empty(()),
@@ -82,6 +115,12 @@ def _amtfl_fake(Z, W, A, bias, grad_Z, grad_W, grad_A, grad_bias):
 
 
 def _amtfl_setup(ctx, inputs, output):
+    for i, name in enumerate(("Z", "W", "A", "bias")):  # refused now, not at backward
+        if ctx.needs_input_grad[i] and not inputs[4 + i]:
+            raise RuntimeError(
+                f"amtfl_reconstruction: {name} requires grad but grad_{name}=False, so its gradient is not "
+                f"computed; pass grad_{name}=True (amtfl_reconstruction_loss sets the flags)"
+            )
     _, dZ, dW, dA, db = output
     ctx.mark_non_differentiable(dZ, dW, dA, db)
     ctx.set_materialize_grads(False)  # no zero "gradients" for the gradient outputs (an N x k buffer)
@@ -132,3 +171,5 @@ def _amtfl_backward(ctx, g, *_unused):
 
 
 torch.library.register_autograd("mtlkernels::amtfl_reconstruction", _amtfl_backward, setup_context=_amtfl_setup)
+
+C.register_autocast(["amtfl_reconstruction"])

@@ -1,6 +1,6 @@
 """CETL ops: the Dynamic Weight Allocation penalty and its fused in-place gradient.
 
-Seed 002 (CETL, coupled end-to-end transfer learning), eq. 11:
+Chen et al. 2018 (CETL, coupled end-to-end transfer learning), eq. 11:
 
     DWA = sum_i lam/2 * GFI_i * (theta_i - theta*_i)^2,
 
@@ -18,6 +18,12 @@ float64) and one device. The sum accumulates in float64.
 Importance must be non-negative (a Fisher information); by default this is checked,
 fused into the sweep (on CUDA the check reads one flag back from the device, a
 synchronisation). Pass ``check=False`` in a training loop once the GFI is known good.
+
+Every list is checked before the op runs (lengths, dtypes, devices, shapes; also by the
+fake kernels). ``dwa_grad_`` takes a gradient listed twice (tied parameters) or sharing
+memory with an input: every update lands. The raw ``torch.ops.mtlkernels.dwa_grad_``
+refuses tensors that require grad with grad mode on (it is not differentiable); under
+``torch.autocast`` the penalty computes float16 / bfloat16 inputs in float32.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
+
+from . import _checks as C
 
 __all__ = ["dwa_penalty", "dwa_grad_"]
 
@@ -49,6 +57,36 @@ def _non_empty(op: str, params: Sequence[Tensor]) -> None:
         raise ValueError(f"{op}: params is empty; pass a list of at least one tensor")
 
 
+def _check_lists(op: str, params, anchors, importance, grads=None, lam=None) -> None:
+    """The C++ rules (csrc/ops/dwa.cpp): equal lengths; every tensor float32 / float64 with
+    params[0]'s dtype and device and params[i]'s shape. One pass, the message built only
+    on a failure (lists of hundreds of tensors are checked on every call)."""
+    if len(params) == 0:
+        raise ValueError(f"{op}: params is empty; pass a list of at least one tensor")
+    ref = C.floating(op, params[0], "params[0]")
+    dtype, device = C.effective_dtype(ref), ref.device
+    if lam is not None and not isinstance(lam, torch.SymFloat) and lam > torch.finfo(dtype).max:
+        C.fail(op, f"lam = {lam} overflows {C.dtype_name(dtype)}; pass a smaller lam or float64 tensors")
+    cast = dtype == torch.float32 and C.autocast_on(device.type)
+    lists = [("params", params), ("anchors", anchors), ("importance", importance)]
+    if grads is not None:
+        lists.append(("grads", grads))
+    for name, lst in lists:
+        if len(lst) != len(params):
+            C.fail(op, f"params has {len(params)} tensors but {name} has {len(lst)}; pass one {name} tensor "
+                       "per parameter")
+        for i, (t, p) in enumerate(zip(lst, params)):
+            if (isinstance(t, Tensor) and t.device == device and t.shape == p.shape
+                    and (t.dtype == dtype or (cast and t.dtype in C.HALVES))):
+                continue
+            C.floating(op, t, f"{name}[{i}]")
+            C.same_dtype(op, ref, "params[0]", t, f"{name}[{i}]")
+            C.same_device(op, ref, "params[0]", t, f"{name}[{i}]")
+            C.same_shape(op, p, f"params[{i}]", t, f"{name}[{i}]")
+    for i, g in enumerate(grads or ()):
+        C.writable(op, g, f"grads[{i}]")
+
+
 def _constant_importance(op: str, importance: Sequence[Tensor]) -> None:
     if torch.is_grad_enabled() and any(isinstance(f, Tensor) and f.requires_grad for f in importance):
         raise RuntimeError(f"{op}: importance (the GFI) is treated as a constant; pass detached tensors")
@@ -62,12 +100,12 @@ def dwa_penalty(
     *,
     check: bool = True,
 ) -> Tensor:
-    """``sum_i lam/2 * GFI_i * (theta_i - theta*_i)^2``, the DWA loss of seed 002, eq. 11.
+    """``sum_i lam/2 * GFI_i * (theta_i - theta*_i)^2``, the DWA loss of Chen et al. 2018 (CETL), eq. 11.
 
     Args:
         params: the current weights theta (e.g. ``list(net.parameters())``).
         anchors: theta*, the weights of the previous stage, one tensor per parameter.
-        importance: the GFI (seed 002, eq. 10), one non-negative tensor per parameter.
+        importance: the GFI (Chen et al. 2018, eq. 10), one non-negative tensor per parameter.
         lam: the non-negative weight lambda.
         check: verify that every importance value is >= 0 and not NaN (default).
     Returns:
@@ -78,7 +116,9 @@ def dwa_penalty(
     params, anchors, importance = list(params), list(anchors), list(importance)
     _non_empty("dwa_penalty", params)
     _constant_importance("dwa_penalty", importance)
-    return _ops.dwa_penalty(params, anchors, importance, _lam("dwa_penalty", lam), bool(check))
+    lam = _lam("dwa_penalty", lam)
+    _check_lists("dwa_penalty", params, anchors, importance, lam=lam)
+    return C.call(_ops.dwa_penalty, params, anchors, importance, lam, bool(check), differentiable=(*params, *anchors))
 
 
 def dwa_grad_(
@@ -115,6 +155,7 @@ def dwa_grad_(
         grads = list(grads)
         if any(g is None for g in grads):
             raise ValueError("dwa_grad_: a gradient is None; pass grads=None to use (and create) the params' .grad")
+    _check_lists("dwa_grad_", params, anchors, importance, grads, lam=lam)
     with torch.no_grad():
         _ops.dwa_grad_(grads, params, anchors, importance, lam, bool(check))
     return grads
@@ -125,17 +166,26 @@ def dwa_grad_(
 
 @torch.library.register_fake("mtlkernels::dwa_penalty")
 def _dwa_penalty_fake(params, anchors, importance, lam, check):
-    torch._check(len(params) > 0, lambda: "dwa_penalty: params is empty")
+    C.nonneg("dwa_penalty", lam, "lam")
+    _check_lists("dwa_penalty", params, anchors, importance, lam=lam)
     return params[0].new_empty(())
 
 
 @torch.library.register_fake("mtlkernels::dwa_penalty_backward")
 def _dwa_penalty_backward_fake(grad, params, anchors, importance, lam):
+    op = "dwa_penalty_backward"
+    C.nonneg(op, lam, "lam")
+    _check_lists(op, params, anchors, importance, lam=lam)
+    C.floating(op, grad, "grad")
+    if grad.numel() != 1:
+        C.fail(op, f"grad must hold one value (the gradient of the scalar penalty), got shape {list(grad.shape)}")
     return [torch.empty_like(p, memory_format=torch.contiguous_format) for p in params]
 
 
 @torch.library.register_fake("mtlkernels::dwa_grad_")
 def _dwa_grad_fake(grads, params, anchors, importance, lam, check):
+    C.nonneg("dwa_grad_", lam, "lam")
+    _check_lists("dwa_grad_", params, anchors, importance, grads, lam=lam)
     return None
 
 
@@ -143,6 +193,7 @@ def _dwa_grad_fake(grads, params, anchors, importance, lam, check):
 
 
 def _dwa_setup(ctx, inputs, output):
+    C.no_derivative("dwa_penalty", inputs, {2: "importance"})
     params, anchors, importance, lam, _check = inputs
     ctx.save_for_backward(*params, *anchors, *importance)
     ctx.n = len(params)
@@ -166,6 +217,7 @@ def _dwa_backward(ctx, grad):
 
 
 def _dwa_bwd_setup(ctx, inputs, output):
+    C.no_derivative("dwa_penalty_backward", inputs, {3: "importance"})
     grad, params, anchors, importance, lam = inputs
     ctx.save_for_backward(grad, *params, *anchors, *importance)
     ctx.n = len(params)
@@ -196,3 +248,5 @@ def _dwa_bwd_backward(ctx, vs):
 
 torch.library.register_autograd("mtlkernels::dwa_penalty", _dwa_backward, setup_context=_dwa_setup)
 torch.library.register_autograd("mtlkernels::dwa_penalty_backward", _dwa_bwd_backward, setup_context=_dwa_bwd_setup)
+
+C.register_autocast(["dwa_penalty", "dwa_penalty_backward"])

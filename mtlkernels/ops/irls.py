@@ -1,7 +1,7 @@
 """Joint-IRLS ops: robust pairwise consistency between n networks of one architecture.
 
-Seed 001 (Zhang, Huang, Huang, Zhang, Li, "Joint learning of neural networks via
-iterative reweighted least squares"): n networks theta_1..theta_n share an
+Zhang et al. 2019 (joint IRLS; "Joint Learning of Neural Networks via Iterative
+Reweighted Least Squares"): n networks theta_1..theta_n share an
 architecture of L layers; the consistency term f_cons (eq. 3) applies the robust
 norm rho(x, sigma) = sigma^2 x^2 / (sigma^2 + x^2) to the distance between the
 concatenated adjacent layers (theta_i^l, theta_i^{l+1}) and (theta_j^l, theta_j^{l+1}).
@@ -36,17 +36,21 @@ are also formed from differences x_j - x_i.
 Autograd. ``pairwise_sq_dists``, ``robust_consistency`` and ``irls_weights`` are
 differentiable (once) with respect to params / sq_dists; ``pairwise_mix`` and
 ``irls_consensus`` are linear in params and differentiable any number of times.
-sigma, weights and coeffs are constants (passing them with requires_grad raises).
+sigma, weights and coeffs are constants (passing them with requires_grad raises, also
+through ``torch.ops.mtlkernels``). Under ``torch.autocast`` float16 / bfloat16 inputs are
+computed in float32. Every argument is checked before the op runs (metadata here, the
+values in C++); offsets must be ints (floats and bools are refused, not truncated).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
+
+from . import _checks as C
 
 __all__ = [
     "layer_offsets",
@@ -73,8 +77,8 @@ def layer_offsets(sizes: Iterable[int]) -> list[int]:
     net.children())`` for a network whose parameters are flattened layer by layer.
     """
     out = [0]
-    for s in sizes:
-        s = int(s)
+    for i, s in enumerate(sizes):
+        s = C.index("layer_offsets", s, f"sizes[{i}]")
         if s <= 0:
             raise ValueError(f"layer_offsets: every layer needs at least one parameter, got a size of {s}")
         out.append(out[-1] + s)
@@ -83,18 +87,8 @@ def layer_offsets(sizes: Iterable[int]) -> list[int]:
     return out
 
 
-def _offsets(op: str, offsets: Sequence[int] | Tensor) -> list[int]:
-    if isinstance(offsets, Tensor):
-        if offsets.dim() != 1 or offsets.is_floating_point() or offsets.is_complex():
-            raise TypeError(f"{op}: offsets must be a 1-D integer tensor or a sequence of ints")
-        return [int(v) for v in offsets.tolist()]
-    return [int(v) for v in offsets]
-
-
 def _constant(op: str, name: str, t: Tensor | None) -> Tensor | None:
-    if t is not None and t.requires_grad and torch.is_grad_enabled():
-        raise RuntimeError(f"{op}: {name} is treated as a constant; pass {name}.detach()")
-    return t
+    return C.constant(op, t, name)
 
 
 def _sigma(op: str, sigma: float | Tensor) -> Tensor:
@@ -108,11 +102,83 @@ def _sigma(op: str, sigma: float | Tensor) -> Tensor:
     return torch.tensor(float(sigma), dtype=torch.float64)
 
 
+# ---- argument checks (the wrappers and the fake kernels; csrc/ops/irls.cpp: the same) ----
+
+
+def _check_stack(op: str, t, name: str) -> None:
+    C.real(op, t, name)
+    if t.dim() != 3 or t.shape[1] != t.shape[2]:
+        C.fail(op, f"{name} must be an (L, n, n) stack of per-layer matrices, got shape {list(t.shape)}")
+
+
+#: The CUDA distance kernel's limit (csrc/ops/cuda/irls_kernel.cu): (s + 1) s / 2 <= 65535
+#: super-tile pairs of 64 networks, s = ceil(n / 64), i.e. n <= 23104.
+_CUDA_MAX_SUPER_PAIRS = 65535
+
+
+def _check_params(op: str, params, offsets, convert: bool = False, distances: bool = False):
+    """params (n, P) and its layer boundaries; returns the offsets as a list of ints.
+    ``distances``: the op runs the distance kernel (its CUDA limit on n is checked too)."""
+    C.floating(op, params, "params")
+    if params.dim() != 2:
+        C.fail(op, f"params must be a 2-D (networks, parameters) matrix, one row per network, got shape "
+                   f"{list(params.shape)}")
+    if distances and params.device.type == "cuda":
+        s = (params.shape[0] + 63) // 64
+        if s * (s + 1) // 2 > _CUDA_MAX_SUPER_PAIRS:
+            C.fail("pairwise_sq_dists", f"the CUDA kernel supports at most {_CUDA_MAX_SUPER_PAIRS} super-tile pairs "
+                                        f"(about 23000 networks), got n = {params.shape[0]}")
+    if convert:
+        return C.offsets(op, offsets, params.shape[1])
+    C.layout(op, offsets, params.shape[1])
+    return offsets
+
+
+def _check_lnn(op: str, t, name: str, params: Tensor, L) -> None:
+    C.floating(op, t, name)
+    C.same_device(op, params, "params", t, name)
+    n = params.shape[0]
+    if t.dim() != 3 or tuple(t.shape) != (L, n, n):
+        C.fail(op, f"{name} must have shape (L, n, n) = ({L}, {n}, {n}) (layers, networks, networks), "
+                   f"got shape {list(t.shape)}")
+
+
+def _check_sigma(op: str, sigma, L, device) -> None:
+    C.real(op, sigma, "sigma")
+    if not ((sigma.dim() == 0 and sigma.device.type == "cpu") or sigma.device == device):
+        C.fail(op, f"sigma is on {sigma.device} but the distances are on {device} "
+                   "(only a 0-dim CPU scalar may stay on the CPU)")
+    if not (sigma.numel() == 1 or (sigma.dim() == 1 and sigma.shape[0] == L)):
+        C.fail(op, f"sigma must be a scalar or hold one value per layer pair (shape ({L},)), "
+                   f"got shape {list(sigma.shape)}")
+
+
+def _check_sq_dists(op: str, sq_dists, sigma) -> None:
+    C.floating(op, sq_dists, "sq_dists")
+    if sq_dists.dim() != 3 or sq_dists.shape[1] != sq_dists.shape[2]:
+        C.fail(op, "sq_dists must be an (L, n, n) stack of per-layer squared distance matrices, "
+                   f"got shape {list(sq_dists.shape)}")
+    _check_sigma(op, sigma, sq_dists.shape[0], sq_dists.device)
+
+
+def _check_consistency(op: str, params, offsets, sigma, weights, convert: bool = False):
+    offs = _check_params(op, params, offsets, convert, distances=True)
+    if (sigma is None) == (weights is None):
+        C.fail(op, "pass exactly one of sigma (the robust loss of eq. 3) or weights (the weighted least "
+                   f"squares of eq. 8), got {'neither' if sigma is None else 'both'}")
+    L = len(offs) - 1
+    if sigma is not None:
+        _check_sigma(op, sigma, L, params.device)
+    else:
+        _check_lnn(op, weights, "weights", params, L)
+    return offs
+
+
 # ---- public wrappers ----------------------------------------------------------------
 
 
 def pairwise_sq_dists(params: Tensor, offsets: Sequence[int] | Tensor, fp64_accumulate: bool = False) -> Tensor:
-    """Per-layer pairwise squared distances D[l, i, j] = ||theta_i^l - theta_j^l||^2 (seed 001, eq. 3).
+    """Per-layer pairwise squared distances D[l, i, j] = ||theta_i^l - theta_j^l||^2 (Zhang et al. 2019, eq. 3).
 
     The primitive of the consistency term: the squared distance of a pair of
     concatenated adjacent layers (eq. 3) is the sum of the two layers' D (see
@@ -131,7 +197,8 @@ def pairwise_sq_dists(params: Tensor, offsets: Sequence[int] | Tensor, fp64_accu
         (L, n, n) symmetric, zero diagonal, dtype of params. One read of params.
         Differentiable with respect to params (once).
     """
-    return _ops.pairwise_sq_dists(params, _offsets("pairwise_sq_dists", offsets), bool(fp64_accumulate))
+    offs = _check_params("pairwise_sq_dists", params, offsets, convert=True, distances=True)
+    return C.call(_ops.pairwise_sq_dists, params, offs, bool(fp64_accumulate), differentiable=(params,))
 
 
 def layer_pair_sq_dists(sq_dists: Tensor) -> Tensor:
@@ -140,6 +207,7 @@ def layer_pair_sq_dists(sq_dists: Tensor) -> Tensor:
     d2[l] = D[l] + D[l + 1] for l < L - 1 and d2[L - 1] = D[L - 1] (the last layer
     alone; see the module docstring). Input and output (L, n, n).
     """
+    _check_stack("layer_pair_sq_dists", sq_dists, "sq_dists")
     d2 = sq_dists.clone()
     if sq_dists.shape[0] > 1:
         d2[:-1] += sq_dists[1:]
@@ -153,6 +221,7 @@ def layer_weights(pair_weights: Tensor) -> Tensor:
     c[l] = w[l] + w[l - 1] (c[0] = w[0]): sum_l w_l d2_l = sum_l c_l D_l. This is the
     adjoint of :func:`layer_pair_sq_dists`; the result feeds :func:`irls_consensus`.
     """
+    _check_stack("layer_weights", pair_weights, "pair_weights")
     c = pair_weights.clone()
     if pair_weights.shape[0] > 1:
         c[1:] += pair_weights[:-1]
@@ -178,7 +247,9 @@ def irls_weights(sq_dists: Tensor, sigma: float | Tensor) -> tuple[Tensor, Tenso
         (w, rho), each (L, n, n) in sq_dists' dtype. Differentiable with respect to
         sq_dists (sigma is a constant).
     """
-    return _ops.irls_weights(sq_dists, _sigma("irls_weights", sigma))
+    sigma = _sigma("irls_weights", sigma)
+    _check_sq_dists("irls_weights", sq_dists, sigma)
+    return C.call(_ops.irls_weights, sq_dists, sigma, differentiable=(sq_dists,))
 
 
 def sigma_init(sq_dists: Tensor) -> Tensor:
@@ -186,16 +257,20 @@ def sigma_init(sq_dists: Tensor) -> Tensor:
 
     d_l(i, j) is the distance of layer pair l (concatenated adjacent layers, see
     :func:`layer_pair_sq_dists`) between networks i and j, taken at the L2-initialised
-    parameters of eqs. 5-6. Returns an (L,) tensor (no grad) in sq_dists' dtype; a pair
+    parameters of eqs. 5-6. Returns an (L,) tensor (no grad) in sq_dists' dtype (float32 or float64); a pair
     in which every network has an identical twin gets sigma = 0, which switches it off
     in :func:`irls_weights`. Needs at least two networks.
     """
+    op = "sigma_init"
+    C.floating(op, sq_dists, "sq_dists")
     if sq_dists.dim() != 3 or sq_dists.shape[1] != sq_dists.shape[2]:
-        raise ValueError(f"sigma_init: sq_dists must be (L, n, n), got shape {tuple(sq_dists.shape)}")
+        raise ValueError(f"{op}: sq_dists must be (L, n, n), got shape {tuple(sq_dists.shape)}")
     n = sq_dists.shape[1]
     if n < 2:
-        raise ValueError(f"sigma_init: needs at least 2 networks (min over j != i), got n = {n}")
+        raise ValueError(f"{op}: needs at least 2 networks (min over j != i), got n = {n}")
     with torch.no_grad():
+        if sq_dists.numel() and not bool((sq_dists >= 0).all()):  # one read (an initialisation)
+            raise ValueError(f"{op}: sq_dists must be non-negative squared distances (no negative or NaN value)")
         d = layer_pair_sq_dists(sq_dists.to(torch.float64)).clamp_min(0).sqrt()
         eye = torch.eye(n, dtype=torch.bool, device=d.device)
         nearest = d.masked_fill(eye, math.inf).amin(dim=2)  # (L, n): min over j != i
@@ -208,7 +283,7 @@ def robust_consistency(
     sigma: float | Tensor | None = None,
     weights: Tensor | None = None,
 ) -> Tensor:
-    """The consistency loss f_cons of seed 001, eq. 3, or its IRLS form (eq. 8).
+    """The consistency loss f_cons of Zhang et al. 2019, eq. 3, or its IRLS form (eq. 8).
 
     Without weights: ``sum_l sum_{i<j} rho(d_l(i, j), sigma_l)`` with d_l the distance of
     layer pair l (layers l and l + 1 concatenated; the last layer alone for
@@ -232,18 +307,20 @@ def robust_consistency(
         A 0-dim tensor of params' dtype (accumulated in float64).
     """
     op = "robust_consistency"
-    offs = _offsets(op, offsets)
     if weights is not None:
-        loss, _ = _ops.robust_consistency(params, offs, None, _constant(op, "weights", weights))
+        sigma = None
+        weights = _constant(op, "weights", weights)
+    elif sigma is None:
+        raise ValueError(f"{op}: pass sigma (eq. 3) or weights (eq. 8)")
     else:
-        if sigma is None:
-            raise ValueError(f"{op}: pass sigma (eq. 3) or weights (eq. 8)")
-        loss, _ = _ops.robust_consistency(params, offs, _sigma(op, sigma), None)
+        sigma = _sigma(op, sigma)
+    offs = _check_consistency(op, params, offsets, sigma, weights, convert=True)
+    loss, _ = C.call(_ops.robust_consistency, params, offs, sigma, weights, differentiable=(params,))
     return loss
 
 
 def irls_consensus(weights: Tensor, params: Tensor, offsets: Sequence[int] | Tensor) -> Tensor:
-    """Block-coordinate targets of seed 001, eq. 9, for every network at once.
+    """Block-coordinate targets of Zhang et al. 2019, eq. 9, for every network at once.
 
     ``target[i, layer l] = sum_{j != i} c_ijl theta_j^l / sum_{j != i} c_ijl``: when
     network i is trained with the others fixed, eq. 6 reduces (eq. 9) to
@@ -262,7 +339,10 @@ def irls_consensus(weights: Tensor, params: Tensor, offsets: Sequence[int] | Ten
         constant.
     """
     op = "irls_consensus"
-    return _ops.irls_consensus(_constant(op, "weights", weights), params, _offsets(op, offsets), False)
+    weights = _constant(op, "weights", weights)
+    offs = _check_params(op, params, offsets, convert=True)
+    _check_lnn(op, weights, "weights", params, len(offs) - 1)
+    return C.call(_ops.irls_consensus, weights, params, offs, False, differentiable=(params,))
 
 
 def pairwise_mix(
@@ -283,7 +363,10 @@ def pairwise_mix(
         (n, P) contiguous, params' dtype. Linear in params (differentiable).
     """
     op = "pairwise_mix"
-    return _ops.pairwise_mix(params, _offsets(op, offsets), _constant(op, "coeffs", coeffs), bool(transpose))
+    coeffs = _constant(op, "coeffs", coeffs)
+    offs = _check_params(op, params, offsets, convert=True)
+    _check_lnn(op, coeffs, "coeffs", params, len(offs) - 1)
+    return C.call(_ops.pairwise_mix, params, offs, coeffs, bool(transpose), differentiable=(params,))
 
 
 # ---- fake kernels (shape inference for torch.compile / FakeTensor) -----------------
@@ -291,143 +374,36 @@ def pairwise_mix(
 
 @torch.library.register_fake("mtlkernels::pairwise_sq_dists")
 def _pairwise_sq_dists_fake(params, offsets, fp64_accumulate=False):
+    _check_params("pairwise_sq_dists", params, offsets, distances=True)
     n = params.shape[0]
     return params.new_empty((len(offsets) - 1, n, n))
 
 
 @torch.library.register_fake("mtlkernels::pairwise_mix")
 def _pairwise_mix_fake(params, offsets, coeffs, transpose=False):
+    _check_params("pairwise_mix", params, offsets)
+    _check_lnn("pairwise_mix", coeffs, "coeffs", params, len(offsets) - 1)
     return params.new_empty(params.shape)
 
 
 @torch.library.register_fake("mtlkernels::irls_weights")
 def _irls_weights_fake(sq_dists, sigma):
+    _check_sq_dists("irls_weights", sq_dists, sigma)
     return sq_dists.new_empty(sq_dists.shape), sq_dists.new_empty(sq_dists.shape)
 
 
 @torch.library.register_fake("mtlkernels::robust_consistency")
 def _robust_consistency_fake(params, offsets, sigma, weights):
+    _check_consistency("robust_consistency", params, offsets, sigma, weights)
     n = params.shape[0]
     return params.new_empty(()), params.new_empty((len(offsets) - 1, n, n))
 
 
 @torch.library.register_fake("mtlkernels::irls_consensus")
 def _irls_consensus_fake(weights, params, offsets, transpose=False):
+    _check_params("irls_consensus", params, offsets)
+    _check_lnn("irls_consensus", weights, "weights", params, len(offsets) - 1)
     return params.new_empty(params.shape)
 
 
-# ---- autograd ------------------------------------------------------------------------
-
-
-def _first_order(name: str):
-    """Mark a backward as first-order only: with create_graph=True, differentiating its
-    results again raises (like ``once_differentiable``, but also when only the op's
-    saved inputs require grad) instead of silently dropping second-order terms."""
-
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(ctx, *grads):
-            with torch.no_grad():
-                out = fn(ctx, *grads)
-            if not torch.is_grad_enabled():
-                return out
-            saved = ctx.saved_tensors
-            if not any(isinstance(t, Tensor) and t.requires_grad for t in (*grads, *saved)):
-                return out
-            err = torch._C._functions.DelayedError(
-                f"mtlkernels::{name}: double backward is not supported (its backward is first-order only)", len(out)
-            )
-            fake = [None if o is None else o.detach().requires_grad_() for o in out]
-            return err(*fake)
-
-        return wrapper
-
-    return deco
-
-
-def _zero_diag(m: Tensor) -> Tensor:
-    return m * (1 - torch.eye(m.shape[-1], dtype=m.dtype, device=m.device))
-
-
-def _sq_dists_setup(ctx, inputs, output):
-    params, offsets, _ = inputs
-    ctx.save_for_backward(params)
-    ctx.offsets = offsets
-
-
-@_first_order("pairwise_sq_dists")
-def _sq_dists_backward(ctx, grad):
-    # d/dtheta_i sum_lij G_lij D_lij = 2 sum_j (G_lij + G_lji) (theta_i - theta_j)
-    (params,) = ctx.saved_tensors
-    coeffs = _zero_diag(-2 * (grad + grad.transpose(1, 2)))
-    return _ops.pairwise_mix(params, ctx.offsets, coeffs.to(params.dtype), False), None, None
-
-
-def _mix_setup(ctx, inputs, output):
-    _, offsets, coeffs, transpose = inputs
-    ctx.save_for_backward(coeffs)
-    ctx.offsets, ctx.transpose = offsets, transpose
-
-
-def _mix_backward(ctx, grad):
-    (coeffs,) = ctx.saved_tensors
-    return _ops.pairwise_mix(grad, ctx.offsets, coeffs, not ctx.transpose), None, None, None
-
-
-def _consensus_setup(ctx, inputs, output):
-    weights, _, offsets, transpose = inputs
-    ctx.save_for_backward(weights)
-    ctx.offsets, ctx.transpose = offsets, transpose
-
-
-def _consensus_backward(ctx, grad):
-    (weights,) = ctx.saved_tensors
-    return None, _ops.irls_consensus(weights, grad, ctx.offsets, not ctx.transpose), None, None
-
-
-def _weights_setup(ctx, inputs, output):
-    sq_dists, sigma = inputs
-    w, _ = output
-    ctx.save_for_backward(w, sigma)
-
-
-@_first_order("irls_weights")
-def _weights_backward(ctx, grad_w, grad_rho):
-    # Per pair: d rho / d d2 = w^2 and d w / d d2 = -w^2 / sigma^2 (0 for sigma in {0, inf}).
-    w, sigma = ctx.saved_tensors
-    L = w.shape[0]
-    w64 = w.to(torch.float64)
-    s2 = sigma.to(device=w.device, dtype=torch.float64).reshape(-1).expand(L).reshape(L, 1, 1).square()
-    g = torch.zeros_like(w64)
-    if grad_rho is not None:
-        g = g + grad_rho.to(torch.float64) * w64.square()
-    if grad_w is not None:
-        ok = (s2 > 0) & torch.isfinite(s2)
-        dw = torch.where(ok, -w64.square() / torch.where(ok, s2, torch.ones_like(s2)), torch.zeros_like(w64))
-        g = g + grad_w.to(torch.float64) * dw
-    return layer_weights(g).to(w.dtype), None
-
-
-def _consistency_setup(ctx, inputs, output):
-    params, offsets, _, _ = inputs
-    _, coeffs = output
-    ctx.mark_non_differentiable(coeffs)
-    ctx.save_for_backward(params, coeffs)
-    ctx.offsets = offsets
-
-
-@_first_order("robust_consistency")
-def _consistency_backward(ctx, grad_loss, grad_coeffs):
-    # coeffs[l, i, j] = d loss / d D_l(i, j) for the unordered pair; zero diagonal.
-    params, coeffs = ctx.saved_tensors
-    mix = (-2 * grad_loss) * coeffs
-    return _ops.pairwise_mix(params, ctx.offsets, mix, False), None, None, None
-
-
-torch.library.register_autograd("mtlkernels::pairwise_sq_dists", _sq_dists_backward, setup_context=_sq_dists_setup)
-torch.library.register_autograd("mtlkernels::pairwise_mix", _mix_backward, setup_context=_mix_setup)
-torch.library.register_autograd("mtlkernels::irls_consensus", _consensus_backward, setup_context=_consensus_setup)
-torch.library.register_autograd("mtlkernels::irls_weights", _weights_backward, setup_context=_weights_setup)
-torch.library.register_autograd(
-    "mtlkernels::robust_consistency", _consistency_backward, setup_context=_consistency_setup
-)
+from . import irls_autograd as _autograd  # noqa: E402,F401  (registers the derivatives and autocast)

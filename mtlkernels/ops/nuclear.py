@@ -1,8 +1,8 @@
 """Nuclear-norm ops: singular value soft-thresholding, the batched nuclear norm and
 the smoothed nuclear norm with its gradient.
 
-Seed 000 (Adaptive Sharing): :func:`svt` is the closed-form prox of the nuclear
-norm on C in the APG step (eq. 9, lambda_c-hat = eta_t lambda_c);
+Shen et al. 2015 (Adaptive Sharing): :func:`svt` is the closed-form prox of the
+nuclear norm on C in the APG step (eq. 9, lambda_c-hat = eta_t lambda_c);
 :func:`smoothed_nuclear_norm` is Omega_eps of eq. 11, the smooth penalty of the
 deep layer, and :func:`smoothed_nuclear_norm_grad` its gradient (eqs. 12-13, with
 the correction explained there). The latent-task methods use :func:`svt` as the
@@ -27,20 +27,26 @@ cuSOLVER's SVD. The rule is stated in full in csrc/ops/nuclear.cpp.
 :func:`spectral_route` tells which route each matrix took.
 
 A matrix holding NaN or inf gives NaN (the whole matrix for svt, the value for the
-norms). Thresholds must be non-negative.
+norms). Thresholds must be non-negative. ``lam`` and ``eps`` are applied in double
+precision (a float32 x whose eps, 1 / eps or eps * lam leave float32's normal range is
+computed in float64).
 
 Autograd: :func:`svt` (a composite backward through ``torch.linalg.svd``, the
 derivative of the singular value map), :func:`nuclear_norm` (the subgradient
 U_r V_r^T over the nonzero singular values), :func:`smoothed_nuclear_norm`
 (gradient from :func:`smoothed_nuclear_norm_grad`, itself differentiable). All with
-respect to ``x``; thresholds are constants.
+respect to ``x``; thresholds are constants (one that requires grad is refused).
+Under ``torch.autocast`` float16 / bfloat16 inputs are computed in float32.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from . import _checks as C
 from .shrinkage import _threshold
 
 __all__ = [
@@ -66,13 +72,44 @@ ROUTES = {
 _KINDS = {"svt": 0, "smoothed_nuclear_norm_grad": 1, "nuclear_norm": 2, "smoothed_nuclear_norm": 3}
 
 
+# ---- argument checks (the wrappers and the fake kernels; csrc/ops/nuclear.cpp: the same) ----
+
+
+def _check_spectral(op: str, x, tau=None, lam=None, eps=None, kind=None) -> None:
+    C.floating(op, x, "x")
+    if x.dim() < 2:
+        C.fail(op, f"x must be a matrix or a batch of matrices of shape (..., m, n), got shape {list(x.shape)}")
+    if kind is not None:
+        kind = C.index(op, kind, "kind")
+        if not 0 <= kind <= 3:
+            C.fail(op, "kind must be 0 (svt), 1 (smoothed gradient), 2 (nuclear norm) or 3 (smoothed value), "
+                       f"got {kind}")
+    if tau is not None:
+        C.real(op, tau, "tau")
+        batch = x.shape[:-2]
+        if tau.dim() == 0:
+            if tau.device.type != "cpu" and tau.device != x.device:
+                C.fail(op, f"tau is on {tau.device} but x is on {x.device}")
+        else:
+            C.scalar_device(op, tau, "tau", x)
+            if not C.broadcasts_to(tau, batch):
+                C.fail(op, f"tau of shape {list(tau.shape)} does not match the batch shape {list(batch)} of x "
+                           f"(shape {list(x.shape)}); pass a number or one value per matrix (a tensor "
+                           "broadcastable to the batch shape)")
+    if lam is not None:
+        C.nonneg(op, lam, "lam")
+        eps = C.positive(op, eps, "eps")
+        if not isinstance(eps, torch.SymFloat) and not math.isfinite(1.0 / eps):
+            C.fail(op, f"eps = {eps} is too small (1 / eps overflows float64)")
+
+
 # ---- public wrappers ----------------------------------------------------------
 
 
 def svt(x: Tensor, tau: float | Tensor) -> Tensor:
     """Singular value soft-thresholding: U diag(max(s - tau, 0)) V^T for each matrix.
 
-    The proximal operator of tau * ||X||_* (seed 000, the C-part of eq. 9 with
+    The proximal operator of tau * ||X||_* (Shen et al. 2015 (Adaptive Sharing), the C-part of eq. 9 with
     tau = eta_t * lambda_c): argmin_Q 1/2 ||Q - X||_F^2 + tau ||Q||_*.
 
     Args:
@@ -84,7 +121,9 @@ def svt(x: Tensor, tau: float | Tensor) -> Tensor:
         A new contiguous tensor of x's shape. ``tau = 0`` gives x (up to rounding),
         ``tau >= s_max`` zeros. Differentiable with respect to ``x``.
     """
-    return _ops.svt(x, _threshold("svt", "tau", tau))
+    tau = _threshold("svt", "tau", tau)
+    _check_spectral("svt", x, tau)
+    return C.call(_ops.svt, x, tau, differentiable=(x,))
 
 
 def nuclear_norm(x: Tensor) -> Tensor:
@@ -94,11 +133,12 @@ def nuclear_norm(x: Tensor) -> Tensor:
     forming U and V. Differentiable: the gradient is the subgradient U_r V_r^T over the
     singular values above max(m, n) * eps * s_max (the minimum-norm subgradient).
     """
-    return _ops.nuclear_norm(x)
+    _check_spectral("nuclear_norm", x)
+    return C.call(_ops.nuclear_norm, x, differentiable=(x,))
 
 
 def smoothed_nuclear_norm(x: Tensor, lam: float, eps: float) -> Tensor:
-    """Omega_eps(x) = min_Q 1/(2 eps) ||Q - x||_F^2 + lam ||Q||_* per matrix (seed 000, eq. 11).
+    """Omega_eps(x) = min_Q 1/(2 eps) ||Q - x||_F^2 + lam ||Q||_* per matrix (Shen et al. 2015, eq. 11).
 
     The Moreau envelope of lam ||.||_* with parameter eps: a smooth surrogate of
     lam ||x||_* (it differs by at most eps lam^2 k / 2). Per singular value it is the Huber
@@ -119,18 +159,20 @@ def smoothed_nuclear_norm(x: Tensor, lam: float, eps: float) -> Tensor:
     Returns:
         Tensor of shape ``x.shape[:-2]``.
     """
-    return _ops.smoothed_nuclear_norm(x, float(lam), float(eps))
+    _check_spectral("smoothed_nuclear_norm", x, lam=lam, eps=eps)
+    return C.call(_ops.smoothed_nuclear_norm, x, float(lam), float(eps), differentiable=(x,))
 
 
 def smoothed_nuclear_norm_grad(x: Tensor, lam: float, eps: float) -> Tensor:
     """The gradient of :func:`smoothed_nuclear_norm`: (x - svt(x, eps lam)) / eps.
 
-    Seed 000 eq. 12, corrected (the paper prints lam (C - Q*); see
+    Shen et al. 2015 (Adaptive Sharing), eq. 12, corrected (the paper prints lam (C - Q*); see
     :func:`smoothed_nuclear_norm`). Computed as U diag(min(s, eps lam)) V^T / eps in one
     pass (no cancellation in x - Q*). This is the term added to the data gradient in
     eq. 13. Differentiable with respect to ``x``.
     """
-    return _ops.smoothed_nuclear_norm_grad(x, float(lam), float(eps))
+    _check_spectral("smoothed_nuclear_norm_grad", x, lam=lam, eps=eps)
+    return C.call(_ops.smoothed_nuclear_norm_grad, x, float(lam), float(eps), differentiable=(x,))
 
 
 def spectral_route(x: Tensor, op: str = "svt", tau: float | Tensor = 0.0) -> Tensor:
@@ -144,50 +186,45 @@ def spectral_route(x: Tensor, op: str = "svt", tau: float | Tensor = 0.0) -> Ten
     Returns:
         int64 tensor of shape ``x.shape[:-2]`` with the codes of :data:`ROUTES`.
     """
-    if op not in _KINDS:
+    if not isinstance(op, str) or op not in _KINDS:
         raise ValueError(f"spectral_route: op must be one of {sorted(_KINDS)}, got {op!r}")
-    return _ops._spectral_route(x, _threshold("spectral_route", "tau", tau), _KINDS[op])
+    # A diagnostic, not differentiable: the route does not depend on x's graph.
+    x = x.detach() if isinstance(x, Tensor) else x
+    tau = _threshold("spectral_route", "tau", tau.detach() if isinstance(tau, Tensor) else tau)
+    _check_spectral("_spectral_route", x, tau, kind=_KINDS[op])
+    return _ops._spectral_route(x, tau, _KINDS[op])
 
 
 # ---- fake kernels (shape inference for torch.compile / FakeTensor) ------------
 
 
-def _check_fake(op: str, x: Tensor) -> None:
-    if x.dim() < 2:
-        raise RuntimeError(
-            f"{op}: x must be a matrix or a batch of matrices of shape (..., m, n), got shape {list(x.shape)}"
-        )
-    if x.dtype not in (torch.float32, torch.float64):
-        raise RuntimeError(f"{op}: x must be float32 or float64, got {x.dtype}")
-
-
 @torch.library.register_fake("mtlkernels::svt")
 def _svt_fake(x, tau):
-    _check_fake("svt", x)
+    _check_spectral("svt", x, tau)
     return x.new_empty(x.shape)
 
 
 @torch.library.register_fake("mtlkernels::smoothed_nuclear_norm_grad")
 def _grad_fake(x, lam, eps):
-    _check_fake("smoothed_nuclear_norm_grad", x)
+    _check_spectral("smoothed_nuclear_norm_grad", x, lam=lam, eps=eps)
     return x.new_empty(x.shape)
 
 
 @torch.library.register_fake("mtlkernels::nuclear_norm")
 def _nuclear_fake(x):
-    _check_fake("nuclear_norm", x)
+    _check_spectral("nuclear_norm", x)
     return x.new_empty(x.shape[:-2])
 
 
 @torch.library.register_fake("mtlkernels::smoothed_nuclear_norm")
 def _smoothed_fake(x, lam, eps):
-    _check_fake("smoothed_nuclear_norm", x)
+    _check_spectral("smoothed_nuclear_norm", x, lam=lam, eps=eps)
     return x.new_empty(x.shape[:-2])
 
 
 @torch.library.register_fake("mtlkernels::_spectral_route")
 def _route_fake(x, tau, kind):
-    _check_fake("_spectral_route", x)
+    _check_spectral("_spectral_route", x, tau, kind=kind)
     return x.new_empty(x.shape[:-2], dtype=torch.int64)
 
 
@@ -237,6 +274,7 @@ def _per_matrix_t(tau: Tensor, x: Tensor) -> Tensor:
 
 
 def _svt_setup(ctx, inputs, output):
+    C.no_derivative("svt", inputs, {1: "tau"})
     x, tau = inputs
     ctx.save_for_backward(x, tau)
 
@@ -286,3 +324,5 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "mtlkernels::smoothed_nuclear_norm_grad", _smoothed_grad_backward, setup_context=_smoothed_setup
 )
+
+C.register_autocast(["svt", "nuclear_norm", "smoothed_nuclear_norm", "smoothed_nuclear_norm_grad", "_spectral_route"])

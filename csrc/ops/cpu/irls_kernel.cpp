@@ -216,6 +216,9 @@ void sq_dists_cpu(const at::Tensor& params, const std::vector<int64_t>& offsets,
 
 // Columns [cb, ce) of layer l: out_i = self_i x_i + sum_j K_ij (x_j - x_i), with K the
 // layer's (n, n) off-diagonal coefficients (zero diagonal), in TI output rows at a time.
+// A zero coefficient (the diagonal, a network without weight) contributes nothing, also
+// next to an inf (0 * inf is taken as 0, not NaN): the branch is on a scalar, uniform
+// over the vector.
 template <typename T, int V, int TI>
 MTL_INLINE void mix_rows(const T* x, int64_t ld, int64_t n, const T* K, const T* self, int64_t i0, int64_t c,
                          int64_t len, T* out, int64_t ldo) {
@@ -231,17 +234,27 @@ MTL_INLINE void mix_rows(const T* x, int64_t ld, int64_t n, const T* K, const T*
     }
     for (int64_t j = 0; j < n; ++j) {
       const VT b = vload<T, V>(x + j * ld + c + k);
-      for (int r = 0; r < TI; ++r) acc[r] += (b - a[r]) * K[(i0 + r) * n + j];
+      for (int r = 0; r < TI; ++r) {
+        const T kr = K[(i0 + r) * n + j];
+        if (kr != T(0)) acc[r] += (b - a[r]) * kr;
+      }
     }
     // The small sum of differences first, the self term last: one rounding at x's scale.
-    for (int r = 0; r < TI; ++r) vstore<T, V>(out + (i0 + r) * ldo + c + k, a[r] * self[i0 + r] + acc[r]);
+    for (int r = 0; r < TI; ++r) {
+      const T s = self[i0 + r];
+      vstore<T, V>(out + (i0 + r) * ldo + c + k, s != T(0) ? a[r] * s + acc[r] : acc[r]);
+    }
   }
   for (int64_t k = nv; k < len; ++k) {
     for (int r = 0; r < TI; ++r) {
       const T a = xi[r][k];
       T acc = 0;
-      for (int64_t j = 0; j < n; ++j) acc += (x[j * ld + c + k] - a) * K[(i0 + r) * n + j];
-      out[(i0 + r) * ldo + c + k] = a * self[i0 + r] + acc;
+      for (int64_t j = 0; j < n; ++j) {
+        const T kr = K[(i0 + r) * n + j];
+        if (kr != T(0)) acc += (x[j * ld + c + k] - a) * kr;
+      }
+      const T s = self[i0 + r];
+      out[(i0 + r) * ldo + c + k] = s != T(0) ? a * s + acc : acc;
     }
   }
 }

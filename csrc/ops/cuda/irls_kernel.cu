@@ -349,7 +349,10 @@ __global__ void mix_kernel(const T* __restrict__ x, int64_t ld, int64_t n, const
           const T xj = xs[jj][tc];
 #pragma unroll
           for (int s = 0; s < kMixPer; ++s)
-            if (s < nv) acc[s] = fma(ks[tg + s * kMixGroups][jj], xj - xi[s], acc[s]);
+            if (s < nv) {  // a zero coefficient adds nothing, also next to an inf (no 0 * inf = NaN)
+              const T kv = ks[tg + s * kMixGroups][jj];
+              if (kv != T(0)) acc[s] = fma(kv, xj - xi[s], acc[s]);
+            }
         }
       }
       if (colok) {
@@ -357,7 +360,7 @@ __global__ void mix_kernel(const T* __restrict__ x, int64_t ld, int64_t n, const
         for (int s = 0; s < kMixPer; ++s)
           if (s < nv) {  // the small sum of differences first, the self term last
             const int64_t i = ib * kMixRows + tg + s * kMixGroups;
-            out[i * ldo + col] = fma(S[i], xi[s], acc[s]);
+            out[i * ldo + col] = S[i] != T(0) ? fma(S[i], xi[s], acc[s]) : acc[s];
           }
       }
     }
