@@ -12,7 +12,7 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_CUDA ?= torch==2.14.1
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 TOOLS = numpy scikit-build-core pybind11 ninja cmake
-EXTRAS = pytest hypothesis scikit-learn tqdm matplotlib
+EXTRAS = pytest hypothesis scikit-learn tqdm matplotlib cvxpy
 PYTEST_ARGS ?=
 
 PY = $(if $(VENV),$(abspath $(VENV))/bin/python,python3)

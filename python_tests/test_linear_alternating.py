@@ -62,7 +62,7 @@ def latent_objective(est, Xs, ys, groups=None):
     L, S = est.L_, est.S_
     f = task_losses(L @ S, est.intercept_, Xs, ys, est.task_weighting, est.loss).sum()
     if isinstance(est, GoMTL):
-        return f + est.mu * np.abs(S).sum() + est.lam * (L**2).sum()
+        return f + est.mu * np.abs(S).sum() + est.lam * (L**2).sum() + est.l1_L * np.abs(L).sum()
     g = np.zeros(S.shape[1], dtype=int) if groups is None else np.asarray(groups)
     grp = sum(np.linalg.norm(S[:, g == k], axis=1).sum() for k in np.unique(g))
     return f + est.mu * grp + est.gamma * np.abs(L).sum() + est.lam * (L**2).sum()
@@ -104,7 +104,7 @@ def test_amtl_objective_is_eq4_with_the_reliability_term(synthetic, make):
 
 
 @pytest.mark.parametrize("make,groups", [
-    (lambda g: GoMTL(n_latent=4, mu=0.1, lam=0.1, max_outer=5), None),
+    (lambda g: GoMTL(n_latent=4, mu=0.1, lam=0.1, l1_L=0.01, max_outer=5), None),
     (lambda g: LatentTaskMTL(n_latent=4, mu=0.1, gamma=0.01, lam=0.1, loss="squared", groups=g, max_outer=5),
      [0] * 6 + [1] * 6),
 ])

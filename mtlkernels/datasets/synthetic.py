@@ -54,6 +54,7 @@ def amtfl_synthetic(
     n_features: int = 30,
     param_noise: tuple[float, float] = (1.0, 2.0),
     obs_noise: float = 1.0,
+    coef_scale: float = 3.0,
     sizes: tuple[tuple[int, int, int], tuple[int, int, int]] = ((50, 50, 100), (25, 25, 100)),
 ) -> MultiTaskDataset:
     """The synthetic experiment of Lee, Yang and Hwang (2018), sec. 4.1 (Deep AMTFL), regression.
@@ -66,8 +67,10 @@ def amtfl_synthetic(
     groups. Train/val/test sizes 50/50/100 (easy) and 25/25/100 (hard). ``split`` in 0..4
     draws one of the paper's five random splits (new samples, same parameters).
 
-    Readings we chose (the paper does not say): bases and combination coefficients are
-    N(0, 1); inputs x ~ N(0, I); targets y = x^T w_t + e with observation noise
+    Readings we chose (the paper does not say): bases N(0, 1) and combination coefficients
+    N(0, ``coef_scale``^2) (3 by default, so the shared part of each parameter, about 4.2 per
+    coordinate, stands above the noise of the easy tasks and the hard tasks' noise is half
+    of it); inputs x ~ N(0, I); targets y = x^T w_t + e with observation noise
     e ~ N(0, ``obs_noise``^2), the same for every task (the hard tasks are hard because
     their parameters leave the span of the shared bases, which is what makes them
     transfer noise to the bases in a shared-basis model, the paper's Fig. 2a).
@@ -82,7 +85,7 @@ def amtfl_synthetic(
     pairs_hard = list(combinations(range(2, 6), 2))
     S = np.zeros((6, 12))
     for t, (a, b) in enumerate(pairs_easy + pairs_hard):
-        S[[a, b], t] = rng.standard_normal(2)
+        S[[a, b], t] = coef_scale * rng.standard_normal(2)
     easy = np.array([True] * 6 + [False] * 6)
     sigma = np.where(easy, param_noise[0], param_noise[1])
     W_clean = L @ S

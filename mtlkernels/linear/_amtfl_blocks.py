@@ -28,6 +28,15 @@ from ._blocks import keep_descent, prox_residual, shifted
 from ._solve import run_admm, run_fista
 
 
+def recon_loss(Z: Tensor, S: Tensor, A: Tensor, c: Tensor) -> Tensor:
+    """||Z - relu(Z S A + c)||_F^2 by ``ops.amtfl_reconstruction_loss``; with more tasks than
+    features the op gets (Z, S A, I) (an N x k product inside, not N x T)."""
+    k, T = S.shape
+    if T > k:
+        return ops.amtfl_reconstruction_loss(Z, S @ A, torch.eye(k, dtype=Z.dtype, device=Z.device), c)
+    return ops.amtfl_reconstruction_loss(Z, S, A, c)
+
+
 def _pattern_quadratic(Zt: Tensor, St: Tensor, Z: Tensor, M: Tensor, w: float) -> Quadratic:
     """The pattern M's quadratic in X = [A; c^T] ((T+1) x k), column j for feature j."""
     Mf = M.to(Zt.dtype)
@@ -52,7 +61,7 @@ def _pattern_quadratic(Zt: Tensor, St: Tensor, Z: Tensor, M: Tensor, w: float) -
 
 
 def feedback_step(est, Z: Tensor, S: Tensor, A: Tensor, c: Tensor, w: float, theta: Tensor, scale: float,
-                  tol: float, warm: dict, max_gn: int = 20, fista_iter: int = 30) -> tuple[Tensor, Tensor, float]:
+                  tol: float, warm: dict, max_gn: int = 5, fista_iter: int = 30) -> tuple[Tensor, Tensor, float]:
     """Solve the (A, c) block to a KKT residual <= tol (relative to ``scale``); returns (A, c, residual)."""
     T, k = A.shape
     Zt = torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=Z.dtype, device=Z.device)], 1)
@@ -62,7 +71,7 @@ def feedback_step(est, Z: Tensor, S: Tensor, A: Tensor, c: Tensor, w: float, the
     thr = torch.cat([theta.reshape(-1), theta.new_zeros(1)])[:, None]  # no threshold on c
 
     def true_smooth(X):
-        return w * ops.amtfl_reconstruction_loss(Z, S, X[:T], X[T])
+        return w * recon_loss(Z, S, X[:T], X[T])
 
     def objective(X):
         return float(true_smooth(X)) + float((thr * X.abs()).sum())
@@ -99,10 +108,10 @@ def feedback_step(est, Z: Tensor, S: Tensor, A: Tensor, c: Tensor, w: float, the
         if damping is None:
             damping = 1e-3 * (quad.curvature or 1.0)
         Fn = F
-        for _ in range(40):  # Levenberg-Marquardt: a proximal term keeps the step where the pattern holds
+        for _ in range(8):  # Levenberg-Marquardt: a proximal term keeps the step where the pattern holds
             res = run_admm(est, shifted(quad, damping, X), lambda v, t: [ops.soft_threshold(v[0], t * thr)],
                            lambda p: float((thr * p[0].abs()).sum()), [X], "AMTFL feedback", scale=scale,
-                           tol=max(0.1 * residual, 0.1 * tol), warm=warm.get("feedback"))
+                           tol=max(0.1 * residual, 0.1 * tol), warm=warm.get("feedback"), max_iter=200)
             warm["feedback"] = res.state
             res = keep_descent(res, [X])
             Fn = objective(res.params[0])
@@ -114,7 +123,7 @@ def feedback_step(est, Z: Tensor, S: Tensor, A: Tensor, c: Tensor, w: float, the
                 break
         if not Fn < F:  # the pattern's model gives no decrease: proximal-gradient steps finish
             damping = None
-            X = fista_steps(X, est.max_iter)
+            X = fista_steps(X, 4 * fista_iter)
             residual = kkt(X)
             break
         X, F = res.params[0], Fn

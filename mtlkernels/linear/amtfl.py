@@ -9,7 +9,7 @@ from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block, solve_block_mm
-from ._amtfl_blocks import feedback_step
+from ._amtfl_blocks import feedback_step, recon_loss
 from ._solve import latent_init, plain_step, squared_loss
 
 
@@ -32,7 +32,9 @@ class AMTFL(MultiTaskLinear):
 
     Which product is reconstructed: eq. 6 prints sigma(Z S A) and eq. 7 sigma(Z W A):
     both reconstruct the features from the *task outputs* Z S (N x T) through A. That
-    is what ``ops.amtfl_reconstruction_loss(Z, S, A, c)`` computes.
+    is what ``ops.amtfl_reconstruction_loss(Z, S, A, c)`` computes. With T tasks and k << T
+    features it is called as ``(Z, S A, I_k, c)``: the same value and (through autograd)
+    gradients, with Z (S A) an N x k product instead of (Z S) A through N x T (``recon_loss``).
 
     Optimisation: block coordinate descent on the exact objective, each block to its
     optimum, until every block's KKT residual is at most ``tol`` (else a
@@ -97,7 +99,7 @@ class AMTFL(MultiTaskLinear):
         """The objective of eq. 6 (with the reliability term, l1_L and the chosen scaling),
         evaluated directly from the data (independently of the solver)."""
         Lt = task_losses(self.loss, self._predict(data, L, S, b), data) + self.delta / data.n_samples.sqrt()
-        rec = self._recon_weight(data) * ops.amtfl_reconstruction_loss(self._features(data.features(), L), S, A, c)
+        rec = self._recon_weight(data) * recon_loss(self._features(data.features(), L), S, A, c)
         return float(((1 + self.alpha * A.abs().sum(1)) * Lt).sum() + self.mu * S.abs().sum() + rec
                      + self.lam * (L**2).sum() + self.l1_L * L.abs().sum())
 
@@ -129,7 +131,7 @@ class AMTFL(MultiTaskLinear):
             return task_losses(self.loss, self._predict(data, L, S, b), data) + reliability
 
         def recon(L, S, A, c):
-            return rw * ops.amtfl_reconstruction_loss(self._features(samples, L), S, A, c)
+            return rw * recon_loss(self._features(samples, L), S, A, c)
 
         def smooth_total(L, S, A, c, b, f):
             return (f * task_L(L, S, b)).sum() + recon(L, S, A, c)  # the ridge on L is in prox_L
@@ -173,7 +175,7 @@ class AMTFL(MultiTaskLinear):
             Z = self._features(samples, L).detach()
             if "A" not in scales:
                 scales["A"] = block_scale(torch.cat([g.reshape(-1) for g in grad_at(
-                    lambda p: rw * ops.amtfl_reconstruction_loss(Z, S, p[0], p[1]), [torch.zeros_like(A), c])]))
+                    lambda p: rw * recon_loss(Z, S, p[0], p[1]), [torch.zeros_like(A), c])]))
             A, c, _ = feedback_step(self, Z, S, A, c, rw, thresholds, scales["A"], loop.inner_tol, loop.warm)
             if sq is not None:  # extrapolation along the outer steps (b follows L S in closed form)
                 ext = loop.extrapolate([L, S, A, c], lambda x: self.objective(*x, sq.intercept(x[0] @ x[1]), data))

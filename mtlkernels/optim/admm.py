@@ -115,13 +115,15 @@ def admm(
     f0, g2 = _floats(f0, _dot([gsum], [gsum]))
     F0 = f0 + penalty(z)
     scale = max(1.0, math.sqrt(nb * g2)) if scale is None else float(scale)
+    curv = [q.curvature for q in qs if q.curvature and math.isfinite(q.curvature)]
+    rho0 = rho if rho is not None else (max(sum(curv), 1e-12) if curv else 1.0)
+    rho_lo, rho_hi = rho0 * 1e-10, rho0 * 1e10  # residual balancing (and a warm rho) stay within these
     if warm is not None and len(warm[0]) == m and all(len(y) == nb for y in warm[0]):
         duals, rho = warm
+        rho = min(max(rho, rho_lo), rho_hi)
         u = [[yi / rho for yi in y] for y in duals]
     else:
-        if rho is None:
-            curv = [q.curvature for q in qs if q.curvature]
-            rho = max(sum(curv), 1e-12) if curv else 1.0
+        rho = rho0
         u = [[torch.zeros_like(p) for p in z] for _ in qs]
     residual = math.inf
     converged = False
@@ -172,10 +174,10 @@ def admm(
         # residual balancing on relative residuals (Boyd et al., 2011, sec. 3.4.1)
         r_p = math.sqrt(rp2) / max(math.sqrt(max(xx, zz * m)), 1e-300)
         r_d = rho * math.sqrt(m * dz2) / max(rho * math.sqrt(uu), 1e-300)
-        if r_p > 10 * r_d:
+        if r_p > 10 * r_d and rho < rho_hi:
             rho *= 2.0
             u = [[ui / 2.0 for ui in uj] for uj in u]
-        elif r_d > 10 * r_p:
+        elif r_d > 10 * r_p and rho > rho_lo:
             rho /= 2.0
             u = [[ui * 2.0 for ui in uj] for uj in u]
     f = _floats(sum(q.value_from_grad(sz, g) for q, g in zip(qs, gz)))[0]
