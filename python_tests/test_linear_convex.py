@@ -9,7 +9,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso, MultiTaskLasso, Ridge
 
-from mtlkernels.datasets import school_like
+from mtlkernels.datasets import amtfl_synthetic, school_like
 from mtlkernels.linear import AdaptiveSharing, JointFeatureSelection, SingleTaskLinear, TraceNormMTL
 
 REL = 1e-6  # the issue's bar: objectives within 1e-6 (relative) of a reference optimum
@@ -20,6 +20,13 @@ def school():
     """20 School-shaped tasks, raw features (scales up to 91, one-hot blocks, singular Gram matrices)."""
     Xs, ys = school_like(seed=1, n_tasks=20).split("train")
     return Xs, ys
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """The AMTFL synthetic set (Lee, Yang and Hwang, 2018, sec. 4.1): 12 tasks, the hard ones
+    with fewer samples (25) than features (30)."""
+    return amtfl_synthetic(seed=0, split=0).split("train")
 
 
 # ---- independent objective evaluations (numpy) ------------------------------------------------
@@ -138,6 +145,21 @@ def test_convex_estimators_reach_the_cvxpy_optimum_on_raw_data(school, kind, mak
         s = np.linalg.svd(est.C_, compute_uv=False)
         assert 0 < (s > 1e-8 * s[0]).sum() < min(est.C_.shape)
         assert 0 < (est.S_ != 0).mean() < 0.5
+
+
+@pytest.mark.parametrize("kind,make,weighting", [
+    ("trace", lambda: TraceNormMTL(alpha=0.5), "mean"),
+    ("jfs", lambda: JointFeatureSelection(alpha=2.0, task_weighting="sum"), "sum"),
+    ("as", lambda: AdaptiveSharing(lambda_c=0.5, lambda_s=0.1), "mean"),
+])
+def test_convex_estimators_reach_the_cvxpy_optimum_on_the_amtfl_synthetic_set(synthetic, kind, make, weighting):
+    Xs, ys = synthetic
+    est = make().fit(Xs, ys)
+    assert est.converged_
+    F = objective(est, Xs, ys)
+    assert F == pytest.approx(est.objective_history_[-1], rel=1e-10)
+    lam = {"lambda_c": est.lambda_c, "lambda_s": est.lambda_s} if kind == "as" else {"alpha": est.alpha}
+    close(F, cvxpy_reference(kind, Xs, ys, weighting, True, **lam))
 
 
 def test_trace_norm_fista_and_admm_agree(school):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 
 EXPERIMENTS = {
-    "linear-synthetic": ("mtlkernels.experiments.linear", "run_synthetic", "seed 004 sec. 4.1: STL, Go-MTL, AMTL, AMTFL"),
+    "linear-synthetic": ("mtlkernels.experiments.linear", "run_synthetic",
+                         "Lee, Yang and Hwang (2018) sec. 4.1: STL, Go-MTL, AMTL, AMTFL"),
     "linear-digits": ("mtlkernels.experiments.linear", "run_digits", "seeds 000/003: STL, AdaptiveSharing, LatentTaskMTL"),
     "adaptive-sharing": ("mtlkernels.experiments.adaptive_sharing", "run", "seed 000 sec. 3.2: AS layer vs plain last layer"),
     "attribute-cnn": ("mtlkernels.experiments.attribute_cnn", "run", "seed 003: single-task vs M vs MG"),

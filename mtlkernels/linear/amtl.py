@@ -80,6 +80,8 @@ class AMTL(MultiTaskLinear):
         fit_b, mu, gamma, alpha = self.fit_intercept, float(self.mu), float(self.gamma), float(self.alpha)
         reliability = self.delta / data.n_samples.sqrt()
         sq = squared_loss(data, fit_b) if self.loss == "squared" else None
+        if sq is not None and not sq.exact:
+            sq = None  # too many features for exact solves: the W-step by FISTA through autograd
         self._lr = lipschitz_guess(data, self.loss)
 
         def losses(W, b):
@@ -119,7 +121,8 @@ class AMTL(MultiTaskLinear):
                 scale_w = block_scale(lin)
                 res = solve_block(self, parts, lambda v, t: [ops.soft_threshold(v[0], t * mu)],
                                   lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, mu)],
-                                  lambda p: float(mu * p[0].abs().sum()), [W], "AMTL W-step", scale_w, loop.inner_tol, loop.warm)
+                                  lambda p: float(mu * p[0].abs().sum()), [W], "AMTL W-step", scale_w, loop.inner_tol,
+                                  loop.warm)
                 W = res.params[0]
                 b = sq.intercept(W)
             else:
@@ -148,7 +151,7 @@ class AMTL(MultiTaskLinear):
                     W, B = ext
                     b = sq.intercept(W)
                     thresholds = (alpha * losses(W, b)).detach()[:, None]
-                    r_b = prox_residual(B, K.new_tensor(0) + 2 * gamma * (W.T @ (W @ B - W)), None,
+                    r_b = prox_residual(B, 2 * gamma * (W.T @ (W @ B - W)), None,
                                         lambda x, g, lr: prox_B(x - lr * g, lr * thresholds)) / scale_b
             history.append(self.objective(W, B, b, data))
             if loop.update(outer, {"W": w_residual(W, b, B, scale_w), "B": r_b}):
