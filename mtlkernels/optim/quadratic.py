@@ -75,9 +75,9 @@ class TaskGram:
         return self._den[1]
 
     def __call__(self, D: Tensor) -> Tensor:
-        # per task as the row vector d_t^T G_t (G_t symmetric): a faster batched GEMM on
-        # CPU than G_t d_t with a column vector
-        HD = self.G @ D if self.shared else torch.bmm(D.T.unsqueeze(1), self.G).squeeze(1).T
+        # per task as the row vector d_t^T G_t (G_t symmetric), the rows contiguous: the
+        # fastest batched GEMM on CPU (a transposed view as the batch is 10x slower)
+        HD = self.G @ D if self.shared else torch.bmm(D.T.contiguous().unsqueeze(1), self.G).squeeze(1).T
         return HD if self._unit else HD * self.c
 
     def eig(self) -> tuple[Tensor, Tensor]:
@@ -94,7 +94,7 @@ class TaskGram:
         den = self._denominator(r)
         if self.shared:
             return Q @ ((Qt @ R) * den)
-        q = torch.bmm(R.T.unsqueeze(1), Q).squeeze(1) * den  # rows: (Q_t^T r_t)^T
+        q = torch.bmm(R.T.contiguous().unsqueeze(1), Q).squeeze(1) * den  # rows: (Q_t^T r_t)^T
         return torch.bmm(q.unsqueeze(1), Qt).squeeze(1).T
 
     def mean_eigenvalue(self) -> float:
