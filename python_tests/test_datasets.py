@@ -3,9 +3,20 @@ AMTFL synthetic set with parameter noise, per-task splits."""
 
 import numpy as np
 import pytest
+import torch
 
 from mtlkernels.datasets import SCHOOL_COLUMNS, amtfl_synthetic, load_malsar, school_like, split_tasks
 from mtlkernels.linear import SingleTaskLinear, TraceNormMTL
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small solver problems: one intra-op thread (on a busy 2-core machine two threads made
+    these fits 10x slower through OpenMP stalls; the results do not depend on it)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 
 def test_school_like_has_the_school_data_shape():

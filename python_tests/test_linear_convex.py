@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso, MultiTaskLasso, Ridge
 
@@ -13,6 +14,16 @@ from mtlkernels.datasets import amtfl_synthetic, school_like
 from mtlkernels.linear import AdaptiveSharing, JointFeatureSelection, SingleTaskLinear, TraceNormMTL
 
 REL = 1e-6  # the issue's bar: objectives within 1e-6 (relative) of a reference optimum
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small solver problems: one intra-op thread (on a busy 2-core machine two threads made
+    these fits 10x slower through OpenMP stalls; the results do not depend on it)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 
 @pytest.fixture(scope="module")
