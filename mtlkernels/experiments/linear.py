@@ -181,6 +181,19 @@ def synthetic_table(results: dict) -> list[list]:
             for name, r in results.items()]
 
 
+def digits_ordering_note(results: dict) -> str:
+    """Whether the papers' orderings hold here by mean test accuracy: Adaptive Sharing above
+    STL (Shen et al., 2015, Table 1) and MG >= M above STL (Abdulnabi et al., 2015)."""
+    acc = {name: float(np.mean(r["acc"])) for name, r in results.items()}
+    claims = [("AdaptiveSharing > STL", acc.get("AdaptiveSharing", 0) > acc.get("STL", 1)),
+              ("LatentTaskMTL (M) > STL", acc.get("LatentTaskMTL (M)", 0) > acc.get("STL", 1)),
+              ("LatentTaskMTL (MG) >= LatentTaskMTL (M)", acc.get("LatentTaskMTL (MG)", 0) >= acc.get("LatentTaskMTL (M)", 1))]
+    held = [c for c, ok in claims if ok]
+    failed = [c for c, ok in claims if not ok]
+    return (f"the papers' orderings that hold here: {'; '.join(held) or 'none'}; that do not: "
+            f"{'; '.join(failed) or 'none'} (differences within the seed spread unless they exceed it).")
+
+
 def digits_table(results: dict) -> list[list]:
     return [[name, mean_std(r["acc"]), mean_std(r["map"]), f"{np.mean(r['seconds']):.1f}"] for name, r in results.items()]
 
