@@ -18,7 +18,7 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_CUDA ?= torch==2.11.0
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 TOOLS = numpy scikit-build-core pybind11 ninja cmake
-EXTRAS = pytest hypothesis scikit-learn tqdm matplotlib lightning
+EXTRAS = pytest hypothesis scikit-learn tqdm matplotlib lightning cvxpy
 PYTEST_ARGS ?=
 GPU_PY ?= python3
 GPU_OUT ?= benchmarks/results

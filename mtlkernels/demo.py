@@ -1,8 +1,8 @@
 """The main job (`make demo`): the five papers' methods and their baselines at small
 scale on bundled offline data, one results table, JSON and PNG plots in a folder.
 
-Quick settings (one seed or split, small grids, few epochs) keep it to about ten
-minutes on 2 CPU cores; ``--full`` runs the settings of the committed benchmark tables
+Quick settings (one seed or split, small grids, few epochs) keep it to a few minutes on
+2 CPU cores; ``--full`` runs the settings of the committed benchmark tables
 (``benchmarks/methods_linear.py``, ``benchmarks/methods_deep.py``).
 
 ``distributed=True`` (``torchrun --nproc_per_node=N -m mtlkernels run joint-irls

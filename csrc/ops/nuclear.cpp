@@ -207,6 +207,15 @@ TierResult gram_tier(const Runner& r, const at::Tensor& xs, const at::Tensor& ts
   G = at::where(gfin.view({-1, 1, 1}), G, at::zeros({}, G.options())).contiguous();  // no host sync
 
   auto [w, V] = r.eig(G, matrix);
+  const double eps_c0 = dtype_eps(c), eps_out0 = dtype_eps(xs.scalar_type());
+  if (use_scalar_rule(xs)) {  // small CPU batches: the same arithmetic in scalar loops (nuclear_rule.cpp)
+    const ScalarRule sr = gram_rule_scalar(w, ts, gfin, xs, a, eps_c0, eps_out0, dtype_realmin(c));
+    if (!matrix) return {sr.ok, sr.values.to(xs.scalar_type())};
+    const at::Tensor M = at::matmul(V * sr.values.to(V.scalar_type()).unsqueeze(-2), V.mT()).to(c);
+    at::Tensor res = wide ? at::matmul(M, xc) : at::matmul(xc, M);
+    if (res.scalar_type() != xs.scalar_type()) res = res.to(xs.scalar_type());
+    return {sr.ok, res};
+  }
   const at::Tensor wd = w.to(at::kDouble);
   const at::Tensor sd = wd.clamp_min(0).sqrt();
   const at::Tensor td = ts.unsqueeze(-1);

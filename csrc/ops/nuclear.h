@@ -72,6 +72,19 @@ struct SpectralLimits {
 };
 using MaxGramKFn = int64_t (*)();
 
+// ---- the Gram route's per-matrix arithmetic in scalar loops (nuclear_rule.cpp) ----
+// For small batches on the CPU: the accuracy rule, the filter g(s) / s (matrix kinds, in
+// values (b, k)) or the value (value kinds, in values (b,)), all in float64, from the Gram
+// eigenvalues w (b, k), the thresholds (b,), G's finiteness (b,) and x (for the underflow
+// test). Same results as the batched form in nuclear.cpp.
+struct ScalarRule {
+  at::Tensor ok;      // (b,) bool
+  at::Tensor values;  // (b, k) filter or (b,) value, float64
+};
+bool use_scalar_rule(const at::Tensor& xs);
+ScalarRule gram_rule_scalar(const at::Tensor& w, const at::Tensor& ts, const at::Tensor& gfin, const at::Tensor& xs,
+                            const SpectralArgs& a, double eps_c, double eps_out, double realmin_c);
+
 // ---- entry points (nuclear.cpp) -----------------------------------------------
 at::Tensor svt_entry(SymEigKernel e, SmallSpectralKernel s, SpectralLimits lim, const at::Tensor& x,
                      const at::Tensor& tau);

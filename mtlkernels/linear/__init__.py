@@ -2,20 +2,30 @@
 
 | estimator | paper, equation |
 |---|---|
-| :class:`AdaptiveSharing` | seed 000 eq. 3 (W = C + S, nuclear + l1), APG eqs. 7-9 |
-| :class:`LatentTaskMTL` | seed 003 eq. 2 (W = L S, squared hinge, group lasso on S, l1 + Frobenius on L) |
-| :class:`GoMTL` | seed 004 eq. 3 (Kumar and Daume III, 2012) |
-| :class:`AMTL` | seed 004 eq. 4 (Lee et al., 2016) |
-| :class:`AMTFL` | seed 004 eq. 6 (shallow asymmetric multi-task feature learning) |
+| :class:`AdaptiveSharing` | Shen, Sun, Lin, Huang and Wu (2015), eq. 3 (W = C + S, nuclear + l1), APG eqs. 7-9 |
+| :class:`LatentTaskMTL` | Abdulnabi, Wang, Lu and Jia (2015), eq. 2 (W = L S, group lasso on S, l1 + Frobenius on L) |
+| :class:`GoMTL` | Kumar and Daume III (2012), as written in Lee, Yang and Hwang (2018), eq. 3 |
+| :class:`AMTL` | Lee, Yang and Hwang (2016), as written in Lee, Yang and Hwang (2018), eq. 4 |
+| :class:`AMTFL` | Lee, Yang and Hwang (2018), eq. 6 (shallow asymmetric multi-task feature learning) |
+| :class:`TraceNormMTL` | Ji and Ye (2009); MALSAR's Least_Trace / Logistic_Trace |
+| :class:`JointFeatureSelection` | Argyriou, Evgeniou and Pontil (2007), JFS; MALSAR's Least_L21 / Logistic_L21 |
 | :class:`SingleTaskLinear` | STL, the independent baseline |
 
-All are solved by :func:`mtlkernels.optim.fista` with the fused proximal ops.
+Solvers (:mod:`mtlkernels.optim`): the squared loss with small Gram matrices goes to ADMM
+with exact per-task solves (or a closed form), whatever the scale and conditioning of the
+raw features; other losses to FISTA with the fused proximal ops. The alternating models
+solve each block to its optimum and stop when every block's KKT residual is at most
+``tol``; otherwise they warn (scikit-learn's ``ConvergenceWarning``). Full references:
+``docs/papers.md``.
 """
 
 from .adaptive_sharing import AdaptiveSharing
 from .amtfl import AMTFL
 from .amtl import AMTL
+from .joint_feature_selection import JointFeatureSelection
 from .latent import GoMTL, LatentTaskMTL
 from .stl import SingleTaskLinear
+from .trace_norm import TraceNormMTL
 
-__all__ = ["AdaptiveSharing", "AMTFL", "AMTL", "GoMTL", "LatentTaskMTL", "SingleTaskLinear"]
+__all__ = ["AdaptiveSharing", "AMTFL", "AMTL", "GoMTL", "JointFeatureSelection", "LatentTaskMTL",
+           "SingleTaskLinear", "TraceNormMTL"]

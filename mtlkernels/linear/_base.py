@@ -8,23 +8,31 @@ Input, to ``fit``, ``predict``, ``decision_function`` and ``score``:
   counts);
 - a :class:`mtlkernels.datasets.MultiTaskDataset` (its training split for ``fit``).
 
-Losses (mean over each task's samples, summed over tasks):
-``squared`` 0.5 (z - y)^2, ``logistic`` log(1 + exp(-y z)), ``squared_hinge``
-max(0, 1 - y z)^2, with classification labels in {0, 1} or {-1, +1}. The papers sum
-over samples or divide by N; each form equals ours up to a rescaling of the
-regularisation weights, noted in each estimator's docstring.
+Losses: ``squared`` 0.5 (z - y)^2, ``logistic`` log(1 + exp(-y z)), ``squared_hinge``
+max(0, 1 - y z)^2, with classification labels in {0, 1} or {-1, +1}. Task t's loss L_t
+is the mean over its samples (``task_weighting="mean"``, the default) or their sum
+(``"sum"``: the form of MALSAR and of the AMTFL paper's objectives, so that published
+regularisation weights apply as printed); the objective sums L_t over tasks.
+
+Convergence: every estimator stops when the KKT residual of its objective (of each block
+for the alternating ones) is at most ``tol``, exposes ``n_iter_``, ``residual_`` and
+``converged_``, and emits scikit-learn's ``ConvergenceWarning`` when an iteration limit
+comes first, naming the residual reached and the parameter to raise.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
 LOSSES = ("squared", "logistic", "squared_hinge")
+TASK_WEIGHTINGS = ("mean", "sum")
 
 
 @dataclass
@@ -34,13 +42,16 @@ class TaskData:
     shared: ``X`` is (n, d) and every task sees every sample; else ``X`` is
     (T, n_max, d), zero-padded, with ``mask`` (T, n_max) marking real samples.
     ``Y`` is (T, n) (targets, or labels in {-1, +1}); ``weight`` (T, n) is
-    mask / n_t, so that sum(weight * loss) is the per-task mean.
+    mask * c_t, so that sum(weight * loss) is task t's loss L_t, with ``task_weight``
+    c_t = 1 / n_t (``task_weighting="mean"``) or 1 (``"sum"``); ``n_samples`` (T,) holds n_t.
     """
 
     X: Tensor
     Y: Tensor
     weight: Tensor
     shared: bool
+    task_weight: Tensor | None = None
+    n_samples: Tensor | None = None
     _XT: Tensor | None = field(default=None, repr=False)
 
     @property
@@ -190,21 +201,25 @@ class MultiTaskLinear(BaseEstimator):
 
     def _task_data(self, Xs, ys, shared) -> TaskData:
         kw = self._torch_kwargs()
+        mean = getattr(self, "task_weighting", "mean") == "mean"
         if shared:
             X = torch.as_tensor(Xs[0], **kw)
             Y = torch.as_tensor(np.stack(ys), **kw)
-            weight = torch.full_like(Y, 1.0 / X.shape[0])
-            return TaskData(X, Y, weight, True)
-        T, d = len(Xs), Xs[0].shape[1]
-        n_max = max(len(x) for x in Xs)
-        X = torch.zeros(T, n_max, d, **kw)
-        Y = torch.zeros(T, n_max, **kw)
-        weight = torch.zeros(T, n_max, **kw)
-        for t, (x, y) in enumerate(zip(Xs, ys)):
-            X[t, : len(x)] = torch.as_tensor(x, **kw)
-            Y[t, : len(y)] = torch.as_tensor(y, **kw)
-            weight[t, : len(y)] = 1.0 / len(y)
-        return TaskData(X, Y, weight, False)
+            n = torch.full((Y.shape[0],), float(X.shape[0]), **kw)
+        else:
+            T, d = len(Xs), Xs[0].shape[1]
+            n_max = max(len(x) for x in Xs)
+            X = torch.zeros(T, n_max, d, **kw)
+            Y = torch.zeros(T, n_max, **kw)
+            mask = torch.zeros(T, n_max, **kw)
+            for t, (x, y) in enumerate(zip(Xs, ys)):
+                X[t, : len(x)] = torch.as_tensor(x, **kw)
+                Y[t, : len(y)] = torch.as_tensor(y, **kw)
+                mask[t, : len(y)] = 1.0
+            n = torch.tensor([float(len(y)) for y in ys], **kw)
+        c = 1.0 / n if mean else torch.ones_like(n)
+        weight = c[:, None].expand_as(Y).clone() if shared else mask * c[:, None]
+        return TaskData(X, Y, weight, shared, c, n)
 
     def _check_common(self):
         if self.loss not in LOSSES:
@@ -213,11 +228,23 @@ class MultiTaskLinear(BaseEstimator):
             raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
         if not self.tol > 0:
             raise ValueError(f"tol must be positive, got {self.tol!r}")
+        if getattr(self, "task_weighting", "mean") not in TASK_WEIGHTINGS:
+            raise ValueError(f"task_weighting must be one of {TASK_WEIGHTINGS}, got {self.task_weighting!r}")
 
     def _check_nonneg(self, **values):
         for name, v in values.items():
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be finite and non-negative, got {v!r}")
+
+    def _converged(self, converged: bool, n_iter: int, residual: float, limit: str) -> None:
+        """Record ``n_iter_``, ``residual_`` and ``converged_``; warn when ``limit`` (the
+        name of the iteration cap that ran out) stopped the solver before ``tol``."""
+        self.n_iter_, self.residual_, self.converged_ = int(n_iter), float(residual), bool(converged)
+        if not converged:
+            warnings.warn(
+                f"{type(self).__name__} stopped after {n_iter} iterations ({limit}={getattr(self, limit)}) with a "
+                f"KKT residual of {residual:.3g} > tol={self.tol:g}: the result is not at the optimum of its "
+                f"objective; raise {limit} (or tol)", ConvergenceWarning, stacklevel=3)
 
     def _progress(self, total, desc):
         if not self.verbose:
@@ -309,11 +336,25 @@ class MultiTaskLinear(BaseEstimator):
 
 
 def lipschitz_guess(data: TaskData, loss: str) -> float:
-    """A step size 1/L to start backtracking from: L ~ curvature * ||X||^2 / n."""
-    X = data.features()
-    n = max(1, X.shape[0] // (1 if data.shared else data.n_tasks))
+    """A step size 1/L to start backtracking from: L ~ curvature * max_t c_t ||X_t||_2^2."""
     curv = {"squared": 1.0, "logistic": 0.25, "squared_hinge": 2.0}[loss]
-    return 1.0 / max(curv * spectral_norm_sq(X) / n, 1e-12)
+    if data.shared:
+        L = spectral_norm_sq(data.X) * float(data.task_weight.max())
+    else:
+        L = float((task_spectral_norms_sq(data.X) * data.task_weight).max())
+    return 1.0 / max(curv * L, 1e-12)
+
+
+def task_spectral_norms_sq(X: Tensor, iters: int = 30) -> Tensor:
+    """||X_t||_2^2 for a batch X (T, n, d), by batched power iteration (from below, within a few %)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    v = torch.randn(X.shape[0], X.shape[2], 1, generator=g, dtype=torch.float64).to(X.device, X.dtype)
+    val = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+    for _ in range(iters):
+        w = torch.bmm(X.transpose(1, 2), torch.bmm(X, v))
+        val = w.norm(dim=(1, 2))
+        v = w / val.clamp_min(1e-300)[:, None, None]
+    return val
 
 
 def spectral_norm_sq(X: Tensor, iters: int = 30) -> float:

@@ -1,4 +1,4 @@
-"""Asymmetric Multi-task Feature Learning (AMTFL), the shallow model of seed 004 eq. 6."""
+"""Asymmetric Multi-task Feature Learning (AMTFL), the shallow model of Lee, Yang and Hwang (2018), eq. 6."""
 
 from __future__ import annotations
 
@@ -7,55 +7,69 @@ import torch
 
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
-from ._solve import latent_init, plain_step, run_fista
+from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
+    solve_block, solve_block_mm
+from ._amtfl_blocks import feedback_step, recon_loss
+from ._solve import latent_init, plain_step, squared_loss
 
 
 class AMTFL(MultiTaskLinear):
-    """Shallow AMTFL (seed 004, eq. 6):
+    """Shallow AMTFL (Lee, Yang and Hwang, 2018, eq. 6):
 
         min_{L,S,A} sum_t (1 + alpha ||a_t^o||_1) L_t(L, s_t) + mu ||s_t||_1
-                    + gamma ||Z - relu(Z S A + c)||_F^2 / N + lam ||L||_F^2
+                    + gamma ||Z - relu(Z S A + c)||_F^2 + lam ||L||_F^2 (+ l1_L ||L||_1)
 
     with Z = h(X L) the N x k features (h the identity, ``hidden="linear"``, as the
     paper uses on its synthetic data, or ReLU), S (k, T) the task weights on the
     features, A (T, k) the task-to-feature feedback, a_t^o its row t (task t's outgoing
     transfer, penalised in proportion to task t's loss so that unreliable tasks
-    transfer little), and c a bias of the reconstruction (the paper's Fig. 2d).
+    transfer little), and c a bias of the reconstruction (the paper's Fig. 2d). L_t is
+    task t's loss (mean or sum over its samples, ``task_weighting``) plus the reliability
+    term delta / sqrt(N_t) of sec. 3.2 (``delta``; it only enters through the weights of
+    A). With ``task_weighting="mean"`` the Frobenius term is divided by N (every sample's
+    reconstruction averaged, like the losses); with ``"sum"`` it is as printed. ``l1_L``
+    adds the l1 on L the paper uses on its synthetic data (sec. 4.1).
 
     Which product is reconstructed: eq. 6 prints sigma(Z S A) and eq. 7 sigma(Z W A):
     both reconstruct the features from the *task outputs* Z S (N x T) through A. That
-    is what ``ops.amtfl_reconstruction_loss(Z, S, A, c)`` computes. We divide the
-    Frobenius term by N (the losses are means) so gamma does not scale with the data.
+    is what ``ops.amtfl_reconstruction_loss(Z, S, A, c)`` computes. With T tasks and k << T
+    features it is called as ``(Z, S A, I_k, c)``: the same value and (through autograd)
+    gradients, with Z (S A) an N x k product instead of (Z S) A through N x T (``recon_loss``).
 
-    Optimisation: block coordinate descent on the exact objective. Block 1, (L, S, b)
-    with A fixed (so the loss weights 1 + alpha ||a_t^o||_1 are constants): FISTA with
-    ``ops.prox_grad_step`` (l1 on S; optional l1 ``l1_L`` on L, as the paper adds on
-    its synthetic data). Block 2, (A, c) with L, S fixed (so the losses L_t are
-    constants): FISTA with ``ops.prox_grad_step`` and one threshold alpha L_t per row
-    of A. Gradients of the reconstruction term flow through the op's autograd.
-    L and S start from the SVD of single-task solutions (as for Go-MTL), A from the
-    least-squares fit of Z by Z S.
+    Optimisation: block coordinate descent on the exact objective, each block to its
+    optimum, until every block's KKT residual is at most ``tol`` (else a
+    ``ConvergenceWarning``). For the squared loss and the linear hidden layer, the S-block
+    and the L-block (A fixed, so the weights 1 + alpha ||a_t^o||_1 are constants) are the
+    loss, a quadratic solved exactly, plus the reconstruction term, majorised at each
+    step (``_blocks.solve_block_mm``: ADMM with the fused prox, ``ops.soft_threshold`` on
+    S, ``ops.elastic_net_prox`` on L), so raw, ill-conditioned features do not slow
+    them down. Otherwise (L, S, b) is one block solved by FISTA (``ops.prox_grad_step``).
+    The (A, c) block (L, S fixed, so the losses L_t are constants) is solved by FISTA
+    with ``ops.prox_grad_step`` and one threshold alpha L_t per row of A. L and S start
+    from the SVD of single-task solutions (as for Go-MTL), A from the least-squares fit
+    of Z by Z S.
 
     Learned: ``L_``, ``S_``, ``A_``, ``recon_bias_``, ``coef_`` (L S; exact for the
     linear hidden layer), ``transfer_matrix_`` = A S (T x T, the paper's Fig. 4h:
     entry (t, t') is what task t passes to task t' through the features),
-    ``objective_history_``.
+    ``objective_history_``, ``n_iter_``, ``residual_``, ``block_residuals_``, ``converged_``.
     """
 
-    def __init__(self, n_latent=6, alpha=0.1, mu=0.01, gamma=0.1, lam=0.01, l1_L=0.0, hidden="linear",
-                 loss="squared", fit_intercept=True, max_outer=20, max_inner=50, init_alpha=1e-3, max_iter=500, tol=1e-6,
-                 device="cpu", dtype="float64", warm_start=False, verbose=False):
+    def __init__(self, n_latent=6, alpha=0.1, mu=0.01, gamma=0.1, lam=0.01, l1_L=0.0, delta=0.0, hidden="linear",
+                 loss="squared", fit_intercept=True, task_weighting="mean", max_outer=100, init_alpha=1e-3,
+                 max_iter=2000, tol=1e-6, device="cpu", dtype="float64", warm_start=False, verbose=False):
         self.n_latent = n_latent
         self.alpha = alpha
         self.mu = mu
         self.gamma = gamma
         self.lam = lam
         self.l1_L = l1_L
+        self.delta = delta
         self.hidden = hidden
         self.loss = loss
         self.fit_intercept = fit_intercept
+        self.task_weighting = task_weighting
         self.max_outer = max_outer
-        self.max_inner = max_inner
         self.init_alpha = init_alpha
         self.max_iter = max_iter
         self.tol = tol
@@ -74,68 +88,123 @@ class AMTFL(MultiTaskLinear):
         P = (Z @ S).T if data.shared else torch.bmm(Z, S.T.unsqueeze(-1)).squeeze(-1)
         return P + b[:, None] if self.fit_intercept else P
 
+    def _block_lr(self, params):
+        return self._lr
+
+    def _recon_weight(self, data) -> float:
+        N = data.features().shape[0]
+        return float(self.gamma) / N if getattr(self, "task_weighting", "mean") == "mean" else float(self.gamma)
+
+    def objective(self, L, S, A, c, b, data) -> float:
+        """The objective of eq. 6 (with the reliability term, l1_L and the chosen scaling),
+        evaluated directly from the data (independently of the solver)."""
+        Lt = task_losses(self.loss, self._predict(data, L, S, b), data) + self.delta / data.n_samples.sqrt()
+        rec = self._recon_weight(data) * recon_loss(self._features(data.features(), L), S, A, c)
+        return float(((1 + self.alpha * A.abs().sum(1)) * Lt).sum() + self.mu * S.abs().sum() + rec
+                     + self.lam * (L**2).sum() + self.l1_L * L.abs().sum())
+
     def _fit(self, data, W0, b0):
-        self._check_nonneg(alpha=self.alpha, mu=self.mu, gamma=self.gamma, lam=self.lam, l1_L=self.l1_L)
+        self._check_nonneg(alpha=self.alpha, mu=self.mu, gamma=self.gamma, lam=self.lam, l1_L=self.l1_L,
+                           delta=self.delta)
         if self.hidden not in ("linear", "relu"):
             raise ValueError(f"hidden must be 'linear' or 'relu', got {self.hidden!r}")
         if not (isinstance(self.n_latent, (int, np.integer)) and self.n_latent > 0):
             raise ValueError(f"n_latent must be a positive integer, got {self.n_latent!r}")
         kw = {"dtype": data.X.dtype, "device": data.X.device}
-        k, T = self.n_latent, data.n_tasks
+        k, T, d = self.n_latent, data.n_tasks, data.n_features
         samples = data.features()  # every real sample once, for the reconstruction term
         N = samples.shape[0]
-        alpha, mu, gamma, lam, l1_L = (float(v) for v in (self.alpha, self.mu, self.gamma, self.lam, self.l1_L))
+        alpha, mu, lam, l1_L = (float(v) for v in (self.alpha, self.mu, self.lam, self.l1_L))
+        rw = self._recon_weight(data)
+        reliability = self.delta / data.n_samples.sqrt()
+        fit_b = self.fit_intercept
+        sq = squared_loss(data, fit_b) if (self.loss == "squared" and self.hidden == "linear") else None
+        if sq is not None and not (sq.exact and d * k <= 1024):
+            sq = None
 
         L, S, b = latent_init(self, data, k)
         Z0 = self._features(samples, L)
         A = torch.linalg.lstsq(Z0 @ S, Z0).solution if N >= T else torch.zeros(T, k, **kw)
         c = torch.zeros(k, **kw)
 
-        def losses(L, S, b):
-            return task_losses(self.loss, self._predict(data, L, S, b), data)
+        def task_L(L, S, b):
+            return task_losses(self.loss, self._predict(data, L, S, b), data) + reliability
 
         def recon(L, S, A, c):
-            return gamma / N * ops.amtfl_reconstruction_loss(self._features(samples, L), S, A, c)
+            return rw * recon_loss(self._features(samples, L), S, A, c)
 
-        def objective(L, S, A, c, b):
-            Lt = losses(L, S, b)
-            return float(((1 + alpha * A.abs().sum(1)) * Lt).sum() + mu * S.abs().sum() + recon(L, S, A, c)
-                         + lam * (L**2).sum() + l1_L * L.abs().sum())
+        def smooth_total(L, S, A, c, b, f):
+            return (f * task_L(L, S, b)).sum() + recon(L, S, A, c)  # the ridge on L is in prox_L
 
-        base_lr = lipschitz_guess(data, self.loss)
-        history = [objective(L, S, A, c, b)]
-        self.n_iter_ = 0
+        def prox_S(x, g, lr):
+            return ops.prox_grad_step(x, g, lr, mu)
+
+        def prox_L(x, g, lr):
+            return ops.prox_grad_step(x, g, lr, l1_L, 2 * lam)
+
+        pen_S = lambda p: float(mu * p[0].abs().sum())  # noqa: E731
+        pen_L = lambda p: float(lam * (p[0] ** 2).sum() + l1_L * p[0].abs().sum())  # noqa: E731
+        history = [self.objective(L, S, A, c, b, data)]
+        loop = OuterLoop(self, ("S", "L", "A") if sq is not None else ("LS", "A"))
+        scales = {}
         for outer in range(self.max_outer):
-            w = 1 + alpha * A.abs().sum(1)
-            res = run_fista(
-                self,
-                lambda p: (w * losses(p[0], p[1], p[2])).sum() + recon(p[0], p[1], A, c),
-                lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, l1_L, 2 * lam),
-                                  ops.prox_grad_step(p[1], g[1], lr, mu),
-                                  plain_step(p[2], g[2], lr) if self.fit_intercept else p[2]],
-                lambda p: float(mu * p[1].abs().sum() + lam * (p[0] ** 2).sum() + l1_L * p[0].abs().sum()),
-                [L, S, b], base_lr / max(spectral_norm_sq(S.T) * float(w.max()), 1.0), "AMTFL (L, S)", self.max_inner,
-            )
-            L, S, b = res.params
-            thresholds = (alpha * losses(L, S, b)).detach()[:, None]
+            f = 1 + alpha * A.abs().sum(1)
+            if sq is not None:
+                qS = latent_s_quadratic(sq, L, f)
+                scales.setdefault("S", block_scale(qS.linear))
+                S, _, _ = solve_block_mm(self, qS, lambda s: recon(L, s, A, c),
+                                         lambda v, t: [ops.soft_threshold(v[0], t * mu)], prox_S, pen_S, S,
+                                         "AMTFL S-step", scales["S"], loop.inner_tol, loop.warm)
+                qL = latent_l_quadratic(sq, S, f)
+                scales.setdefault("L", block_scale(qL.linear))
+                L, _, _ = solve_block_mm(self, qL, lambda m: recon(m, S, A, c),
+                                         lambda v, t: [ops.elastic_net_prox(v[0], t * l1_L, t * 2 * lam)], prox_L,
+                                         pen_L, L, "AMTFL L-step", scales["L"], loop.inner_tol, loop.warm)
+                b = sq.intercept(L @ S)
+            else:
+                self._lr = lipschitz_guess(data, self.loss) / max(spectral_norm_sq(S.T) * float(f.max()), 1.0)
+                scales.setdefault("LS", 1.0)
+                L, S, b = solve_block(
+                    self, lambda p: smooth_total(p[0], p[1], A, c, p[2], f), None,
+                    lambda p, g, lr: [prox_L(p[0], g[0], lr), prox_S(p[1], g[1], lr),
+                                      plain_step(p[2], g[2], lr) if fit_b else p[2]],
+                    lambda p: pen_L([p[0]]) + pen_S([p[1]]), [L, S, b], "AMTFL (L, S)", scales["LS"],
+                    loop.inner_tol).params
+            # (A, c) with L, S fixed: the losses are constants, one l1 threshold alpha L_t per row of A
+            thresholds = (alpha * task_L(L, S, b)).detach()[:, None]
             Z = self._features(samples, L).detach()
-            res = run_fista(
-                self,
-                lambda p: gamma / N * ops.amtfl_reconstruction_loss(Z, S, p[0], p[1]),
-                lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, thresholds), plain_step(p[1], g[1], lr)],
-                lambda p: float((thresholds * p[0].abs()).sum()),
-                [A, c], 1.0 / max(2 * gamma / N * spectral_norm_sq(Z @ S), 1e-12), "AMTFL (A)", self.max_inner,
-            )
-            A, c = res.params
-            history.append(objective(L, S, A, c, b))
-            self.n_iter_ = outer + 1
-            if abs(history[-2] - history[-1]) <= self.tol * max(abs(history[-2]), 1e-30):
+            if "A" not in scales:
+                scales["A"] = block_scale(torch.cat([g.reshape(-1) for g in grad_at(
+                    lambda p: rw * recon_loss(Z, S, p[0], p[1]), [torch.zeros_like(A), c])]))
+            A, c, _ = feedback_step(self, Z, S, A, c, rw, thresholds, scales["A"], loop.inner_tol, loop.warm)
+            if sq is not None:  # extrapolation along the outer steps (b follows L S in closed form)
+                ext = loop.extrapolate([L, S, A, c], lambda x: self.objective(*x, sq.intercept(x[0] @ x[1]), data))
+                if ext is not None:
+                    L, S, A, c = ext
+                    b = sq.intercept(L @ S)
+                    thresholds = (alpha * task_L(L, S, b)).detach()[:, None]
+            history.append(self.objective(L, S, A, c, b, data))
+            # every block's KKT residual at the current point (gradients by one autograd pass)
+            f = 1 + alpha * A.abs().sum(1)
+            with torch.enable_grad():
+                P = [t.detach().requires_grad_(True) for t in (L, S, A, c, b)]
+                gL, gS, gA, gc, gb = torch.autograd.grad(smooth_total(*P, f), P, allow_unused=True)
+            gb = torch.zeros_like(b) if gb is None or sq is not None or not fit_b else gb
+            r_A = (prox_residual(A, gA, None, lambda x, g, lr: ops.prox_grad_step(x, g, lr, thresholds)) ** 2
+                   + float(gc.norm()) ** 2) ** 0.5 / scales["A"]
+            r_L = prox_residual(L, gL, None, prox_L)
+            r_S = prox_residual(S, gS, None, prox_S)
+            if sq is not None:
+                res = {"S": r_S / scales["S"], "L": r_L / scales["L"], "A": r_A}
+            else:
+                res = {"LS": (r_L ** 2 + r_S ** 2 + float(gb.norm()) ** 2) ** 0.5 / scales["LS"], "A": r_A}
+            if loop.update(outer, res):
                 break
-        self.converged_ = self.n_iter_ < self.max_outer
         self.L_, self.S_, self.A_ = L.cpu().numpy(), S.cpu().numpy(), A.cpu().numpy()
         self.recon_bias_ = c.cpu().numpy()
         self.transfer_matrix_ = (A @ S).cpu().numpy()
         self.objective_history_ = history
+        loop.finish()
         return L @ S, b
 
     def decision_function(self, X):

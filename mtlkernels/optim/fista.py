@@ -1,8 +1,7 @@
-"""One accelerated proximal gradient engine (FISTA) for every convex block of the
-feature-based methods.
+"""One accelerated proximal gradient engine (FISTA) for the feature-based methods.
 
-Seed 000 (Adaptive Sharing), eqs. 7-9: with Z the variables, g the smooth loss and h
-the non-smooth penalty,
+Adaptive Sharing (Shen, Sun, Lin, Huang and Wu, 2015), eqs. 7-9: with Z the variables,
+g the smooth loss and h the non-smooth penalty,
 
     Z_{t+1} = argmin_Z h(Z) + 1/(2 eta_t) ||Z - (U_t - eta_t grad g(U_t))||_F^2     (7)
     U_t     = Z_t + (b_{t-1} - 1) / b_t (Z_t - Z_{t-1}),  b_t = (1 + sqrt(4 b_{t-1}^2 + 1)) / 2   (8)
@@ -31,8 +30,16 @@ Additions to eqs. 7-8, all standard (Beck and Teboulle, 2009; O'Donoghue and Can
   momentum, the step is shortened instead, so accepted objectives never rise; and the
   momentum is also dropped when it points against the step, <U - Z+, Z+ - Z> > 0;
 - stopping: `residual <= tol`, where the residual is the norm of the gradient mapping
-  (U - Z+) / eta divided by max(1, ||grad g(Z_0)||) (zero exactly at a minimiser), or the
-  relative objective change |F_{t+1} - F_t| / max(|F_t|, 1e-30) <= obj_tol; or max_iter.
+  (U - Z+) / eta divided by max(1, ||grad g(Z_0)||) or the caller's `scale` (zero exactly
+  at a minimiser), or the relative objective change |F_{t+1} - F_t| / max(|F_t|, 1e-30)
+  <= obj_tol; or max_iter.
+
+Host transfers: every number a trial step needs (the smooth values, <grad, step>,
+||step||^2, the restart test) comes back in one transfer; the extrapolated point's value
+is kept on the device until then. The penalty's value is the caller's (one more).
+
+For squared-loss problems with small per-task Gram matrices, :func:`mtlkernels.optim.admm`
+(exact solves, insensitive to the conditioning) is usually the better engine.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-Params = list[Tensor]
+from ._common import Params, _dot, _finite, _floats, _Point
+from .quadratic import Quadratic
 
 
 @dataclass
@@ -61,36 +69,6 @@ class FistaResult:
     n_trials: int = 0  # proximal steps tried, backtracked ones included
 
 
-@dataclass
-class _Point:
-    """An iterate with its smooth value and (when known) gradient; ``aux`` is the
-    smooth part's own bookkeeping (the gradient in W for a :class:`Quadratic`)."""
-
-    params: Params
-    f: float
-    grad: Params | None = None
-    aux: Tensor | None = None
-
-
-def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    """sum_k <a_k, b_k> as a 0-dim tensor (no host sync)."""
-    out = torch.dot(a[0].reshape(-1), b[0].reshape(-1))
-    for x, y in zip(a[1:], b[1:]):
-        out = out + torch.dot(x.reshape(-1), y.reshape(-1))
-    return out
-
-
-def _floats(*ts: Tensor) -> list[float]:
-    """Several 0-dim tensors as floats, in one host transfer."""
-    return torch.stack([t.double() for t in ts]).tolist()
-
-
-def _finite(v: float, where: str) -> float:
-    if not math.isfinite(v):
-        raise FloatingPointError(f"fista: the smooth objective is {v} {where}; check the inputs and the step size")
-    return v
-
-
 class _Autograd:
     """Any differentiable ``smooth(params) -> scalar tensor``: values and gradients by autograd."""
 
@@ -103,118 +81,21 @@ class _Autograd:
             value = self.fn(p)
             grads = torch.autograd.grad(value, p, allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for x, g in zip(params, grads)]
-        return _Point(params, _finite(float(value.detach()), "at the starting point"), grads)
+        return _Point(params, value.detach(), grads)
 
     def trial(self, y: _Point, params: Params) -> _Point:
         with torch.no_grad():
-            return _Point(params, float(self.fn(params)))
+            return _Point(params, self.fn(params))
 
     def with_grad(self, p: _Point) -> _Point:
-        return p if p.grad is not None else self.point(p.params)
+        if p.grad is not None:
+            return p
+        q = self.point(p.params)
+        q.f = float(q.f)
+        return q
 
     def extrapolate(self, a: _Point, b: _Point, mom: float) -> _Point:
         return self.point([x + mom * (x - z) for x, z in zip(a.params, b.params)])
-
-
-def gram_matrix(X: Tensor, block: int = 128) -> Tensor:
-    """X^T X, exactly symmetric, from the upper block triangle only: for d >= 3 * block
-    the column blocks' products above the diagonal are formed and mirrored, about
-    (d + block) / (2 d) of the full product's work (0.56 at d = 1024; 1.6x faster than
-    ``X.T @ X`` on one CPU thread there)."""
-    d = X.shape[1]
-    if d < 3 * block:
-        H = X.T @ X
-        return (H + H.T) / 2
-    H = X.new_empty(d, d)
-    for i in range(0, d, block):
-        rows = X[:, i:i + block].T @ X[:, i:]  # block rows i.., columns i..
-        w = min(block, d - i)
-        H[i:i + w, i:i + w] = (rows[:, :w] + rows[:, :w].T) / 2
-        H[i:i + w, i + w:] = rows[:, w:]
-        H[i + w:, i:i + w] = rows[:, w:].T
-    return H
-
-
-class Quadratic:
-    """The smooth part g(W) = 0.5 <W, H W> - <W, B> + c, with W the sum of the
-    parameter blocks (one block for most methods; C + S for Adaptive Sharing).
-
-    ``hess(D)`` applies H to a direction shaped like W (H symmetric positive
-    semi-definite), ``linear`` is B and ``const`` is c. For the squared loss with a shared
-    design, ||X W - Y||_F^2 / (2 n) has H = X^T X / n (the Gram matrix, formed once),
-    B = X^T Y / n and c = ||Y||_F^2 / (2 n): see :meth:`least_squares`. In :func:`fista`
-    it costs one ``hess`` per iteration (two when the line search backtracks): the value
-    and gradient at every trial and extrapolated point follow from the exact expansion
-    g(W + D) = g(W) + <grad g(W), D> + 0.5 <D, H D>, so the line-search test is free of
-    the cancellation a Gram-form value would have. Calling the object returns g(params)
-    (a scalar tensor), so it also works wherever a plain smooth callable does.
-    """
-
-    def __init__(self, hess: Callable[[Tensor], Tensor], linear: Tensor, const: float = 0.0):
-        self.hess = hess
-        self.linear = linear
-        self.const = float(const)
-
-    @classmethod
-    def least_squares(cls, X: Tensor, Y: Tensor, gram: bool | None = None) -> "Quadratic":
-        """||X W - Y||_F^2 / (2 n) for X (n, d) and Y (n, T). ``gram`` (default: d <= n)
-        forms H = X^T X / n once (O(n d^2)); otherwise H is applied as X^T (X D) / n."""
-        if X.dim() != 2 or Y.dim() != 2 or X.shape[0] != Y.shape[0]:
-            raise ValueError(f"least_squares needs X (n, d) and Y (n, T), got {tuple(X.shape)} and {tuple(Y.shape)}")
-        n = max(X.shape[0], 1)
-        if gram is None:
-            gram = X.shape[1] <= X.shape[0]
-        if gram:
-            H = gram_matrix(X) / n
-            hess = H.__matmul__
-        else:
-            def hess(D):
-                return X.T @ (X @ D) / n
-        # (Y^T X)^T: one plain GEMM whether Y is stored (n, T) or as the transpose of (T, n)
-        return cls(hess, (Y.mT @ X).mT.contiguous() / n, float((Y.double() ** 2).sum()) / (2 * n))
-
-    def compose(self, A: Callable[[Tensor], Tensor], A_adjoint: Callable[[Tensor], Tensor]) -> "Quadratic":
-        """g(A(P)) for a linear map A (with its adjoint): Hessian A* H A, linear term A* B.
-        For W = L S: ``compose(lambda D: L @ D, lambda M: L.T @ M)`` is the problem in S
-        with L fixed, ``compose(lambda D: D @ S, lambda M: M @ S.T)`` the one in L."""
-        return Quadratic(lambda D: A_adjoint(self.hess(A(D))), A_adjoint(self.linear), self.const)
-
-    def _w(self, params: Params) -> Tensor:
-        W = params[0]
-        for p in params[1:]:
-            W = W + p
-        return W
-
-    def __call__(self, params: Params) -> Tensor:
-        W = self._w(params)
-        return 0.5 * (W * self.hess(W)).sum() - (W * self.linear).sum() + self.const
-
-    def point(self, params: Params) -> _Point:
-        W = self._w(params)
-        HW = self.hess(W)
-        whw, wb = _floats(_dot([W], [HW]), _dot([W], [self.linear]))
-        f = 0.5 * whw - wb + self.const
-        g = HW - self.linear
-        return _Point(params, _finite(f, "at the starting point"), [g] * len(params), g)
-
-    def trial(self, y: _Point, params: Params) -> _Point:
-        D = self._w(params) - self._w(y.params)
-        HD = self.hess(D)
-        g = y.aux + HD
-        gd, dhd = _floats(_dot([y.aux], [D]), _dot([D], [HD]))
-        return _Point(params, y.f + gd + 0.5 * dhd, [g] * len(params), g)
-
-    def with_grad(self, p: _Point) -> _Point:
-        return p
-
-    def extrapolate(self, a: _Point, b: _Point, mom: float) -> _Point:
-        params = [x + mom * (x - z) for x, z in zip(a.params, b.params)]
-        D = self._w(a.params) - self._w(b.params)
-        HD = a.aux - b.aux  # H D, from the two gradients
-        g = a.aux + mom * HD
-        gd, dhd = _floats(_dot([a.aux], [D]), _dot([D], [HD]))
-        f = a.f + mom * gd + 0.5 * mom * mom * dhd
-        return _Point(params, f, [g] * len(params), g)
 
 
 def fista(
@@ -230,6 +111,7 @@ def fista(
     backtrack: float = 0.5,
     grow: float = 1.03,
     restart: bool = True,
+    scale: float | None = None,
     progress=None,
 ) -> FistaResult:
     """Minimise smooth(params) + penalty(params) by accelerated proximal gradient.
@@ -244,6 +126,8 @@ def fista(
         params: the starting point (tensors; not modified).
         lr: the first step size to try (eta_0); backtracking adapts it.
         max_iter, tol, obj_tol, backtrack, grow, restart: see the module docstring.
+        scale: what the residual is divided by (default: max(1, ||grad g(Z_0)||)); pass
+            a fixed value to compare residuals across warm-started runs.
         progress: optional tqdm-like object with ``update()`` / ``set_postfix()``.
     Returns:
         A :class:`FistaResult` with the final parameters, objective, history of F,
@@ -252,9 +136,11 @@ def fista(
     """
     g = smooth if isinstance(smooth, Quadratic) else _Autograd(smooth)
     x = g.point([p.detach().clone() for p in params])
+    f0, gnorm2 = _floats(x.f, _dot(x.grad, x.grad))
+    x.f = _finite(f0, "at the starting point")
     F = x.f + penalty(x.params)
     history = [F]
-    scale = max(1.0, math.sqrt(_floats(_dot(x.grad, x.grad))[0]))
+    scale = max(1.0, math.sqrt(gnorm2)) if scale is None else float(scale)
     y = x
     b = 1.0
     slack = 4 * torch.finfo(x.params[0].dtype).eps
@@ -262,12 +148,15 @@ def fista(
     converged = False
     it = n_trials = 0
     for it in range(1, max_iter + 1):
-        # backtracking line search on the step (eq. 7 with the quadratic model test)
+        # backtracking line search on the step (eq. 7 with the quadratic model test); every
+        # number one trial needs comes back from the device in one transfer
         while True:
             trial = g.trial(y, prox(y.params, y.grad, lr))
             n_trials += 1
             diff = [a - c for a, c in zip(trial.params, y.params)]
-            gd, dd = _floats(_dot(y.grad, diff), _dot(diff, diff))
+            step = [a - o for a, o in zip(trial.params, x.params)]
+            yf, tf, gd, dd, turn = _floats(y.f, trial.f, _dot(y.grad, diff), _dot(diff, diff), _dot(diff, step))
+            y.f, trial.f = _finite(yf, f"at iteration {it}"), tf
             excess = trial.f - (y.f + gd + dd / (2 * lr))
             # rounding slack of a few ulps: a larger one lets too-long steps pass once
             # the true decrease is that small, and the iterates then stall
@@ -301,7 +190,7 @@ def fista(
                 break
             continue
         # gradient-based restart: drop the momentum when it points against the step
-        if restart and _floats(_dot(diff, [a - o for a, o in zip(trial.params, x.params)]))[0] < 0:
+        if restart and turn < 0:
             b = 1.0
         b_new = (1 + math.sqrt(4 * b * b + 1)) / 2
         mom = (b - 1) / b_new  # eq. 8
@@ -313,11 +202,10 @@ def fista(
         if residual <= tol or (obj_tol > 0 and rel_change <= obj_tol):
             converged = True
             break
-        y = g.extrapolate(x, prev, mom)
-        _finite(y.f, f"at iteration {it}")
+        y = g.extrapolate(x, prev, mom)  # its value is read with the next trial's numbers
         # try a longer step next time, but only while the line search can still tell
         # (its quadratic term above the rounding noise of f): once it cannot, keep the
         # last step it validated
-        if dd / (2 * lr) > 100 * slack * (abs(y.f) + abs(x.f)):
+        if dd / (2 * lr) > 100 * slack * (2 * abs(x.f)):
             lr *= grow
     return FistaResult(x.params, F, it, converged, residual, lr, history, n_trials)
