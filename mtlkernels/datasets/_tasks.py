@@ -59,8 +59,8 @@ def digits_tasks(
     features standardised with the training statistics. All tasks share one design
     (``shared=True``): task k's labels are 1 for digit k and 0 otherwise.
 
-    ``imbalanced=True`` follows seed 004's MNIST-Imbalanced: the training counts of
-    digits 0..9 decrease like 200, 180, ..., 20, scaled so that digit 0 keeps every
+    ``imbalanced=True`` follows the MNIST-Imbalanced set of Lee et al. 2018 (Deep-AMTFL):
+    the training counts of digits 0..9 decrease like 200, 180, ..., 20, scaled so that digit 0 keeps every
     training sample it has (about 90 here, so about 90, 81, ..., 9). Val and test stay
     balanced.
     """
