@@ -403,8 +403,11 @@ def test_experiment_smoke(tmp_path):
     from mtlkernels.experiments.amtfl import run
 
     res = run(seeds=(0,), quick=True, out_dir=tmp_path, log=lambda *a: None, epochs=1)
-    assert res["columns"][0] == "method" and len(res["rows"]) == 4
-    assert [r[0] for r in res["rows"]] == ["CNN", "MT-CNN", "Deep-AMTL", "Deep-AMTFL"]
+    assert res["columns"][0] == "method" and len(res["rows"]) == 6
+    assert [r[0] for r in res["rows"]] == ["NN", "MT-NN", "CNN", "MT-CNN", "Deep-AMTL", "Deep-AMTFL"]
+    names = [r[1] for r in res["comparisons"]]
+    assert "Deep-AMTFL - CNN (error, points)" in names and "MT-NN - NN (error, points)" in names
+    assert all(r[-1] == "one seed: no spread to judge" for r in res["comparisons"])
     assert len(res["plots"]) == 2 and all(p.endswith(".png") for p in res["plots"])
     for p in res["plots"]:
         assert (tmp_path / p.split("/")[-1]).stat().st_size > 1000
