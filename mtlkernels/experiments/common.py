@@ -45,11 +45,14 @@ def paired(a, b) -> tuple[float, float]:
 def verdict(mean: float, std: float, direction: int, n: int) -> str:
     """Where a paired difference stands against the paper's direction (+1: the paper has
     it positive, -1: negative): beyond the seed spread (|mean| > std) in the paper's
-    direction, within the spread (|mean| <= std), or beyond it against the paper."""
+    direction, within the spread (|mean| <= std), or beyond it against the paper (0: the
+    paper gives no direction)."""
     if n < 2:
         return "one seed: no spread to judge"
     if abs(mean) <= std or mean == 0:
         return "within the seed spread"
+    if direction == 0:
+        return "beyond the seed spread (the paper gives no direction)"
     return "follows the paper, beyond the seed spread" if np.sign(mean) == direction else \
         "against the paper, beyond the seed spread"
 
@@ -61,5 +64,5 @@ def comparison(setting: str, name: str, a, b, direction: int, fmt: str = "{:+.3f
     the :func:`verdict`."""
     m, s = paired(a, b)
     m, s = m * scale, s * scale
-    want = paper or ("> 0" if direction > 0 else "< 0")
+    want = paper or ("> 0" if direction > 0 else "< 0" if direction < 0 else "-")
     return [setting, name, f"{fmt.format(m)} ± {fmt.format(s).lstrip('+')}", want, verdict(m, s, direction, len(a))]
