@@ -412,3 +412,33 @@ def test_experiment_smoke(tmp_path):
     for p in res["plots"]:
         assert (tmp_path / p.split("/")[-1]).stat().st_size > 1000
     assert "notes" in res and res["raw"]["seeds"] == [0]
+
+
+def test_alpha_and_gamma_are_both_chosen_by_validation():
+    """The docstring says alpha and gamma are chosen on validation: both vary on the full grids."""
+    from mtlkernels.experiments.amtfl import _grid
+
+    for method in ("deep_amtl", "deep_amtfl"):
+        points = _grid(method, quick=False)
+        assert len({p["alpha"] for p in points}) >= 2 and len({p["gamma"] for p in points}) >= 2
+        assert _grid(method, quick=True) == points[:1]
+
+
+def test_shallow_nn_and_mt_nn_baselines():
+    """Table 1's NN (one hidden layer) and MT-NN (task loss over N_t, l1 on the last layer)."""
+    from mtlkernels.nn import MTNN, OneHiddenLayer
+
+    torch.manual_seed(0)
+    nn_ = deep_amtfl_model("nn", hidden=12)
+    mt = deep_amtfl_model("mt_nn", hidden=12, mu=0.1)
+    assert type(nn_) is OneVsAllCNN and isinstance(nn_.backbone, OneHiddenLayer) and isinstance(mt, MTNN)
+    assert nn_(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    sizes = torch.tensor([40.0, 20, 10, 10, 5, 5, 4, 3, 2, 1])
+    mt.set_task_sizes(sizes)
+    torch.testing.assert_close(mt.loss_weights(), sizes.mean() / sizes)  # 1 / N_t, on the CNN's scale
+    out, y = torch.randn(6, 10), torch.tensor([0, 1, 2, 3, 4, 5])
+    torch.testing.assert_close(mt.loss(out, y), (sizes.mean() / sizes * one_vs_all_losses(out, y)).sum())
+    w = mt.head.weight.detach().clone()
+    mt.proximal_step(0.5)
+    torch.testing.assert_close(mt.head.weight.detach(), torch.sign(w) * (w.abs() - 0.05).clamp(min=0))
+    assert mt.lam_last == 0 and nn_.lam_last == nn_.lam

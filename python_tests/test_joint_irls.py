@@ -452,3 +452,15 @@ def test_nan_loss_stops_with_a_message(domains):
                  lambda: Shareall(lambda: Exploding(hidden=(8,)), cfg())):
         with pytest.raises(FloatingPointError, match="non-finite loss"):
             make().fit(data)
+
+
+def test_experiment_follows_the_papers_protocol():
+    """One epoch per IRLS iteration (sec. 4.2.3), the delta <= 1e-2 stop, lam on a grid with
+    the paper's 10, L2Reg(25%) / L2Reg(50%) among the baselines (Table 4)."""
+    from mtlkernels.experiments.joint_irls import METHODS, SHARED, settings
+
+    for quick in (True, False):
+        st = settings(quick)
+        assert st["epochs_per_iter"] == 1 and st["tol"] == 1e-2 and 10.0 in st["lam_grid"]
+    assert SHARED == {"L2Reg(25%)": 0.25, "L2Reg(50%)": 0.5} and set(SHARED) <= set(METHODS)
+    assert JointIRLSConfig().last_layer_term is False and JointIRLSConfig().normalize is True
