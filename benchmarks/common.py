@@ -96,8 +96,11 @@ def fmt(v) -> str:
     return str(v)
 
 
-def write_table(name: str, device, columns: Sequence[str], rows: Sequence[Sequence], command: str, notes: str = ""):
-    """Print a markdown table with its environment and write it (and JSON) under benchmarks/results/."""
+def write_table(name: str, device, columns: Sequence[str], rows: Sequence[Sequence], command: str, notes: str = "",
+                extra: Sequence[tuple] = ()):
+    """Print a markdown table with its environment and write it (and JSON) under benchmarks/results/.
+
+    ``extra``: more tables after the first, as (title, columns, rows)."""
     env = environment(device)
     lines = [
         f"# {name} on {env['device']}",
@@ -110,6 +113,9 @@ def write_table(name: str, device, columns: Sequence[str], rows: Sequence[Sequen
         lines += [f"- {notes}"]
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    for title, cols, rws in extra:
+        lines += ["", f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rws]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -118,7 +124,9 @@ def write_table(name: str, device, columns: Sequence[str], rows: Sequence[Sequen
     stem = f"{name}_{device_tag(device)}"
     (RESULTS / f"{stem}.md").write_text(text)
     (RESULTS / f"{stem}.json").write_text(
-        json.dumps({"environment": env, "command": command, "columns": list(columns), "rows": [list(r) for r in rows]}, indent=1, default=str)
+        json.dumps({"environment": env, "command": command, "columns": list(columns), "rows": [list(r) for r in rows],
+                    "extra": [{"title": t, "columns": list(c), "rows": [list(r) for r in rs]} for t, c, rs in extra]},
+                   indent=1, default=str)
     )
     return text
 

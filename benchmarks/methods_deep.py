@@ -12,6 +12,7 @@ import json
 
 from common import RESULTS, write_table
 
+from mtlkernels.experiments.common import COMPARISON_COLUMNS
 from mtlkernels.experiments.registry import EXPERIMENTS, get
 
 DEEP = ["adaptive-sharing", "attribute-mtl", "amtfl", "joint-irls", "cetl"]
@@ -30,7 +31,13 @@ def main():
         notes = res.get("notes", "")
         if res.get("plots"):
             notes += " Plots: " + ", ".join(f"plots/{p.split('/')[-1]}" for p in map(str, res["plots"]))
-        write_table(f"methods_deep_{name.replace('-', '_')}", "cpu", res["columns"], res["rows"], cmd, notes=notes)
+        extra = []
+        if res.get("comparisons"):
+            extra.append(("Paired differences over seeds and the paper's direction", COMPARISON_COLUMNS,
+                          res["comparisons"]))
+        extra += [tuple(t) for t in res.get("extra_tables", [])]
+        write_table(f"methods_deep_{name.replace('-', '_')}", "cpu", res["columns"], res["rows"], cmd, notes=notes,
+                    extra=extra)
         (RESULTS / f"methods_deep_{name.replace('-', '_')}_raw.json").write_text(json.dumps(res.get("raw", {}), indent=1, default=str))
 
 

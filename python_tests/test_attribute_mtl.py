@@ -133,13 +133,27 @@ def test_proximal_step_is_the_prox_of_the_penalties_of_eq_2():
         assert fL(head.L.detach()) <= fL(head.L.detach() + 1e-3 * torch.randn_like(L0)) + 1e-12
 
 
-def test_m_variant_groups_all_attributes_in_one_group():
+def test_all_sharing_groups_all_attributes_in_one_group():
+    """groups=None: the l2,1 norm over the rows of S (Table IV's "l21 all-sharing")."""
     torch.manual_seed(3)
     head = LatentTaskHead(6, 5, 4, groups=None, mu=0.5, gamma=0.0, lam=0.0).double()
     S0 = head.S.detach().clone()
     head.proximal_step(1.0)
     torch.testing.assert_close(head.S.detach(), ref.group_soft_threshold(S0, 0.5, 1))
     assert head.n_groups == 1 and head.group_norms().shape == (4, 1)
+    model = AttributeCNN(5, "all_sharing", trunk="shared", n_latent=4, width=2, hidden=6)
+    assert model.head.groups is None
+
+
+def test_m_variant_is_l1_on_s_the_papers_ref_62():
+    """M-CNN has no group information: each attribute its own group, so the prox on S is
+    the elementwise soft threshold (l1), not the l2,1 of all-sharing."""
+    torch.manual_seed(5)
+    model = AttributeCNN(5, "M", trunk="shared", n_latent=4, width=2, hidden=6, mu=0.4, gamma=0.0, lam=0.0).double()
+    S0 = model.head.S.detach().clone()
+    model.head.proximal_step(0.5)
+    torch.testing.assert_close(model.head.S.detach(), ref.soft_threshold(S0, 0.2))
+    assert model.head.n_groups == 5
 
 
 def test_group_lasso_zeroes_whole_group_blocks():
@@ -184,11 +198,12 @@ def test_single_task_head_prox_is_elastic_net():
 # ---- the model ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["single", "M", "MG"])
+@pytest.mark.parametrize("variant", ["single", "M", "all_sharing", "MG"])
 @pytest.mark.parametrize("trunk", ["per_attribute", "shared"])
-def test_attribute_cnn_shapes(variant, trunk):
-    model = AttributeCNN(4, variant, groups=[0, 0, 1, 1], trunk=trunk, n_latent=3, width=2, hidden=6)
-    x = torch.rand(3, 1, 8, 8)
+@pytest.mark.parametrize("side", [8, 28])
+def test_attribute_cnn_shapes(variant, trunk, side):
+    model = AttributeCNN(4, variant, groups=[0, 0, 1, 1], trunk=trunk, n_latent=3, width=2, hidden=6, side=side)
+    x = torch.rand(3, 1, side, side)
     assert model(x).shape == (3, 4)
     feats = model.features(x)
     assert feats.shape == ((3, 4, 6) if trunk == "per_attribute" else (3, 6))

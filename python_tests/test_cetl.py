@@ -5,6 +5,7 @@ checkpoint resume, bad input, and the baselines."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -148,6 +149,36 @@ def test_relative_fisher_gaussian_copula_is_linfoot_of_gaussian_mi():
     assert abs(float(rf) - rho) < 0.05
 
 
+def test_relative_fisher_histogram_is_normalised_mi_of_a_known_discrete_case():
+    """Eq. 9's "mutual information normalised in [0, 1]": X ~ U(0, 4); Y = X with probability q,
+    else independent U(0, 4). On 4 equal-frequency bins (the bins are floor(X), floor(Y))
+    I = sum p log(p / (1/16)) with p = (q + (1 - q) / 4) / 4 on the diagonal and
+    (1 - q) / 16 off it, and H = log 4 for both: the estimator must give I / log 4."""
+    g = torch.Generator().manual_seed(5)
+    n, q = 40000, 0.5
+    x = 4 * torch.rand(n, 1, generator=g)
+    y = torch.where(torch.rand(n, 1, generator=g) < q, x, 4 * torch.rand(n, 1, generator=g))
+    p_diag, p_off = (q + (1 - q) / 4) / 4, (1 - q) / 16
+    mi = 4 * p_diag * math.log(16 * p_diag) + 12 * p_off * math.log(16 * p_off)
+    rf = float(relative_fisher([x], [y], "histogram", bins=4)[0])
+    assert abs(rf - mi / math.log(4)) < 0.01
+
+
+def test_relative_fisher_gaussian_copula_understates_a_shared_zero_mass():
+    """Deliberate reading, measured: per-sample Fisher terms of two tasks share exact zeros
+    (a dead ReLU unit zeroes both gradients). With a shared zero with probability 1/2 and
+    independent values otherwise, I = log 2, whose Linfoot coefficient is sqrt(3)/2 = 0.866;
+    the rank-based Gaussian copula treats the zeros as one tie and gives less (about 0.75),
+    still above u = 0.5: it ranks such weights as shared, if less surely."""
+    g = torch.Generator().manual_seed(6)
+    n = 20000
+    z = torch.rand(n, 1, generator=g) < 0.5
+    a = torch.where(z, 0.0, torch.rand(n, 1, generator=g) + 0.1)
+    b = torch.where(z, 0.0, torch.rand(n, 1, generator=g) + 0.1)
+    rf = float(relative_fisher([a], [b])[0])
+    assert 0.5 < rf < math.sqrt(1 - math.exp(-2 * math.log(2)))
+
+
 def test_relative_fisher_bad_input():
     with pytest.raises(ValueError, match="estimator"):
         relative_fisher([torch.rand(5, 2)], [torch.rand(5, 2)], "kde")
@@ -248,12 +279,21 @@ def test_fit_joint_coupled_loss(data, source):
 
 
 def test_distillation_variant_couples_through_soft_targets(data):
+    """Reading of sec. 3.4.2: T2 is the concise student (the network stage 3 trains and the
+    one scored), T1 its mirrored decoder, S the teacher; the coupling is the soft targets."""
     torch.manual_seed(0)
     teacher = train_source(DigitsCNN(5, width=16, hidden=64), TrainConfig(epochs=2, seed=0), (data["X"], data["y"]))
-    tr = cetl(teacher, small_cnn(width=2, hidden=16), variant="distillation")
+    student = small_cnn(width=2, hidden=16)
+    tr = cetl(teacher, student, variant="distillation")
     assert tr.config.coupling_ == "soft"
+    teacher_before = params_of(teacher)
     tr.fit((data["X"], data["y"]))
     assert tr.decoder.code_dim == 5 and np.isfinite(tr.history_[-1]["loss2"])
+    assert tr.target is student and all(torch.equal(a, b) for a, b in zip(teacher_before, params_of(teacher)))
+    with torch.no_grad():
+        torch.testing.assert_close(tr.predict(data["Xte"]), student.eval()(data["Xte"]))
+    widths = [m.out_channels for m in tr.decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert widths[0] == 2  # the decoder mirrors the student (width 2), not the teacher (16)
     with pytest.raises(ValueError, match="coupling codes"):  # features of different widths cannot share T1
         cetl(teacher, small_cnn(width=2, hidden=16), coupling="features").fit((data["X"], data["y"]))
 
@@ -271,20 +311,34 @@ def test_domain_adaptation_variant(data, source):
 
 
 def _kill_after(trainer, rounds_done):
-    orig = trainer._round_staged if trainer.config.schedule == "staged" else trainer._round_joint
+    orig = trainer.train_epoch
 
     def wrapped(rnd, *a):
         if rnd == rounds_done:
             raise KeyboardInterrupt("killed")
         return orig(rnd, *a)
 
-    if trainer.config.schedule == "staged":
-        trainer._round_staged = wrapped
-    else:
-        trainer._round_joint = wrapped
+    trainer.train_epoch = wrapped
 
 
-@pytest.mark.parametrize("schedule", ["staged", "joint"])
+def test_sequential_ablations_cetl_f_and_cetl_u(data, source):
+    """Table 2: CETL_f trains T1 o S first, then T1 o T2 with T1 fixed; CETL_u updates T1 too."""
+    train = (data["X"], data["y"])
+    f = cetl(source, small_cnn(seed=2), schedule="sequential", decoder_fixed=True, importance="none", epochs=3)
+    snaps = []
+    f.train_epoch = (lambda orig: lambda rnd: (orig(rnd), snaps.append(params_of(f.decoder)))[0])(f.train_epoch)
+    f.fit(train, unlabeled=data["Xu"])
+    assert "loss1" in f.history_[0] and "loss1" not in f.history_[1]  # T1 o S only in the first round
+    assert all(torch.equal(a, b) for a, b in zip(snaps[0], snaps[-1]))  # T1 fixed after its stage 1
+    assert {"loss2", "loss3"} <= set(f.history_[-1]) and f.gfi_stats_ == []
+    u = cetl(source, small_cnn(seed=2), schedule="sequential", importance="none", epochs=3).fit(
+        train, unlabeled=data["Xu"])
+    assert not all(torch.equal(a, b) for a, b in zip(params_of(f.decoder), params_of(u.decoder)))
+    with pytest.raises(ValueError, match="sequential"):
+        cetl(source, small_cnn(), decoder_fixed=True)
+
+
+@pytest.mark.parametrize("schedule", ["staged", "joint", "sequential"])
 def test_checkpoint_exact_resume(data, source, tmp_path, schedule):
     kw = dict(epochs=3, schedule=schedule)
     train = (data["X"], data["y"])

@@ -403,9 +403,42 @@ def test_experiment_smoke(tmp_path):
     from mtlkernels.experiments.amtfl import run
 
     res = run(seeds=(0,), quick=True, out_dir=tmp_path, log=lambda *a: None, epochs=1)
-    assert res["columns"][0] == "method" and len(res["rows"]) == 4
-    assert [r[0] for r in res["rows"]] == ["CNN", "MT-CNN", "Deep-AMTL", "Deep-AMTFL"]
+    assert res["columns"][0] == "method" and len(res["rows"]) == 6
+    assert [r[0] for r in res["rows"]] == ["NN", "MT-NN", "CNN", "MT-CNN", "Deep-AMTL", "Deep-AMTFL"]
+    names = [r[1] for r in res["comparisons"]]
+    assert "Deep-AMTFL - CNN (error, points)" in names and "MT-NN - NN (error, points)" in names
+    assert all(r[-1] == "one seed: no spread to judge" for r in res["comparisons"])
     assert len(res["plots"]) == 2 and all(p.endswith(".png") for p in res["plots"])
     for p in res["plots"]:
         assert (tmp_path / p.split("/")[-1]).stat().st_size > 1000
     assert "notes" in res and res["raw"]["seeds"] == [0]
+
+
+def test_alpha_and_gamma_are_both_chosen_by_validation():
+    """The docstring says alpha and gamma are chosen on validation: both vary on the full grids."""
+    from mtlkernels.experiments.amtfl import _grid
+
+    for method in ("deep_amtl", "deep_amtfl"):
+        points = _grid(method, quick=False)
+        assert len({p["alpha"] for p in points}) >= 2 and len({p["gamma"] for p in points}) >= 2
+        assert _grid(method, quick=True) == points[:1]
+
+
+def test_shallow_nn_and_mt_nn_baselines():
+    """Table 1's NN (one hidden layer) and MT-NN (task loss over N_t, l1 on the last layer)."""
+    from mtlkernels.nn import MTNN, OneHiddenLayer
+
+    torch.manual_seed(0)
+    nn_ = deep_amtfl_model("nn", hidden=12)
+    mt = deep_amtfl_model("mt_nn", hidden=12, mu=0.1)
+    assert type(nn_) is OneVsAllCNN and isinstance(nn_.backbone, OneHiddenLayer) and isinstance(mt, MTNN)
+    assert nn_(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    sizes = torch.tensor([40.0, 20, 10, 10, 5, 5, 4, 3, 2, 1])
+    mt.set_task_sizes(sizes)
+    torch.testing.assert_close(mt.loss_weights(), sizes.mean() / sizes)  # 1 / N_t, on the CNN's scale
+    out, y = torch.randn(6, 10), torch.tensor([0, 1, 2, 3, 4, 5])
+    torch.testing.assert_close(mt.loss(out, y), (sizes.mean() / sizes * one_vs_all_losses(out, y)).sum())
+    w = mt.head.weight.detach().clone()
+    mt.proximal_step(0.5)
+    torch.testing.assert_close(mt.head.weight.detach(), torch.sign(w) * (w.abs() - 0.05).clamp(min=0))
+    assert mt.lam_last == 0 and nn_.lam_last == nn_.lam

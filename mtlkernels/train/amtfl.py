@@ -170,7 +170,12 @@ class DeepAMTFLTrainer(SupervisedTrainer):
 
 def _method_of(model: OneVsAllCNN) -> str:
     from ..nn.amtfl import MTCNN
+    from ..nn.amtfl_shallow import MTNN, OneHiddenLayer
 
+    if isinstance(model, MTNN):
+        return "mt_nn"
+    if isinstance(model.backbone, OneHiddenLayer):
+        return "nn"
     if isinstance(model, DeepAMTFL):
         return "deep_amtfl"
     if isinstance(model, DeepAMTL):

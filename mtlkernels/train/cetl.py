@@ -36,13 +36,19 @@ rounds, and ``tol`` stops early when the three losses have converged (line 20).
 
 ``importance`` picks the paper's Table 2 ablations: ``"gfi"`` (CETL), ``"fisher"``
 (CETL_fi: the Fisher without the RF-driven drop), ``"none"`` (CETL_e: the three stages
-iterated without any DWA).
+iterated without any DWA); ``schedule="sequential"`` gives CETL_u (T1 o S trained first,
+then stages 2 and 3) and, with ``decoder_fixed``, CETL_f (T1 fixed after that):
+:mod:`mtlkernels.train.cetl_rounds`.
 
 Variants (sec. 3.4): ``"transfer"`` (3.4.1; classification on the labelled target data,
 reconstruction on all target inputs, labelled and unlabelled; with the target test
 inputs as unlabelled data this is the domain-adaptation scenario 1 of 3.4.3),
 ``"distillation"`` (3.4.2; S is the teacher, T2 the smaller student, coupled through the
-soft targets by default) and ``"domain_adaptation"`` (3.4.3 scenario 2: no target
+soft targets by default; **reading:** sec. 3.4.2 says "let T1 be a much more concise
+architecture comparing with S and let T2 have the reversed layers of T1", which swaps
+the roles of sec. 3.1; we keep sec. 3.1's roles, T2 the classifier that stage 3 trains
+and that is scored, T1 its mirrored decoder, and make T2 the concise student, the only
+reading under which Algorithm 1 runs unchanged) and ``"domain_adaptation"`` (3.4.3 scenario 2: no target
 labels, stage 3 classifies the labelled *source* data, the reconstructions use the
 unlabelled target inputs only).
 
@@ -64,6 +70,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..nn.cetl import CETLDecoder, CETLNetworks, coupling_code
 from .cetl_config import CETLConfig
+from .cetl_rounds import StageSums, round_sequential
 from .data import as_tensors, check_images, check_labels, index_batches
 from .supervised import accuracy
 from .trainer import Trainer
@@ -202,8 +209,9 @@ class CETLTrainer(Trainer):
         from .config import make_optimizer
 
         t1, t2 = list(self.decoder.parameters()), list(self.target.parameters())
-        if self.config.schedule == "staged":
-            return {"opt1": make_optimizer(t1, self.config), "opt2": make_optimizer(t1 + t2, self.config),
+        if self.config.schedule in ("staged", "sequential"):
+            stage2 = t2 if self.config.decoder_fixed else t1 + t2  # CETL_f: T1 fixed in stage 2
+            return {"opt1": make_optimizer(t1, self.config), "opt2": make_optimizer(stage2, self.config),
                     "opt3": make_optimizer(t2, self.config)}
         return {"opt": make_optimizer(t1 + t2, self.config)}
 
@@ -212,6 +220,8 @@ class CETLTrainer(Trainer):
     def train_epoch(self, epoch: int) -> dict:
         if self.config.schedule == "staged":
             return self._round_staged(epoch)
+        if self.config.schedule == "sequential":
+            return round_sequential(self, epoch)
         return self._round_joint(epoch)
 
     def _dwa_step(self, opt, loss_fn, weight: float, net: nn.Module, gfi, where: str) -> tuple[Tensor, Tensor | float]:
@@ -251,7 +261,7 @@ class CETLTrainer(Trainer):
         at = f"round {rnd + 1} stage"
 
         # stage 1: T1 o S reconstructs x_tgt (eq. 2), DWA2 keeps what stage 2 needed (lines 1-8)
-        sums = _Sums(self)
+        sums = StageSums(self)
         for e in range(e1):
             for step, idx in enumerate(self._batches(len(Xr), cfg.seed * 3 + 1, rnd * e1 + e)):
                 loss1, dwa2 = self._dwa_step(self.optimizers["opt1"], lambda: F.mse_loss(T1(cS[idx]), Xr[idx]), l1,
@@ -262,7 +272,7 @@ class CETLTrainer(Trainer):
         gfi1 = importance(self, "gfi1", rnd)
 
         # stage 2: T1 o T2 reconstructs recons1 (eq. 5), DWA1 on T1 (lines 9-15)
-        sums = _Sums(self)
+        sums = StageSums(self)
         r1 = data["r1"]
         for e in range(e2):
             for step, idx in enumerate(self._batches(len(Xr), cfg.seed * 3 + 2, rnd * e2 + e)):
@@ -275,7 +285,7 @@ class CETLTrainer(Trainer):
         gfi3 = importance(self, "gfi3", rnd)
 
         # stage 3: T2 classifies (eq. 4), DWA3 keeps T2's reconstruction weights (lines 16-19)
-        sums = _Sums(self)
+        sums = StageSums(self)
         for e in range(e3):
             for step, idx in enumerate(self._batches(len(X), cfg.seed * 3 + 3, rnd * e3 + e)):
                 loss3, dwa3 = self._dwa_step(self.optimizers["opt3"], lambda: F.cross_entropy(T2(X[idx]), y[idx]), l2,
@@ -293,7 +303,7 @@ class CETLTrainer(Trainer):
         Xr, cS, X, y = data["Xr"], data["cS"], data["X"], data["y"]
         lab = itertools.chain.from_iterable(
             self._batches(len(X), cfg.seed * 3 + 3, rnd * 1000 + k) for k in itertools.count())
-        sums = _Sums(self)
+        sums = StageSums(self)
         for step, idx in enumerate(self._batches(len(Xr), cfg.seed * 3 + 1, rnd)):
             jdx = next(lab)
             parts: dict = {}
@@ -314,7 +324,8 @@ class CETLTrainer(Trainer):
         if tol is None or len(self.history_) < 2:
             return False
         a, b = self.history_[-2], self.history_[-1]
-        converged = all(abs(b[k] - a[k]) <= tol * max(abs(a[k]), 1e-12) for k in ("loss1", "loss2", "loss3"))
+        keys = [k for k in ("loss1", "loss2", "loss3") if k in a and k in b]
+        converged = all(abs(b[k] - a[k]) <= tol * max(abs(a[k]), 1e-12) for k in keys)
         if converged and self.dist.is_main:
             from .trainer import log
 
@@ -326,11 +337,16 @@ class CETLTrainer(Trainer):
         return self.config.epochs if self.should_stop() else start
 
     def extra_state(self) -> dict:
-        return {"gfi_stats": self.gfi_stats_, "gfi2": list(self.gfi2[0]), "anchor2": list(self.gfi2[1])}
+        out = {"gfi_stats": self.gfi_stats_, "gfi2": list(self.gfi2[0]), "anchor2": list(self.gfi2[1])}
+        if "r1_fixed" in self.data:  # schedule="sequential": recons1 of its first round
+            out["r1_fixed"] = self.data["r1_fixed"]
+        return out
 
     def load_extra_state(self, state: dict) -> None:
         self.gfi_stats_ = list(state["gfi_stats"])
         self.gfi2 = ([t.to(self.device) for t in state["gfi2"]], [t.to(self.device) for t in state["anchor2"]])
+        if "r1_fixed" in state:
+            self.data["r1_fixed"] = state["r1_fixed"].to(self.device)
 
     def fingerprint_extra(self) -> dict:
         import hashlib
@@ -380,22 +396,3 @@ class CETLTrainer(Trainer):
             out["per_class_accuracy"] = [float((pred[y == c] == c).double().mean()) if (y == c).any() else float("nan")
                                          for c in range(logits.shape[1])]
         return out
-
-
-class _Sums:
-    """Sample-weighted means of scalar losses over a stage, across the ranks."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        self.total: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, n: int, **values):
-        self.count += n
-        for k, v in values.items():
-            self.total[k] = self.total.get(k, 0.0) + float(v.detach() if isinstance(v, Tensor) else v) * n
-
-    def means(self) -> dict:
-        keys = sorted(self.total)
-        sums = self.trainer.dist.all_reduce_sum([self.total[k] for k in keys] + [float(self.count)])
-        return {k: s / max(sums[-1], 1) for k, s in zip(keys, sums)}

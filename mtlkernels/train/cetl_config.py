@@ -11,7 +11,7 @@ from .config import TrainConfig
 __all__ = ["CETLConfig", "VARIANTS", "SCHEDULES", "IMPORTANCES"]
 
 VARIANTS = ("transfer", "distillation", "domain_adaptation")
-SCHEDULES = ("staged", "joint")
+SCHEDULES = ("staged", "joint", "sequential")
 IMPORTANCES = ("gfi", "fisher", "none")
 
 
@@ -20,7 +20,10 @@ class CETLConfig(TrainConfig):
     """Options of :class:`CETLTrainer`. ``epochs`` counts rounds of Algorithm 1.
 
     - ``variant``: "transfer", "distillation" or "domain_adaptation" (sec. 3.4).
-    - ``schedule``: "staged" (Algorithm 1) or "joint" (eq. 6 end to end).
+    - ``schedule``: "staged" (Algorithm 1), "joint" (eq. 6 end to end) or "sequential"
+      (T1 o S first, then stages 2 and 3 without DWA: the Table 2 ablation CETL_u, and
+      CETL_f with ``decoder_fixed``; :mod:`mtlkernels.train.cetl_rounds`).
+    - ``decoder_fixed``: keep T1 fixed in stage 2 (CETL_f; "sequential" only).
     - ``lambdas``: (l1, l2, l3) of eq. 6, weights of L_r^s, L_c^t and L_r^t.
     - ``dwa_lambda``: lambda of eq. 11 (one value for DWA1, DWA2 and DWA3).
     - ``dwa_fused``: add the DWA gradient in place with ``ops.dwa_grad_`` after the task
@@ -39,6 +42,7 @@ class CETLConfig(TrainConfig):
 
     variant: str = "transfer"
     schedule: str = "staged"
+    decoder_fixed: bool = False
     importance: str = "gfi"
     lambdas: tuple = (1.0, 1.0, 1.0)
     dwa_lambda: float = 1.0
@@ -61,6 +65,8 @@ class CETLConfig(TrainConfig):
                                      ("rf_estimator", self.rf_estimator, RF_ESTIMATORS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.decoder_fixed and self.schedule != "sequential":
+            raise ValueError("decoder_fixed (CETL_f) needs schedule='sequential'")
         if self.coupling is not None and self.coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS} or None, got {self.coupling!r}")
         if len(self.lambdas) != 3 or any(not (float(v) >= 0) for v in self.lambdas):

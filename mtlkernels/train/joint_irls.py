@@ -31,14 +31,23 @@ Readings chosen where the paper is loose (each is tested):
 - *Layers.* A layer is a module with parameters of its own (``nn.Linear``,
   ``nn.Conv2d``, ...), in registration order; a model may define ``irls_layers()``
   returning ``[(name, [params])]`` to choose otherwise. Layer pairs follow the ops'
-  convention (:mod:`mtlkernels.ops.irls`): pair l joins layers l and l + 1, the last
-  pair is the last layer alone, so there are L pairs and L sigma values.
+  convention (:mod:`mtlkernels.ops.irls`): pair l joins layers l and l + 1, and the
+  ops' L-th pair is the last layer alone. By default (``last_layer_term=False``) that
+  pair is switched off (its weight and sigma are 0), so the objective is eq. 3 exactly:
+  L - 1 adjacent pairs; ``last_layer_term=True`` keeps it (L pairs).
+- *Normalisation* (``normalize``, default on): pair l's term is divided by its number of
+  parameters P_l, so lam weighs mean squared differences per parameter and one grid of
+  lam serves every network (the paper's lam = 10 is on it). The eq. 7 weights are
+  unchanged; the eq. 6 coefficients become c_ijl = w_ijl / P_l + w_ij(l-1) / P_(l-1).
+- *L2 initialisation.* Eq. 5 is solved until the relative change of its objective over a
+  sweep is <= ``init_tol`` or for at most ``init_epochs`` sweeps (the paper gives no
+  stop rule for it; "the standard practice in IRLS" is to start from the L2 solution).
 - *Pairs and lam.* Eq. 4 and eq. 8 sum over ordered pairs (i, j), eq. 3 and eq. 5 over
   i < j; we use the i < j sum everywhere (a factor 2 absorbed in ``lam``). Network i's
   block subproblem is then exactly eq. 9 with lam in front.
 - *Schedule.* ``config.epochs`` is the budget of sweeps (one epoch of every network),
   the same for every method so that the baselines are compared at equal cost. The
-  first ``init_epochs`` sweeps solve eq. 5; then every ``epochs_per_iter`` sweeps (the
+  first sweeps solve eq. 5 (see above); then every ``epochs_per_iter`` sweeps (the
   paper: one epoch per iteration) a weighting step (eq. 7) starts a new IRLS iteration.
   The weights of iteration 0 are the L2 ones (w = 1), so delta^(1) = max |w^(1) - 1|.
   When delta <= tol or after ``max_irls_iters`` iterations the weights freeze and the
@@ -126,7 +135,8 @@ class IRLSState:
     iteration; ``sigma`` (L,): sec. 4.2.1, set at the first weighting step; ``w`` (L, n, n):
     the eq. 7 pair weights of the current problem; ``c`` (L, n, n): the per-layer
     coefficients of eq. 6 they give (``ops.layer_weights``); ``converged_at``: the number
-    of sweeps after which delta <= tol was reached; ``delta``: that of the last weighting.
+    of sweeps after which delta <= tol was reached; ``delta``: that of the last weighting;
+    ``init_obj``: the eq. 5 objective of the last initialisation sweep (its stop test).
     """
 
     w: Tensor
@@ -138,11 +148,12 @@ class IRLSState:
     sigma: Tensor | None = None
     converged_at: int | None = None
     delta: float = math.nan
+    init_obj: float = math.nan
 
     def state_dict(self) -> dict:
         return {"w": self.w, "c": self.c, "phase": self.phase, "k": self.k, "sweeps_in_iter": self.sweeps_in_iter,
                 "converged": self.converged, "sigma": self.sigma, "converged_at": self.converged_at,
-                "delta": self.delta}
+                "delta": self.delta, "init_obj": self.init_obj}
 
     @classmethod
     def from_state_dict(cls, d: dict, device) -> "IRLSState":
@@ -191,12 +202,31 @@ class JointIRLSTrainer(JointTrainer):
         self.offsets = ops.layer_offsets([sum(p.numel() for p in ps) for _, ps in self.layers[0]])
         self.exchange = ParamExchange(self.comm, [len(r) for r in self.placement], self.offsets)
         self._stale = True
-        ones = torch.ones(len(self.offsets) - 1, self.n, self.n, device=self.device)
-        self.state_ = IRLSState(w=ones, c=ops.layer_weights(ones))
+        L, cfg = len(self.offsets) - 1, self.config
+        sizes = torch.tensor([self.offsets[l + 1] - self.offsets[l] for l in range(L)], dtype=torch.float64)
+        pair_sizes = sizes.clone()
+        pair_sizes[:-1] += sizes[1:]
+        active = torch.ones(L, dtype=torch.float64)
+        if not cfg.last_layer_term and L > 1:
+            active[-1] = 0.0  # eq. 3: L - 1 adjacent pairs, no term for the last layer alone
+        self.active_pairs = active.to(self.device)
+        #: the factor on each layer pair's term: 1 / P_l (normalize) or 1, and 0 for a pair switched off
+        self.pair_scale = (active / (pair_sizes if cfg.normalize else 1.0)).to(self.device)
+        self.layer_mask = torch.ones(L, dtype=torch.float64, device=self.device)
+        if not self.robust and cfg.shared_fraction is not None:  # L2Reg(25%), L2Reg(50%): the first layers only
+            self.layer_mask[max(1, round(cfg.shared_fraction * L)):] = 0.0
+        ones = torch.ones(L, self.n, self.n, device=self.device) * self.active_pairs.view(-1, 1, 1).float()
+        self.state_ = IRLSState(w=ones, c=self._coeffs(ones))
         self.weight_graph_ = None
         if self._init_epochs() == 0 and self.robust:
             with self.comm.guard("the first weighting step"):
                 self._weighting(0)
+
+    def _coeffs(self, w: Tensor) -> Tensor:
+        """The per-layer c_ijl of eq. 6 from per-pair weights w_ijl: ``ops.layer_weights`` of
+        w times the pair scale (normalisation, pairs switched off), times the layer mask."""
+        scale = self.pair_scale.to(w.dtype).view(-1, 1, 1)
+        return ops.layer_weights(w * scale) * self.layer_mask.to(w.dtype).view(-1, 1, 1)
 
     def extra_state(self) -> dict:
         return {"irls": self.state_.state_dict()}
@@ -211,7 +241,7 @@ class JointIRLSTrainer(JointTrainer):
         st = self.state_
         D = self._shared().sq_dists()
         if st.sigma is None:
-            st.sigma = ops.sigma_init(D)
+            st.sigma = ops.sigma_init(D) * (self.active_pairs.to(D.dtype) > 0)  # sigma = 0: the pair is off
         if st.k >= self.config.max_irls_iters:
             st.phase = "frozen"
             return {}
@@ -219,7 +249,7 @@ class JointIRLSTrainer(JointTrainer):
         iu = torch.triu_indices(self.n, self.n, 1, device=w.device)
         delta = float((w - st.w)[:, iu[0], iu[1]].abs().max())
         st.k += 1
-        st.w, st.c, st.delta = w, ops.layer_weights(w), delta
+        st.w, st.c, st.delta = w, self._coeffs(w), delta
         st.phase = "irls"
         st.sweeps_in_iter = 0
         if delta <= self.config.tol:
@@ -268,7 +298,8 @@ class JointIRLSTrainer(JointTrainer):
         sigma = st.sigma if st.sigma is not None and self.robust else math.inf
         _, rho = ops.irls_weights(self._shared().sq_dists(), sigma)
         iu = torch.triu_indices(self.n, self.n, 1, device=rho.device)
-        return float(rho[:, iu[0], iu[1]].sum())
+        scale = self.pair_scale.to(rho.dtype)  # eq. 3's pairs, each over its P_l when normalised
+        return float((rho[:, iu[0], iu[1]] * scale[:, None]).sum())
 
     def _run_epoch(self, epoch: int) -> dict:
         st = self.state_
@@ -284,7 +315,12 @@ class JointIRLSTrainer(JointTrainer):
         out = {"phase": phase if self.robust else "l2", "loss": sum(g["loss"]) / self.n, "task_loss": g["loss"],
                "penalty": sum(g["penalty"])}
         if self.robust:
-            if phase == "init" and epoch + 1 >= self._init_epochs():
+            obj = sum(g["loss"]) + out["penalty"]  # eq. 5 (data terms + this sweep's coupling penalty)
+            change = abs(obj - st.init_obj) / max(abs(st.init_obj), 1e-12) if math.isfinite(st.init_obj) else math.inf
+            if phase == "init":
+                st.init_obj = obj
+            if phase == "init" and (epoch + 1 >= self._init_epochs() or change <= self.config.init_tol):
+                out["init_change"] = change
                 out.update(self._weighting(epoch + 1))
             elif phase == "irls":
                 st.sweeps_in_iter += 1
@@ -319,7 +355,8 @@ class JointIRLSTrainer(JointTrainer):
     def weight_graph(self, top_k: int | None = None) -> dict:
         """The per-layer weight graph of Fig. 2, as data.
 
-        For each layer pair l (layers l and l + 1; the last layer alone): the eq. 7
+        For each layer pair l of the objective (layers l and l + 1; the last layer alone
+        only with ``last_layer_term``): the eq. 7
         weights w_ijl at the current parameters, the pair distances d_l(i, j), and the
         edges {i, j} where i and j are each among the other's ``top_k`` largest weights.
         Draw it with :func:`mtlkernels.plots.weight_graph_figure`.
@@ -330,20 +367,23 @@ class JointIRLSTrainer(JointTrainer):
         w, _ = ops.irls_weights(D, sigma)
         d = ops.layer_pair_sq_dists(D).clamp_min(0).sqrt()
         k = min(top_k or self.config.graph_top_k, self.n - 1)
-        w_cpu = w.detach().double().cpu()
-        edges = [mutual_top_k_edges(w_cpu[l], k) for l in range(w_cpu.shape[0])]
+        keep = [l for l in range(w.shape[0]) if float(self.active_pairs[l]) > 0]  # the pairs of the objective
+        w_cpu = w.detach().double().cpu()[keep]
+        edges = [mutual_top_k_edges(w_cpu[a], k) for a in range(len(keep))]
         names = self.layer_names
-        pairs = [f"{names[l]}+{names[l + 1]}" if l + 1 < len(names) else names[l] for l in range(len(names))]
+        pairs = [f"{names[l]}+{names[l + 1]}" if l + 1 < len(names) else names[l] for l in keep]
+        sig = torch.as_tensor(sigma).reshape(-1).expand(len(names)).tolist()
         return {"datasets": [m["name"] for m in self.meta], "layer_pairs": pairs, "top_k": k,
-                "sigma": [float(s) for s in torch.as_tensor(sigma).reshape(-1).expand(len(names)).tolist()],
-                "weights": w_cpu.tolist(), "distances": d.double().cpu().tolist(), "edges": edges,
+                "sigma": [float(sig[l]) for l in keep],
+                "weights": w_cpu.tolist(), "distances": d.double().cpu()[keep].tolist(), "edges": edges,
                 "irls_iters": int(st.k), "converged": bool(st.converged)}
 
 
 class L2Reg(JointIRLSTrainer):
     """Baseline II of Zhang et al. 2019 sec. 5.1: the robust norm replaced by the squared L2
     norm, i.e. eq. 5 (every pair weight 1) for the whole budget, by the same block
-    coordinate descent towards the eq. 9 consensus."""
+    coordinate descent towards the eq. 9 consensus. With ``config.shared_fraction`` only
+    the first layers are coupled: the L2Reg(25%) and L2Reg(50%) baselines of Table 4."""
 
     method = "l2reg"
     robust = False
