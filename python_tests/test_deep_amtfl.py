@@ -289,6 +289,21 @@ def test_warmup_ramps_alpha_and_gamma():
     torch.testing.assert_close(model.loss_weights(), 1 + 0.5 * model.A.detach().abs().sum(1))
 
 
+def test_step_count_follows_loaded_state():
+    # the step count is mirrored on the host (no device read per step): a load must refresh it
+    model = tiny(DeepAMTFL, alpha=1.0, gamma=1.0, warmup_steps=4)
+    x, y = data()
+    for _ in range(3):
+        model.loss(model(x), y)
+    assert model.ramp() == 0.75
+    fresh = tiny(DeepAMTFL, alpha=1.0, gamma=1.0, warmup_steps=4)
+    assert fresh.ramp() == 0.0
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.ramp() == 0.75 and fresh.steps_taken() == 3
+    fresh.loss(fresh(x), y)
+    assert fresh.ramp() == 1.0 and int(fresh.loss_steps) == 4
+
+
 # ---- trainer: end to end, checkpoints, bad input ------------------------------------------------
 
 

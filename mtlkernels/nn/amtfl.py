@@ -120,6 +120,7 @@ class OneVsAllCNN(nn.Module):
         self.register_buffer("task_sizes", torch.ones(T, **kw))
         self.register_buffer("task_loss_avg", torch.zeros(T, **kw))
         self.register_buffer("loss_steps", torch.zeros((), dtype=torch.long))
+        self._steps_host: int | None = None  # loss_steps mirrored on the host: no device read per step
         self.warmup_steps = int(warmup_steps)
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
@@ -181,18 +182,30 @@ class OneVsAllCNN(nn.Module):
             with torch.no_grad():
                 self.task_loss_avg.mul_(self.loss_ema).add_(Lt.detach().to(self.task_loss_avg.dtype), alpha=1 - self.loss_ema)
                 self.loss_steps.add_(1)
+                if self._steps_host is not None:
+                    self._steps_host += 1
         return (self.loss_weights().detach().to(Lt.dtype) * Lt).sum()
 
     def ramp(self) -> float:
         """min(1, training steps taken / warmup_steps): the factor on alpha and gamma."""
         if self.warmup_steps <= 0:
             return 1.0
-        return min(1.0, int(self.loss_steps) / self.warmup_steps)
+        return min(1.0, self.steps_taken() / self.warmup_steps)
+
+    def steps_taken(self) -> int:
+        """The ``loss_steps`` buffer as an int, read from the device once after a load."""
+        if self._steps_host is None:
+            self._steps_host = int(self.loss_steps)
+        return self._steps_host
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._steps_host = None
 
     def task_reliability_losses(self) -> Tensor:
         """L_t for the asymmetric transfer: the bias-corrected moving average of task t's
         minibatch loss plus delta / sqrt(N_t) (Lee et al. 2018, sec. 3.2). (T,), no grad."""
-        steps = int(self.loss_steps)
+        steps = self.steps_taken()
         avg = self.task_loss_avg / (1 - self.loss_ema ** steps) if steps > 0 else torch.zeros_like(self.task_loss_avg)
         return (avg + self.delta / self.task_sizes.sqrt()).detach()
 
