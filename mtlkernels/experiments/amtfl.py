@@ -260,7 +260,7 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, epochs: i
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
-    settings = dict(TRAIN, **MODEL, **({"epochs": 30, "warmup_epochs": 5} if quick else FULL))
+    settings = {**TRAIN, **MODEL, **({"epochs": 30, "warmup_epochs": 5} if quick else FULL)}  # FULL overrides lam, mu
     if epochs is not None:
         settings["epochs"] = epochs
     setting = "imbalanced 8x8 digits" if quick else "MNIST-Imbalanced"
