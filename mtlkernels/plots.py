@@ -55,7 +55,7 @@ def similarity_figure(sims: dict, title: str = "Class similarity of the last lay
 
 
 def latent_tasks_figure(mats: dict, attribute_names, groups, title: str = "|S| of the latent-task layer"):
-    """|S| (K latent tasks x M attributes) per model, with the attribute groups marked."""
+    """``|S|`` (K latent tasks x M attributes) per model, with the attribute groups marked."""
     fig = _figure(figsize=(4.6 * len(mats), 3.9), layout="tight")
     axes = np.atleast_1d(fig.subplots(1, len(mats)))
     n_groups = max(groups) + 1
@@ -113,7 +113,7 @@ def amtfl_per_class_figure(agg: dict, order, labels: dict, task_sizes, reliabili
 
 
 def amtfl_transfer_figure(mats: dict, asymmetry: dict, n_seeds: int):
-    """Fig. 6b: the off-diagonal transfer matrices (``mats``: label -> (T, T) mean |matrix|;
+    """Fig. 6b: the off-diagonal transfer matrices (``mats``: label -> (T, T) mean ``|matrix|``;
     ``asymmetry``: label -> upper/lower mass ratio)."""
     fig = _figure(figsize=(5.5 * len(mats), 4.8), layout="tight")
     axes = np.atleast_1d(fig.subplots(1, len(mats)))
