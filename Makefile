@@ -1,6 +1,8 @@
 # mtlkernels: every command from a fresh clone.
 #   make test        build (CPU torch 2.13.0 in .venv, an editable install) and run the test suite
 #   make demo        the main job: the methods on bundled offline data, a results table
+#   make docs        the API reference (Sphinx, installed into the venv; warnings are errors) in docs/_build/html
+#   make examples    every script in examples/ in its smoke mode (seconds each)
 #   make bench       microbenchmarks on the device at hand, tables under benchmarks/results/
 #   make wheel       a wheel in dist/ (version 0.1.0+pt213cpu: it names the torch it needs)
 #   make wheel-check install that wheel into a fresh environment and import it; check that an
@@ -32,7 +34,7 @@ CUDA_PY = $(if $(CUDA_VENV),$(abspath $(CUDA_VENV))/bin/python,python3)
 BUILD_NAME ?= $(if $(VENV),$(notdir $(VENV)),system)
 INSTALL = -m pip install --no-build-isolation --no-deps -q
 
-.PHONY: all deps install test demo bench wheel wheel-check cuda-deps cuda-check gpu-check clean
+.PHONY: all deps install test demo bench docs examples wheel wheel-check cuda-deps cuda-check gpu-check clean
 all: test
 
 ifneq ($(VENV),)
@@ -59,6 +61,17 @@ test: install
 
 demo: install
 	$(PY) -m mtlkernels demo --out $(CURDIR)/results $(DEMO_ARGS)
+
+docs: install
+	$(PY) -m pip install -q sphinx
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: $(CURDIR)/docs/_build/html/index.html"
+
+# Each example in its smoke mode; MPLBACKEND=Agg so that nothing opens a window.
+examples: install
+	@set -e; for f in examples/[!_]*.py; do \
+	  echo "== $$f"; MTLKERNELS_SMOKE=1 MPLBACKEND=Agg $(PY) $$f; \
+	done
 
 bench: install
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)

@@ -4,15 +4,20 @@ Each function returns a :class:`matplotlib.figure.Figure` built without ``pyplot
 it never switches the caller's backend or touches pyplot's global figure list; write it
 with :func:`save` (or ``fig.savefig``), or show it in a notebook. matplotlib is the
 optional extra ``plots``.
+
+The experiments draw through :func:`figure`: at once, or, inside :func:`deferred` (the
+command line), queued until the caller has written its JSON results, and skipped with one
+note when matplotlib is missing.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save", "similarity_figure", "latent_tasks_figure", "amtfl_per_class_figure", "amtfl_transfer_figure",
+__all__ = ["save", "figure", "deferred", "PlotQueue", "have_matplotlib", "similarity_figure", "latent_tasks_figure", "amtfl_per_class_figure", "amtfl_transfer_figure",
            "weight_graph_figure", "joint_irls_curves_figure", "cetl_accuracy_figure", "cetl_curves_figure"]
 
 
@@ -28,6 +33,56 @@ def save(fig, path, dpi: int = 110) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return str(path)
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+MISSING_NOTE = "matplotlib is not installed: no plots (pip install 'mtlkernels[plots]'); the JSON results are complete"
+
+
+class PlotQueue:
+    """Figures waiting to be drawn: ``(path, make, args, kwargs, dpi)`` entries."""
+
+    def __init__(self):
+        self.pending: list = []
+        self.enabled = have_matplotlib()
+
+    def draw(self) -> list[str]:
+        """Draw and write every queued figure; returns their paths."""
+        pending, self.pending = self.pending, []
+        return [save(make(*args, **kw), path, dpi) for path, make, args, kw, dpi in pending]
+
+
+_QUEUE: PlotQueue | None = None
+
+
+@contextmanager
+def deferred():
+    """Within it, :func:`figure` queues figures (on the yielded :class:`PlotQueue`, drawn by
+    its ``draw()``) and skips them when matplotlib is missing (``queue.enabled`` is False)."""
+    global _QUEUE
+    previous, _QUEUE = _QUEUE, PlotQueue()
+    try:
+        yield _QUEUE
+    finally:
+        _QUEUE = previous
+
+
+def figure(path, make, *args, dpi: int = 110, **kw) -> list[str]:
+    """``save(make(*args, **kw), path)``: at once (returns ``[path]``), or inside
+    :func:`deferred` queued (``[path]``) or skipped without matplotlib (``[]``)."""
+    if _QUEUE is None:
+        return [save(make(*args, **kw), path, dpi)]
+    if not _QUEUE.enabled:
+        return []
+    _QUEUE.pending.append((Path(path), make, args, kw, dpi))
+    return [str(path)]
 
 
 # ---- Adaptive Sharing (Shen et al. 2015) -------------------------------------------------------------
@@ -55,7 +110,7 @@ def similarity_figure(sims: dict, title: str = "Class similarity of the last lay
 
 
 def latent_tasks_figure(mats: dict, attribute_names, groups, title: str = "|S| of the latent-task layer"):
-    """|S| (K latent tasks x M attributes) per model, with the attribute groups marked."""
+    """``|S|`` (K latent tasks x M attributes) per model, with the attribute groups marked."""
     fig = _figure(figsize=(4.6 * len(mats), 3.9), layout="tight")
     axes = np.atleast_1d(fig.subplots(1, len(mats)))
     n_groups = max(groups) + 1
@@ -113,7 +168,7 @@ def amtfl_per_class_figure(agg: dict, order, labels: dict, task_sizes, reliabili
 
 
 def amtfl_transfer_figure(mats: dict, asymmetry: dict, n_seeds: int):
-    """Fig. 6b: the off-diagonal transfer matrices (``mats``: label -> (T, T) mean |matrix|;
+    """Fig. 6b: the off-diagonal transfer matrices (``mats``: label -> (T, T) mean ``|matrix|``;
     ``asymmetry``: label -> upper/lower mass ratio)."""
     fig = _figure(figsize=(5.5 * len(mats), 4.8), layout="tight")
     axes = np.atleast_1d(fig.subplots(1, len(mats)))

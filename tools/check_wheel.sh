@@ -3,7 +3,7 @@
 # only torch (the $2 requirement, e.g. torch==2.13.0):
 #  1. `pip install .` with pip's default build isolation either succeeds and imports, or
 #     fails within 60 s with a message that names --no-build-isolation;
-#  2. the wheel that `make wheel` left in dist/ installs next to that torch and imports,
+#  2. the wheel that `make wheel` left in dist/ holds py.typed and LICENSE, installs next to that torch and imports,
 #     and its version names that torch (0.1.0+pt213cpu).
 # Usage: bash tools/check_wheel.sh <python that built the wheel> <torch requirement>
 set -euo pipefail
@@ -38,6 +38,12 @@ else
 fi
 
 whl=$(ls -t dist/mtlkernels-*.whl | head -1)
+# The typing marker and the license travel in the wheel.
+for member in "mtlkernels/py.typed" "licenses/LICENSE"; do
+  if ! python3 -m zipfile -l "$whl" | grep -q "$member"; then
+    echo "wheel-check: FAILED, $whl has no $member"; exit 1
+  fi
+done
 echo "wheel-check: installing $whl"
 $V -m pip install -q "$whl"
 (cd "$tmp" && $V - <<'PY'

@@ -166,9 +166,9 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
     if out_dir is not None and sims:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        fig = plots.similarity_figure(sims, "Class similarity of the last layer (darker = larger), seed "
-                                      f"{seeds[0]}, {max(sizes)} images per class")
-        figures.append(plots.save(fig, out / "adaptive_sharing_similarity.png"))
+        figures += plots.figure(out / "adaptive_sharing_similarity.png", plots.similarity_figure, sims,
+                                "Class similarity of the last layer (darker = larger), seed "
+                                f"{seeds[0]}, {max(sizes)} images per class")
     raw["top_similar_pairs"] = {k: _top_pairs(v) for k, v in sims.items()}
     raw["similarity"] = {k: v.tolist() for k, v in sims.items()}
     raw["seconds"] = time.perf_counter() - t_all

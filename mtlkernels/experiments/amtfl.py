@@ -180,14 +180,14 @@ def summarise(per_seed: list[dict]) -> tuple[list[list], dict]:
 
 def _plots(per_seed: list[dict], agg: dict, out_dir: Path) -> list[str]:
     rel = np.mean([r["deep_amtfl"]["reliability_losses"] for r in per_seed], 0)
-    fig = plots.amtfl_per_class_figure(agg, DEEP, METHODS, per_seed[0]["task_sizes"], rel, len(per_seed))
-    p1 = plots.save(fig, out_dir / "deep_amtfl_per_class.png")
+    p1 = plots.figure(out_dir / "deep_amtfl_per_class.png", plots.amtfl_per_class_figure, agg, DEEP, METHODS,
+                      per_seed[0]["task_sizes"], rel, len(per_seed))
     mats = {f"{METHODS[m]}: {label}": np.mean([np.abs(np.array(r[m]["transfer_matrix"])) for r in per_seed], 0)
             for m, label in (("deep_amtfl", "|A S| (S = W^(L))"), ("deep_amtl", "|B|"))}
     asym = {f"{METHODS[m]}: {label}": float(np.mean(agg["asymmetry"][m]))
             for m, label in (("deep_amtfl", "|A S| (S = W^(L))"), ("deep_amtl", "|B|"))}
-    p2 = plots.save(plots.amtfl_transfer_figure(mats, asym, len(per_seed)), out_dir / "deep_amtfl_transfer.png")
-    return [p1, p2]
+    p2 = plots.figure(out_dir / "deep_amtfl_transfer.png", plots.amtfl_transfer_figure, mats, asym, len(per_seed))
+    return p1 + p2
 
 
 def comparisons(per_seed: list[dict], setting: str) -> list[list]:

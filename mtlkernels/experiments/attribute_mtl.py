@@ -209,8 +209,8 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
                 mean_std(r["zeros_S"], "{:.2f}") if r["zeros_S"] else "-"])
     figures = []
     if out_dir is not None and mats:
-        fig = plots.latent_tasks_figure(mats, ATTRIBUTE_NAMES, GROUPS, "|S| of the latent-task layer, seed 0")
-        figures.append(plots.save(fig, Path(out_dir) / "attribute_mtl_S.png"))
+        figures += plots.figure(Path(out_dir) / "attribute_mtl_S.png", plots.latent_tasks_figure, mats,
+                                ATTRIBUTE_NAMES, GROUPS, "|S| of the latent-task layer, seed 0")
     raw["S_seed0"] = {k: v.tolist() for k, v in mats.items()}
     raw["seconds"] = time.perf_counter() - t_all
     return {"title": TITLE,

@@ -348,11 +348,11 @@ def _gfi_note(histories: dict) -> str:
 
 
 def _plots(per_setting: dict, histories: dict, out_dir: Path) -> list[str]:
-    paths = [plots.save(plots.cetl_accuracy_figure(per_setting), out_dir / "cetl_accuracy.png", dpi=120)]
+    paths = plots.figure(out_dir / "cetl_accuracy.png", plots.cetl_accuracy_figure, per_setting, dpi=120)
     name = next(iter(histories))
     seed0 = next(iter(histories[name]))
     h = histories[name][seed0]["CETL"]["history"]
     if h and "dwa3" in h[0]:
-        fig = plots.cetl_curves_figure(h, f"CETL learning curves, {name}, seed {seed0}")
-        paths.append(plots.save(fig, out_dir / "cetl_learning_curves.png", dpi=120))
+        paths += plots.figure(out_dir / "cetl_learning_curves.png", plots.cetl_curves_figure, h,
+                              f"CETL learning curves, {name}, seed {seed0}", dpi=120)
     return paths

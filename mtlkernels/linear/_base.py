@@ -29,7 +29,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import ClassifierTags, RegressorTags
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
+
+from . import _inputs
 
 LOSSES = ("squared", "logistic", "squared_hinge")
 TASK_WEIGHTINGS = ("mean", "sum")
@@ -96,70 +101,6 @@ def task_losses(kind: str, Z: Tensor, data: TaskData) -> Tensor:
     return (data.weight * elementwise_loss(kind, Z, data.Y)).sum(1)
 
 
-def _finite_2d(a, name: str) -> np.ndarray:
-    if isinstance(a, Tensor):
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.number):
-        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
-    a = np.asarray(a, dtype=np.float64)  # no copy when it already is float64
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {a.shape}")
-    if a.shape[0] == 0:
-        raise ValueError(f"{name} has no samples")
-    if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):  # NaN propagates to min/max
-        raise ValueError(f"{name} contains NaN or inf")
-    return a
-
-
-def _targets(y, name: str) -> np.ndarray:
-    if isinstance(y, Tensor):
-        y = y.detach().cpu().numpy()
-    y = np.asarray(y, dtype=np.float64)
-    if not np.isfinite(y).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return y
-
-
-def parse_inputs(X, Y=None, *, split: str = "train"):
-    """Normalise the accepted input forms to (list of X_t, list of y_t or None, shared: bool)."""
-    from ..datasets import MultiTaskDataset
-
-    if isinstance(X, MultiTaskDataset):
-        if Y is not None:
-            raise ValueError("pass either a MultiTaskDataset or (X, Y), not both")
-        Xs, ys = X.split(split)
-        return Xs, ys, X.shared
-    if isinstance(X, (list, tuple)):
-        Xs = [_finite_2d(x, f"X[{t}]") for t, x in enumerate(X)]
-        if not Xs:
-            raise ValueError("X is an empty list of tasks")
-        d = Xs[0].shape[1]
-        for t, x in enumerate(Xs):
-            if x.shape[1] != d:
-                raise ValueError(f"X[{t}] has {x.shape[1]} features but X[0] has {d}")
-        ys = None
-        if Y is not None:
-            if not isinstance(Y, (list, tuple)) or len(Y) != len(Xs):
-                raise ValueError(f"with a list of {len(Xs)} task designs, Y must be a list of as many target vectors")
-            ys = []
-            for t, (x, y) in enumerate(zip(Xs, Y)):
-                y = _targets(y, f"Y[{t}]").reshape(-1)
-                if len(y) != len(x):
-                    raise ValueError(f"task {t}: X has {len(x)} samples but y has {len(y)}")
-                ys.append(y)
-        return Xs, ys, False
-    X = _finite_2d(X, "X")
-    if Y is None:
-        return [X], None, True
-    Y = _targets(Y, "Y")
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
-        raise ValueError(f"Y must be (n_samples, n_tasks) with n_samples = {X.shape[0]}, got shape {Y.shape}")
-    return [X], [Y[:, t] for t in range(Y.shape[1])], True
-
-
 class MultiTaskLinear(BaseEstimator):
     """Base of the feature-based estimators: fitted W (n_features, n_tasks), intercepts.
 
@@ -171,39 +112,16 @@ class MultiTaskLinear(BaseEstimator):
 
     # -- helpers for subclasses -------------------------------------------------
     def _torch_kwargs(self):
-        dtype = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32,
-                 torch.float64: torch.float64}.get(self.dtype)
-        if dtype is None:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        return {"dtype": dtype, "device": torch.device(self.device)}
+        return {"dtype": torch_dtype(self.dtype), "device": check_device(self.device)}
 
     def _is_classifier(self) -> bool:
         return self.loss in self._classification_losses
-
-    def _encode_labels(self, ys: list[np.ndarray]) -> list[np.ndarray]:
-        out = []
-        self.label_encoding_ = None
-        for t, y in enumerate(ys):
-            values = set(np.unique(y).tolist())
-            if len(values) < 2:
-                raise ValueError(f"task {t} has a single class {sorted(values)}: a classifier needs both")
-            if values <= {0.0, 1.0}:
-                enc = "01"
-            elif values <= {-1.0, 1.0}:
-                enc = "pm1"
-            else:
-                raise ValueError(f"task {t}: labels must be in {{0, 1}} or {{-1, +1}}, got {sorted(values)[:5]}")
-            if self.label_encoding_ not in (None, enc):
-                raise ValueError("mix of {0, 1} and {-1, +1} labels across tasks")
-            self.label_encoding_ = enc
-            out.append(2 * y - 1 if enc == "01" else y)
-        return out
 
     def _task_data(self, Xs, ys, shared) -> TaskData:
         kw = self._torch_kwargs()
         mean = getattr(self, "task_weighting", "mean") == "mean"
         if shared:
-            X = torch.as_tensor(Xs[0], **kw)
+            X = torch.as_tensor(np.require(Xs[0], requirements="W"), **kw)  # read-only input: a copy
             Y = torch.as_tensor(np.stack(ys), **kw)
             n = torch.full((Y.shape[0],), float(X.shape[0]), **kw)
         else:
@@ -254,15 +172,38 @@ class MultiTaskLinear(BaseEstimator):
         return tqdm(total=total, desc=desc, leave=False)
 
     # -- scikit-learn API -------------------------------------------------------
-    def fit(self, X, Y=None):
-        """Fit on a shared X with Y (n_samples, n_tasks), per-task lists, or a MultiTaskDataset."""
-        self._check_common()
-        Xs, ys, shared = parse_inputs(X, Y)
-        if ys is None:
-            raise ValueError("fit needs targets Y (or a MultiTaskDataset)")
+    def __sklearn_tags__(self):
+        """A classifier for the classification losses (binary per task, one-vs-rest for K
+        classes), else a regressor; multi-output (one output per task); dense input only."""
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = True
+        tags.input_tags.sparse = False
         if self._is_classifier():
-            ys = self._encode_labels(ys)
-        data = self._task_data(Xs, ys, shared)
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags(multi_class=False, multi_label=False)
+        else:
+            tags.estimator_type = "regressor"
+            tags.regressor_tags = RegressorTags()
+        return tags
+
+    def fit(self, X, y=None, tasks=None):
+        """Fit on a shared ``X`` with ``Y`` (n_samples, n_tasks) or a 1-D ``y``; on per-task
+        lists ``[X_t]``, ``[y_t]``; on the stacked form ``X``, ``y`` (n_samples,) with
+        ``tasks`` (the task id of every row; ``tasks_`` holds the ids); or on a
+        :class:`mtlkernels.datasets.MultiTaskDataset` (its training split)."""
+        self._check_common()
+        self._torch_kwargs()  # device and dtype errors before any work
+        if y is None and not isinstance(X, _dataset_type()):
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        Xs, ys, form, _ = _inputs.parse(self, X, y, tasks, reset=True)
+        if self._is_classifier():
+            ys = _inputs.encode_labels(self, ys)
+        elif hasattr(self, "classes_"):
+            del self.classes_
+        self._y_1d = form == "stacked" or (form == "shared" and not isinstance(X, _dataset_type())
+                                           and np.asarray(y).ndim == 1)
+        data = self._task_data(Xs, ys, form == "shared")
         kw = self._torch_kwargs()
         warm = self.warm_start and hasattr(self, "coef_") and self.coef_.shape == (data.n_features, data.n_tasks)
         W0 = torch.as_tensor(self.coef_, **kw) if warm else None
@@ -270,69 +211,132 @@ class MultiTaskLinear(BaseEstimator):
         W, b = self._fit(data, W0, b0)
         self.coef_ = W.detach().cpu().numpy()
         self.intercept_ = (b if b is not None else torch.zeros(data.n_tasks)).detach().cpu().numpy()
-        self.n_features_in_ = data.n_features
         self.n_tasks_ = data.n_tasks
         return self
 
     def _check_fitted(self):
-        if not hasattr(self, "coef_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit first")
+        check_is_fitted(self, "coef_")
 
-    def decision_function(self, X):
-        """Scores: (n_samples, n_tasks) for a shared X, or a list of (n_t,) arrays for per-task X."""
+    def _raw_scores(self, X: np.ndarray) -> np.ndarray:
+        """Scores of every task for the rows of X: (n, n_tasks)."""
+        return X @ self.coef_ + self.intercept_
+
+    def _decision(self, X, tasks=None):
         self._check_fitted()
-        Xs, _, shared = parse_inputs(X, None, split="test")
-        for x in Xs:
-            if x.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {x.shape[1]} features but the model was fitted with {self.n_features_in_}")
-        if shared:
-            return Xs[0] @ self.coef_ + self.intercept_
-        if len(Xs) != self.n_tasks_:
-            raise ValueError(f"got {len(Xs)} task designs but the model has {self.n_tasks_} tasks")
-        return [x @ self.coef_[:, t] + self.intercept_[t] for t, x in enumerate(Xs)]
+        Xs, _, form, idx = _inputs.parse(self, X, None, tasks, reset=False, split="test")
+        if form == "list":
+            return [self._raw_scores(x)[:, t] for t, x in enumerate(Xs)]
+        if form == "stacked":
+            out = np.empty(len(idx))
+            for t, x in enumerate(Xs):
+                out[idx == t] = self._raw_scores(x)[:, t]
+            return out
+        S = self._raw_scores(Xs[0])
+        return S[:, 0] if self._y_1d and S.shape[1] == 1 else S
+
+    @available_if(lambda self: self._is_classifier())
+    def decision_function(self, X, tasks=None):
+        """Scores (classifiers): (n_samples, n_tasks) for a shared X (1-D after a 1-D y), a
+        list of (n_t,) arrays for per-task X, (n_samples,) for the stacked form."""
+        return self._decision(X, tasks)
 
     def _to_labels(self, s):
-        pos = s > 0
-        if self.label_encoding_ == "01":
-            return pos.astype(np.float64)
-        return np.where(pos, 1.0, -1.0)
+        return self.classes_[(np.asarray(s) > 0).astype(int)]
 
-    def predict(self, X):
-        """Predictions in the training targets' form (labels in the same encoding for classifiers)."""
-        s = self.decision_function(X)
+    def predict(self, X, tasks=None):
+        """Predictions in the training targets' form (the training labels for classifiers):
+        (n_samples, n_tasks) for a shared X (1-D after a 1-D y), a list per task for
+        per-task X, (n_samples,) for the stacked form (``tasks``: each row's task id)."""
+        s = self._decision(X, tasks)
         if not self._is_classifier():
             return s
         return self._to_labels(s) if isinstance(s, np.ndarray) else [self._to_labels(v) for v in s]
 
-    def score(self, X, Y=None):
-        """Mean over tasks of the accuracy (classifiers) or of R^2 (regression)."""
-        from ..datasets import MultiTaskDataset
-
-        if isinstance(X, MultiTaskDataset):
+    def _columns(self, X, Y, tasks):
+        """(prediction, truth) per task, for any input form."""
+        if isinstance(X, _dataset_type()):
             Xs, ys = X.split("test")
-            X, Y = (Xs[0], np.stack(ys, 1)) if X.shared else (Xs, ys)
-        pred = self.predict(X)
+            X, Y = (Xs[0], np.stack(ys, 1)) if X.shared else (list(Xs), list(ys))
+        pred = self.predict(X, tasks)
+        if tasks is not None:
+            idx = _inputs.task_index(self, tasks, len(pred), reset=False)
+            Y = np.asarray(Y).reshape(-1)
+            return [(pred[idx == t], Y[idx == t]) for t in np.unique(idx)]
         if isinstance(pred, np.ndarray):
-            Y = np.asarray(Y, dtype=np.float64).reshape(pred.shape)
-            cols = [(pred[:, t], Y[:, t]) for t in range(pred.shape[1])]
-        else:
-            cols = [(p, np.asarray(y, dtype=np.float64).reshape(-1)) for p, y in zip(pred, Y)]
+            Y = np.asarray(Y).reshape(pred.shape)
+            if pred.ndim == 1:
+                return [(pred, Y)]
+            return [(pred[:, t], Y[:, t]) for t in range(pred.shape[1])]
+        return [(p, np.asarray(y).reshape(-1)) for p, y in zip(pred, Y)]
+
+    def score(self, X, y=None, tasks=None):
+        """Mean over tasks of the accuracy (classifiers) or of R^2 (regression); any input
+        form (the stacked form scores each task on its own rows)."""
+        cols = self._columns(X, y, tasks)
         if self._is_classifier():
             return float(np.mean([np.mean(p == y) for p, y in cols]))
+        cols = [(p, np.asarray(y, dtype=np.float64)) for p, y in cols]
         r2 = [1 - np.sum((p - y) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-300) for p, y in cols]
         return float(np.mean(r2))
 
-    def task_rmse(self, X, Y=None) -> np.ndarray:
+    def task_rmse(self, X, y=None, tasks=None) -> np.ndarray:
         """Root mean squared error per task (regression)."""
-        from ..datasets import MultiTaskDataset
+        cols = self._columns(X, y, tasks)
+        return np.array([np.sqrt(np.mean((np.asarray(p, dtype=float) - np.asarray(y, dtype=float)) ** 2))
+                         for p, y in cols])
 
-        if isinstance(X, MultiTaskDataset):
-            Xs, ys = X.split("test")
-            X, Y = (Xs[0], np.stack(ys, 1)) if X.shared else (Xs, ys)
-        pred = self.decision_function(X)
-        if isinstance(pred, np.ndarray):
-            return np.sqrt(np.mean((pred - np.asarray(Y).reshape(pred.shape)) ** 2, axis=0))
-        return np.array([np.sqrt(np.mean((p - np.asarray(y).reshape(-1)) ** 2)) for p, y in zip(pred, Y)])
+
+def _dataset_type():
+    from ..datasets import MultiTaskDataset
+
+    return MultiTaskDataset
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """The compute dtype from "float32" / "float64", numpy or torch dtypes."""
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
+        return dtype
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        kind = None
+    if kind == np.float32:
+        return torch.float32
+    if kind == np.float64:
+        return torch.float64
+    raise ValueError(f"dtype must be float32 or float64 (a string, numpy or torch dtype), got {dtype!r}")
+
+
+def available_devices() -> list[str]:
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def check_device(device) -> torch.device:
+    """``torch.device(device)``, refused with the devices at hand when it cannot be used."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a device string ({e}); available: "
+                         f"{', '.join(available_devices())}") from None
+    if dev.type == "cpu":
+        return dev
+    avail = available_devices()
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            why = (f"this torch {torch.__version__} has no CUDA support" if torch.version.cuda is None else
+                   f"{n} CUDA device(s) are visible")
+            raise ValueError(f"device={device!r} cannot be used: {why}; available: {', '.join(avail)}")
+        return dev
+    if str(dev) not in avail and dev.type not in avail:
+        raise ValueError(f"device={device!r} cannot be used here; available: {', '.join(avail)}")
+    return dev
 
 
 def lipschitz_guess(data: TaskData, loss: str) -> float:

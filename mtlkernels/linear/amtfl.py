@@ -207,14 +207,8 @@ class AMTFL(MultiTaskLinear):
         loop.finish()
         return L @ S, b
 
-    def decision_function(self, X):
+    def _raw_scores(self, X):
+        """relu(X L) S + b with the ReLU hidden layer (Lee et al. 2018, eq. 6), else X W + b."""
         if self.hidden == "linear":
-            return super().decision_function(X)
-        from ._base import parse_inputs
-
-        self._check_fitted()
-        Xs, _, shared = parse_inputs(X, None, split="test")
-        relu = lambda a: np.maximum(a, 0)  # noqa: E731
-        if shared:
-            return relu(Xs[0] @ self.L_) @ self.S_ + self.intercept_
-        return [relu(x @ self.L_) @ self.S_[:, t] + self.intercept_[t] for t, x in enumerate(Xs)]
+            return super()._raw_scores(X)
+        return np.maximum(X @ self.L_, 0) @ self.S_ + self.intercept_

@@ -27,8 +27,8 @@ class JointFeatureSelection(PenalisedLinear):
     Parameters
     ----------
     alpha : float, the l2,1 weight (>= 0).
-    loss, fit_intercept, task_weighting, solver, max_iter, tol, device, dtype, warm_start,
-    verbose : as for :class:`~mtlkernels.linear.SingleTaskLinear`.
+    loss, fit_intercept, task_weighting, solver, max_iter, tol, device, dtype, warm_start, verbose
+        As for :class:`~mtlkernels.linear.SingleTaskLinear`.
 
     Attributes
     ----------

@@ -28,8 +28,8 @@ class TraceNormMTL(PenalisedLinear):
     Parameters
     ----------
     alpha : float, the trace-norm weight (>= 0).
-    loss, fit_intercept, task_weighting, solver, max_iter, tol, device, dtype, warm_start,
-    verbose : as for :class:`~mtlkernels.linear.SingleTaskLinear`.
+    loss, fit_intercept, task_weighting, solver, max_iter, tol, device, dtype, warm_start, verbose
+        As for :class:`~mtlkernels.linear.SingleTaskLinear`.
 
     Attributes
     ----------

@@ -14,7 +14,7 @@ families:
   pairwise_mix and the layer-pair helpers of Zhang et al. 2019 (joint IRLS).
 - :mod:`.amtfl`: amtfl_reconstruction_loss (Lee et al. 2018 (Deep-AMTFL), eqs. 6-7), fused
   forward+backward.
-- :mod:`.dwa`: dwa_penalty and the in-place dwa_grad_ (Chen et al. 2018 (CETL), eq. 11),
+- :mod:`.dwa`: dwa_penalty and the in-place ``dwa_grad_`` (Chen et al. 2018 (CETL), eq. 11),
   multi-tensor.
 """
 

@@ -142,7 +142,7 @@ def _check_group(op, x, tau, dim, groups, l1, grad=None, lr=None, inplace=False)
 
 
 def soft_threshold(x: Tensor, tau: float | Tensor) -> Tensor:
-    """sign(x) * max(|x| - tau, 0), the proximal operator of tau * ||x||_1.
+    """``sign(x) * max(|x| - tau, 0)``, the proximal operator of tau * ||x||_1.
 
     Args:
         x: float32 or float64 tensor of any shape, on CPU or CUDA.
@@ -150,7 +150,7 @@ def soft_threshold(x: Tensor, tau: float | Tensor) -> Tensor:
             per row, per column, per matrix of a batch, ...).
     Returns:
         A new contiguous tensor of x's shape. Differentiable with respect to ``x``
-        (derivative 1 where |x| > tau, else 0).
+        (derivative 1 where ``|x| > tau``, else 0).
     """
     op = "soft_threshold"
     tau = _threshold(op, "tau", tau)

@@ -9,13 +9,11 @@ penalties and proximal steps, the NaN guard, logging, checkpoints with a config
 fingerprint, mixed precision and ``torchrun`` data parallelism (see
 :mod:`mtlkernels.train.trainer`).
 
-| paper (short name) | trainer | config |
-|---|---|---|
-| any single network (Adaptive Sharing layer, baselines) | :class:`SupervisedTrainer` | :class:`TrainConfig` |
-| Abdulnabi et al. 2015 (``attribute_mtl``) | :class:`AttributeMTLTrainer` | :class:`AttributeMTLConfig` |
-| Lee et al. 2018 (``amtfl``: Deep-AMTFL, CNN, MT-CNN, Deep-AMTL) | :class:`DeepAMTFLTrainer` | :class:`DeepAMTFLConfig` |
-| Chen et al. 2018 (``cetl``) | :class:`CETLTrainer`; baselines :class:`TargetOnlyTrainer`, :class:`FineTuneTrainer`, :class:`SoftTargetTrainer` | :class:`CETLConfig` |
-| Zhang et al. 2019 (``joint_irls``) | :class:`JointIRLSTrainer`; baselines :class:`L2Reg`, :class:`Isolated`, :class:`Shareall`, :class:`PretrainFinetune` | :class:`JointIRLSConfig` |
+- any single network (Adaptive Sharing layer, baselines): trainer :class:`SupervisedTrainer`; config :class:`TrainConfig`
+- Abdulnabi et al. 2015 (``attribute_mtl``): trainer :class:`AttributeMTLTrainer`; config :class:`AttributeMTLConfig`
+- Lee et al. 2018 (``amtfl``: Deep-AMTFL, CNN, MT-CNN, Deep-AMTL): trainer :class:`DeepAMTFLTrainer`; config :class:`DeepAMTFLConfig`
+- Chen et al. 2018 (``cetl``): trainer :class:`CETLTrainer`; baselines :class:`TargetOnlyTrainer`, :class:`FineTuneTrainer`, :class:`SoftTargetTrainer`; config :class:`CETLConfig`
+- Zhang et al. 2019 (``joint_irls``): trainer :class:`JointIRLSTrainer`; baselines :class:`L2Reg`, :class:`Isolated`, :class:`Shareall`, :class:`PretrainFinetune`; config :class:`JointIRLSConfig`
 
 The joint trainers run one network per rank (or k networks per rank) under ``torchrun``
 (:mod:`mtlkernels.train.joint_dist`, :mod:`mtlkernels.train.joint_exchange`); a rank that
