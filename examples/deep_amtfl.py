@@ -9,7 +9,7 @@ import torch
 
 from _smoke import smoke
 from mtlkernels.datasets import digits_images
-from mtlkernels.nn.amtfl import deep_amtfl_model
+from mtlkernels.nn import deep_amtfl_model
 from mtlkernels.train import DeepAMTFLConfig, DeepAMTFLTrainer
 
 torch.set_num_threads(1)

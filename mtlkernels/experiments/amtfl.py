@@ -46,7 +46,7 @@ from .. import plots
 from ..datasets import digits_images
 from ..datasets.mnist import mnist_imbalanced
 from ..nn import LeNetConv, OneHiddenLayer
-from ..nn.amtfl import METHODS, deep_amtfl_model
+from ..nn.amtfl_models import METHODS, deep_amtfl_model
 from ..train import DeepAMTFLConfig, DeepAMTFLTrainer
 from .common import comparison
 

@@ -19,7 +19,8 @@
 """
 
 from .adaptive_sharing import AdaptiveSharingLinear
-from .amtfl import METHODS, MTCNN, DeepAMTFL, DeepAMTL, OneVsAllCNN, deep_amtfl_model, one_vs_all_losses
+from .amtfl import MTCNN, DeepAMTFL, DeepAMTL, OneVsAllCNN, one_vs_all_losses
+from .amtfl_models import METHODS, deep_amtfl_model
 from .amtfl_shallow import MTNN, OneHiddenLayer
 from .attribute_mtl import (AttributeCNN, LatentTaskHead, PerAttributeConvTrunks, SingleTaskHead, attribute_accuracy,
                             squared_hinge_loss)

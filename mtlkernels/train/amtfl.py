@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..nn.amtfl import METHODS, DeepAMTFL, DeepAMTL, OneVsAllCNN, one_vs_all_losses
+from ..nn.amtfl import DeepAMTFL, DeepAMTL, OneVsAllCNN, one_vs_all_losses
+from ..nn.amtfl_models import METHODS
 from .config import TrainConfig
 from .data import check_images, check_labels
 from .supervised import SupervisedTrainer, accuracy
