@@ -16,12 +16,7 @@ from mtlkernels.nn.attribute_mtl import SingleTaskHead, attribute_accuracy
 from mtlkernels.train import AttributeMTLConfig, AttributeMTLTrainer, TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 @pytest.fixture(scope="module")

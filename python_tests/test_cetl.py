@@ -22,13 +22,7 @@ from mtlkernels.train import (CETLConfig, CETLTrainer, FineTuneConfig, FineTuneT
                               SoftTargetTrainer, TargetOnlyTrainer, TrainConfig, train_source)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster and keeps the shared CPU free."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 def small_cnn(n_out=5, seed=0, width=8, hidden=32):

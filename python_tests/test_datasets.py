@@ -8,14 +8,7 @@ import torch
 from mtlkernels.datasets import SCHOOL_COLUMNS, amtfl_synthetic, load_malsar, school_like, split_tasks
 from mtlkernels.linear import SingleTaskLinear, TraceNormMTL
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small solver problems: one intra-op thread (on a busy 2-core machine two threads made
-    these fits 10x slower through OpenMP stalls; the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 

@@ -56,14 +56,7 @@ class Penalty(nn.Module):
         return self.model.penalty()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread (OpenMP threads only add synchronisation on a
-    busy machine, tens of times slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from mtlkernels.train.joint_irls import irls_layers, mutual_top_k_edges
 DOMAINS = ("original", "rotated", "inverted")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: intra-op threads only add contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,7 @@ from mtlkernels.optim import Quadratic, fista, gram_matrix
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small solver problems: one intra-op thread (on a busy 2-core machine two threads made
-    these fits 10x slower through OpenMP stalls; the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 def regression(n=60, d=12, T=4, seed=0, noise=0.1):

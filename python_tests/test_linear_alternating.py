@@ -14,14 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 from mtlkernels.datasets import amtfl_synthetic, school_like
 from mtlkernels.linear import AMTFL, AMTL, GoMTL, LatentTaskMTL
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small solver problems: one intra-op thread (on a busy 2-core machine two threads made
-    these fits 10x slower through OpenMP stalls; the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 

@@ -13,12 +13,7 @@ from mtlkernels.nn import AdaptiveSharingLinear, DigitsCNN, WithPenalty, add_pro
 from mtlkernels.train import SupervisedTrainer, TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 def tiny_digits(n=80, seed=0):

@@ -23,12 +23,7 @@ from mtlkernels.train import checkpoint as ckpt_mod
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+ONE_THREAD = True  # the whole module on one intra-op thread (conftest.py)
 
 
 @pytest.fixture(scope="module")
