@@ -75,8 +75,8 @@ class AMTL(MultiTaskLinear):
         W = W0 if W0 is not None else torch.zeros(d, T, **kw)
         b = b0 if b0 is not None else torch.zeros(T, **kw)
         B = torch.as_tensor(self.B_, **kw) if (W0 is not None and hasattr(self, "B_")) else torch.zeros(T, T, **kw)
-        eye = torch.eye(T, dtype=torch.bool, device=data.X.device)
         I = torch.eye(T, **kw)
+        off_diag = 1 - I  # B_tt = 0
         fit_b, mu, gamma, alpha = self.fit_intercept, float(self.mu), float(self.gamma), float(self.alpha)
         reliability = self.delta / data.n_samples.sqrt()
         sq = squared_loss(data, fit_b) if self.loss == "squared" else None
@@ -88,8 +88,9 @@ class AMTL(MultiTaskLinear):
             return task_losses(self.loss, data.predict(W, b if fit_b else None), data) + reliability
 
         def prox_B(V, thresholds):
-            out = ops.soft_threshold(V, thresholds).masked_fill(eye, 0.0)
-            return out.clamp(min=0) if self.nonneg else out
+            if self.nonneg:  # the prox of the l1 on B >= 0: (V - thresholds)_+
+                return (V - thresholds).clamp_(min=0).mul_(off_diag)
+            return ops.soft_threshold(V, thresholds).mul_(off_diag)
 
         def w_parts(B):
             """The W-block's smooth parts for this B: the weighted losses and gamma ||W (I - B)||^2."""

@@ -21,12 +21,15 @@ from torch import Tensor
 from ._common import Params, _dot, _finite, _floats, _Point
 
 
-def gram_matrix(X: Tensor, block: int = 128) -> Tensor:
+def gram_matrix(X: Tensor, block: int | None = None) -> Tensor:
     """X^T X, exactly symmetric, from the upper block triangle only: for d >= 3 * block
     the column blocks' products above the diagonal are formed and mirrored, about
-    (d + block) / (2 d) of the full product's work (0.56 at d = 1024; 1.6x faster than
-    ``X.T @ X`` on one CPU thread there)."""
+    (d + block) / (2 d) of the full product's work. ``block`` defaults to 256 from d = 768
+    (else 128), where the block GEMMs are not too thin: ``benchmarks/results/gram_cpu.md``
+    (``python benchmarks/bench_gram.py --threads 1``) has the ratios to ``X.T @ X``."""
     d = X.shape[1]
+    if block is None:
+        block = 256 if d >= 768 else 128
     if d < 3 * block:
         H = X.T @ X
         return (H + H.T) / 2
