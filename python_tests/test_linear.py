@@ -106,14 +106,16 @@ def test_quadratic_values_and_gradients_are_exact(gram):
         Quadratic.least_squares(X, Y[:5])
 
 
-@pytest.mark.parametrize("d", [5, 383, 384, 401])
-def test_gram_matrix_blocked_equals_full_product(d):
+@pytest.mark.parametrize("d, block", [(5, None), (383, None), (384, None), (401, None), (767, None), (900, None),
+                                      (900, 128), (1000, 300)])
+def test_gram_matrix_blocked_equals_full_product(d, block):
+    # by default 128-column blocks from d = 384, 256-column blocks from d = 768 (900: a last block of 132)
     X = torch.randn(37, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
-    H = gram_matrix(X)
+    H = gram_matrix(X, block)
     torch.testing.assert_close(H, X.T @ X, rtol=1e-12, atol=1e-12)
     assert torch.equal(H, H.T)
     Xn = X.T.contiguous().T  # column-major
-    torch.testing.assert_close(gram_matrix(Xn), X.T @ X, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gram_matrix(Xn, block), X.T @ X, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("gram_bytes", [_solve.PER_TASK_GRAM_BYTES, 0])
