@@ -88,9 +88,8 @@ class AMTL(MultiTaskLinear):
             return task_losses(self.loss, data.predict(W, b if fit_b else None), data) + reliability
 
         def prox_B(V, thresholds):
-            if self.nonneg:  # the prox of the l1 on B >= 0: (V - thresholds)_+
-                return (V - thresholds).clamp_(min=0).mul_(off_diag)
-            return ops.soft_threshold(V, thresholds).mul_(off_diag)
+            out = ops.soft_threshold(V, thresholds).mul_(off_diag)
+            return out.clamp_(min=0) if self.nonneg else out
 
         def w_parts(B):
             """The W-block's smooth parts for this B: the weighted losses and gamma ||W (I - B)||^2."""
