@@ -114,17 +114,22 @@ def on_other_device(fn):
     return out
 
 
+# CUDA runtime calls that make the host wait for the device: a read-back (``.item()``,
+# ``.cpu()``, ``nonzero``) is a cudaMemcpyAsync followed by one of these.
+_SYNC_CALLS = ("cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy", "cudaMemcpy2D")
+
+
 def host_syncs(fn) -> int:
-    """How many synchronising CUDA operations (a read-back to the host) fn() makes, counted
-    with torch.cuda.set_sync_debug_mode("warn")."""
-    import warnings
+    """How many times fn() makes the host wait for the GPU, counted from the CUDA runtime
+    calls that torch.profiler records (cudaStreamSynchronize and the like).
+
+    Not torch.cuda.set_sync_debug_mode: on torch 2.11 (H200, 2026-11-26) its first use
+    emits a "prototype feature" UserWarning, and the warning of a sync inside a
+    ``torch.ops`` call goes to the C++ log, not to Python's warnings, so counting warnings
+    gave 1 for a call without a sync and 0 for one with a sync."""
+    from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+    return sum(e.name in _SYNC_CALLS for e in prof.events())

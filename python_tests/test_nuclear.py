@@ -659,10 +659,11 @@ TOL_GRAM = {torch.float32: 5e-5, torch.float64: 1e-12}
 
 
 # Gram sizes past the eigensolver's shared memory (k above ~120 with vectors, ~170 without):
-# the matrices live in its global workspace.
+# on CUDA a batch of at most k / 4 matrices goes to cuSOLVER (the first two), a larger one
+# to the Jacobi kernel with its global workspace (the third).
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("b,m,n", [(2, 230, 200), (1, 171, 250)])
+@pytest.mark.parametrize("b,m,n", [(2, 230, 200), (1, 171, 250), (40, 140, 130)])
 def test_gram_eigensolver_outside_shared_memory(device, dtype, b, m, n):
     k = min(m, n)
     x = with_spectrum(b, m, n, torch.linspace(1.0, 2.0, k), seed=51, dtype=dtype, device=device)
@@ -861,23 +862,32 @@ def _every_ref(x, tau):
             ref.smoothed_nuclear_norm_grad(x, 1.0, tau)]
 
 
+# The exact case's gradient (op 3): singular vectors of singular values near 1e-7 are
+# determined only to about eps * s_max / gap, so any backward-stable SVD (the reference's
+# LAPACK too) moves it by ~1e-11 relative; 4.9e-12 against the reference on an H200.
+def _ref_tol(case, op, dtype):
+    return 1e-10 if (case, op) == (2, 3) else TOL[dtype]
+
+
 @cuda_only
 def test_side_stream():
-    for x, tau in _route_cases("cuda"):
+    for c, (x, tau) in enumerate(_route_cases("cuda")):
         got = on_side_stream(lambda: _every_op(x, tau))
-        for i, (o, e) in enumerate(zip(got, _every_ref(x, tau))):
-            assert rel_err(o, e) <= TOL[x.dtype], i
+        main = [t.cpu() for t in _every_op(x, tau)]
+        for i, (o, m, e) in enumerate(zip(got, main, _every_ref(x, tau))):
+            assert rel_err(o, m) <= TOL[x.dtype], (c, i)  # as on the default stream (same bits on an H200)
+            assert rel_err(o, e) <= _ref_tol(c, i, x.dtype), (c, i)
         route = on_side_stream(lambda: ops.spectral_route(x, "svt", tau))
         assert torch.equal(route, ops.spectral_route(x, "svt", tau).cpu())
 
 
 @multi_gpu
 def test_inputs_on_cuda0_while_cuda1_is_current():
-    for x, tau in _route_cases("cuda:0"):
+    for c, (x, tau) in enumerate(_route_cases("cuda:0")):
         got = on_other_device(lambda: _every_op(x, tau))
         for i, (o, e) in enumerate(zip(got, _every_ref(x, tau))):
             assert o.device == x.device
-            assert rel_err(o, e) <= TOL[x.dtype], i
+            assert rel_err(o, e) <= _ref_tol(c, i, x.dtype), (c, i)
 
 
 

@@ -622,6 +622,7 @@ def test_host_syncs_per_call():
     x = randn(64, 256, seed=90, dtype=torch.float32, device="cuda")
     labels = torch.arange(256, device="cuda") % 8
     tau_dev = torch.tensor(0.5, device="cuda")
+    assert host_syncs(lambda: x + 1) == 0 and host_syncs(lambda: x.sum().item()) == 1  # the counter itself
     assert host_syncs(lambda: ops.soft_threshold(x, 0.5)) == 0
     assert host_syncs(lambda: ops.prox_grad_step(x, x, 0.1, 0.5)) == 0
     assert host_syncs(lambda: ops.soft_threshold(x, tau_dev)) == 1

@@ -21,6 +21,8 @@ Usage: python tools/diagnose_exceptions.py   (prints one line per case; exit 1 i
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 
@@ -63,12 +65,31 @@ def run_case(code: str, cwd: str | None = None) -> str:
     return f"unexpected (exit {p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}"
 
 
+def backtrace(code: str) -> list[str]:
+    """The native stack at the crash, from cuda-gdb (which debugs CPU-only programs too;
+    the GPU machines have no plain gdb), or nothing when no debugger is found."""
+    gdb = shutil.which("cuda-gdb") or shutil.which("gdb")
+    if gdb is None:
+        return []
+    cmd = [gdb, "-q", "-batch", "-ex", "set pagination off", "-ex", "run", "-ex", "bt 40", "-ex", "x/2i $pc",
+           "--args", sys.executable, "-c", code]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        return ["(the debugger timed out)"]
+    keep = re.compile(r"^(#\d|=> |Thread .* received signal|Program received signal)")
+    return [ln for ln in p.stdout.splitlines() if keep.match(ln)]
+
+
 def main() -> int:
     crashed = 0
     for name, code in CASES.items():
         res = run_case(code)
-        crashed += res.startswith("CRASHED")
         print(f"{name:20s} {res}", flush=True)
+        if res.startswith("CRASHED"):
+            crashed += 1
+            for ln in backtrace(code) if crashed == 1 else []:  # the first crash's stack
+                print(f"    {ln}", flush=True)
     return 1 if crashed else 0
 
 

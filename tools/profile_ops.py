@@ -23,11 +23,13 @@ def cases(dev: str):
     labels = torch.arange(256, device=dev) % 8
     contiguous_labels = torch.arange(256, device=dev) // 32
     g = torch.randn(16, 1024, 200, device=dev)
+    g_many = torch.randn(64, 256, 130, device=dev)
     return [
         ("group_soft_threshold, 8 interleaved labels", lambda: ops.group_soft_threshold(x, 3.0, 1, labels)),
         ("group_soft_threshold, 8 contiguous labels", lambda: ops.group_soft_threshold(x, 3.0, 1, contiguous_labels)),
         ("group_soft_threshold, rows", lambda: ops.group_soft_threshold(x, 3.0, 1)),
-        ("svt, Gram route k = 200 (global-memory eigensolver)", lambda: ops.svt(g, 30.0)),
+        ("svt, Gram route k = 200, 16 matrices (cuSOLVER eigh)", lambda: ops.svt(g, 30.0)),
+        ("svt, Gram route k = 130, 64 matrices (global-memory Jacobi)", lambda: ops.svt(g_many, 15.0)),
     ]
 
 
