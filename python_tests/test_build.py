@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import mtlkernels
@@ -140,3 +141,13 @@ def test_cuda_architectures_of_the_gpus_present_then_the_default(tmp_path):
     assert _cuda_archs(tmp_path, None)[0]["NAMES"] == "sm_80,sm_90"
     res, _ = _cuda_archs(tmp_path, "5.0")
     assert res["FLAGS"] == "" and "none of the CUDA architectures" in res["WHY"]
+
+
+def test_errors_raised_in_the_extension_reach_python():
+    """The diagnostics tools/diagnose_exceptions.py runs on a GPU machine (where an op's C++
+    error once killed the process): an error caught inside _C, and one leaving it."""
+    from mtlkernels import _C
+
+    assert "diagnostic error" in _C._throw_and_catch()
+    with pytest.raises(RuntimeError, match="diagnostic error"):
+        _C._throw()

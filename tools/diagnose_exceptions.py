@@ -5,16 +5,22 @@ raised by an mtlkernels op's C++ entry killed the process with SIGSEGV (test_amt
 test_bad_shapes, test_dwa test_device_mismatch, test_irls too-many-networks), each time
 on the path torch.library's autograd takes without grad (forward_no_grad -> redispatch),
 while the same kind of error on the grad path (Function.apply -> forward -> redispatch)
-became a RuntimeError as it should. It did not reproduce here (torch 2.11.0 with Python
-3.11 and 3.12.1, gcc 12). Each case below runs in its own process and reports
+became a RuntimeError as it should. A second H200 session (benchmarks/results/
+gpu_h200_2026-11-26_second) saw below_autograd crash too, unchanged with the module
+unstripped, with TORCH_SHOW_CPP_STACKTRACES 0 or 1, and with a non-pybind11 module. It
+does not reproduce without a GPU (torch 2.11.0+cu130 with the CUDA build of `make
+cuda-check`, gcc 12: every case ok, 2026-11-26). Each case below runs in its own process and reports
 "ok" (a RuntimeError reached Python) or the signal that killed it, so that one run on a
 GPU machine tells which layer is at fault:
 
-- below_autograd: our C++ entry's error with the Autograd key skipped (C++ -> pybind11);
+- below_autograd: our C++ entry's error with the Autograd key skipped (our entry -> the
+  dispatcher -> torch's binding);
 - no_grad / grad: through mtlkernels' register_autograd without / with requires_grad;
 - torch_only_no_grad: a torch.library custom op with register_autograd, in pure Python,
   whose implementation makes aten raise (no mtlkernels code at all): a torch bug if it crashes;
-- aten: an aten error (torch.mm shape mismatch), the baseline.
+- aten: an aten error (torch.mm shape mismatch), the baseline;
+- in_module / out_of_module: a c10::Error raised and caught inside our library, and one
+  leaving it through pybind11 (no dispatcher).
 
 Usage: python tools/diagnose_exceptions.py   (prints one line per case; exit 1 if any crashed)
 """
@@ -28,6 +34,10 @@ import sys
 
 CASES = {
     "aten": "import torch\ntorch.mm(torch.ones(2, 3), torch.ones(2, 3))",
+    # our library alone: an error raised and caught inside _C (prints it, then raises in
+    # Python), and one leaving _C through pybind11, without the dispatcher
+    "in_module": "import mtlkernels._C as C\nraise RuntimeError(C._throw_and_catch())",
+    "out_of_module": "import mtlkernels._C as C\nC._throw()",
     "below_autograd": (
         "import torch, mtlkernels\n"
         "with torch._C._AutoDispatchBelowAutograd():\n"
