@@ -20,7 +20,10 @@ GPU machine tells which layer is at fault:
   whose implementation makes aten raise (no mtlkernels code at all): a torch bug if it crashes;
 - aten: an aten error (torch.mm shape mismatch), the baseline;
 - in_module / out_of_module: a c10::Error raised and caught inside our library, and one
-  leaving it through pybind11 (no dispatcher).
+  leaving it through pybind11 (no dispatcher);
+- value_check_no_grad / value_check_grad: an error only our C++ entry raises (a negative
+  threshold tensor) through the public op, below autograd and through torch.library's
+  autograd with grad.
 
 Usage: python tools/diagnose_exceptions.py   (prints one line per case; exit 1 if any crashed)
 """
@@ -53,6 +56,17 @@ CASES = {
         "import torch, mtlkernels\n"
         "mtlkernels.ops.amtfl_reconstruction_loss(torch.rand(5, dtype=torch.float64, requires_grad=True),"
         " torch.rand(5, 3, dtype=torch.float64), torch.rand(3, 5, dtype=torch.float64))"
+    ),
+    # a value only C++ checks (a negative threshold tensor), through the public op with and
+    # without grad: the error is raised by our C++ entry on both of torch's paths
+    "value_check_no_grad": (
+        "import torch, mtlkernels\n"
+        "mtlkernels.ops.soft_threshold(torch.rand(4, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64))"
+    ),
+    "value_check_grad": (
+        "import torch, mtlkernels\n"
+        "mtlkernels.ops.soft_threshold(torch.rand(4, dtype=torch.float64, requires_grad=True),"
+        " torch.tensor(-1.0, dtype=torch.float64))"
     ),
     "torch_only_no_grad": (
         "import torch\n"
