@@ -98,8 +98,6 @@ def _cmake():
 
     exe = shutil.which("cmake", path=str(__import__("pathlib").Path(sys.executable).parent)) or shutil.which("cmake")
     if exe is None:
-        import pytest
-
         pytest.skip("cmake not found")
     return exe
 

@@ -9,9 +9,10 @@ became a RuntimeError as it should. A second H200 session (benchmarks/results/
 gpu_h200_2026-11-26_second) saw below_autograd crash too, unchanged with the module
 unstripped, with TORCH_SHOW_CPP_STACKTRACES 0 or 1, and with a non-pybind11 module. It
 does not reproduce without a GPU (torch 2.11.0+cu130 with the CUDA build of `make
-cuda-check`, gcc 12: every case ok, 2026-11-26). Each case below runs in its own process and reports
-"ok" (a RuntimeError reached Python) or the signal that killed it, so that one run on a
-GPU machine tells which layer is at fault:
+cuda-check`, gcc 12: every case ok, 2026-11-26). Each case below runs in its own process
+and reports "ok" (a RuntimeError reached Python) or the signal that killed it (with the
+debugger's backtrace of the first crash), so that one run on a GPU machine tells which
+layer is at fault:
 
 - below_autograd: our C++ entry's error with the Autograd key skipped (our entry -> the
   dispatcher -> torch's binding);

@@ -480,9 +480,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& G, bool want_v
   TORCH_CHECK(G.dim() == 3 && G.size(2) == k && G.is_contiguous(), "sym_eig_cuda: internal error, G must be (b, k, k)");
   TORCH_CHECK(k <= kEigMaxK, "sym_eig_cuda: internal error, k = ", k, " exceeds ", kEigMaxK);
   const auto dopts = G.options().dtype(at::kDouble);
-  at::Tensor w = at::empty({B, k}, dopts);
-  at::Tensor V = want_vectors ? at::empty({B, k, k}, dopts) : at::Tensor();
-  if (B == 0 || k == 0) return {w, V};
+  if (B == 0 || k == 0) return {at::empty({B, k}, dopts), want_vectors ? at::empty({B, k, k}, dopts) : at::Tensor()};
 
   EigParams P;
   P.k = static_cast<int>(k);
@@ -502,10 +500,10 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& G, bool want_v
   // kernel wins only for batches above about k / 4 matrices.
   if (!P.in_smem && B * 4 <= k) {
     const at::Tensor Gd = G.to(at::kDouble);
-    if (!want_vectors) return {at::linalg_eigvalsh(Gd), at::Tensor()};
-    auto [w2, V2] = at::linalg_eigh(Gd);
-    return {w2, V2};
+    return want_vectors ? at::linalg_eigh(Gd) : std::make_tuple(at::linalg_eigvalsh(Gd), at::Tensor());
   }
+  at::Tensor w = at::empty({B, k}, dopts);
+  at::Tensor V = want_vectors ? at::empty({B, k, k}, dopts) : at::Tensor();
 
   // Out of shared memory: a global workspace per matrix, in chunks of <= 512 MiB.
   int64_t chunk = std::min<int64_t>(B, INT_MAX);
