@@ -10,7 +10,8 @@
 #   make cuda-check  build with CUDA against torch 2.11.0+cu130 (the GPU machine's torch) in
 #                    .venv-cuda and check that every op has a CUDA kernel (no GPU needed)
 #   make gpu-check   on a GPU machine: build for its GPU, CUDA tests, compute-sanitizer,
-#                    benchmarks, one summary (tools/gpu_check.py); GPU_OUT=dir for the results
+#                    benchmarks, one summary (tools/gpu_check.py); GPU_OUT=dir for the results,
+#                    GPU_CHECK_ARGS="--stages exceptions,tests --files test_op_safety" to rerun some
 # With an existing Python that already has torch and the build tools (a GPU machine, no
 # package index): `make test VENV=`, `make bench VENV=`, `make cuda-check CUDA_VENV=`.
 
@@ -101,7 +102,7 @@ cuda-check: cuda-deps
 # Uses the machine's own Python (GPU_PY), never a virtual environment: a GPU machine has
 # torch and the build tools preinstalled and no package index.
 gpu-check:
-	$(GPU_PY) tools/gpu_check.py --out $(GPU_OUT) $(if $(filter 1,$(GPU_CHECK_FULL)),--full,)
+	$(GPU_PY) tools/gpu_check.py --out $(GPU_OUT) $(if $(filter 1,$(GPU_CHECK_FULL)),--full,) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build dist

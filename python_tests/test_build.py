@@ -1,4 +1,6 @@
+import ctypes
 import json
+import os
 import subprocess
 import sys
 
@@ -149,3 +151,34 @@ def test_errors_raised_in_the_extension_reach_python():
     assert "diagnostic error" in _C._throw_and_catch()
     with pytest.raises(RuntimeError, match="diagnostic error"):
         _C._throw()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF symbol lookup with dladdr")
+def test_extension_uses_the_shared_cxx_runtime():
+    """_C carries no copy of libstdc++ (cmake/TorchFromPython.cmake names torch's): a copy
+    linked from libstdc++.a crashed formatting a number into an error message (GPU machine,
+    gcc 13) or dropped the number (gcc 12)."""
+    from mtlkernels import _C
+
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                    ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+    lib, libc = ctypes.CDLL(_C.__file__), ctypes.CDLL(None)
+    # std::ostream::operator<<(long) and std::locale::classic(): looked up through _C and
+    # its dependencies, they must come from a shared libstdc++, not from _C
+    for symbol in ("_ZNSo9_M_insertIlEERSoT_", "_ZNSt6locale7classicEv"):
+        address = ctypes.cast(getattr(lib, symbol), ctypes.c_void_p)
+        info = DlInfo()
+        assert libc.dladdr(address, ctypes.byref(info)), symbol
+        where = os.path.realpath(info.dli_fname.decode())
+        assert where != os.path.realpath(_C.__file__), f"{symbol} is linked into _C"
+        assert "libstdc++" in os.path.basename(where), where
+
+
+def test_numbers_in_cxx_error_messages():
+    """The failure above, as a user sees it: the sizes in an op's C++ check message."""
+    f64 = dict(dtype=torch.float64)
+    Z, W, A = torch.rand(5, 3, **f64), torch.rand(4, 2, **f64), torch.rand(2, 3, **f64)
+    with pytest.raises(RuntimeError, match=r"k = Z\.size\(1\) = 3, got W of shape \[4, 2\]"):
+        torch.ops.mtlkernels.amtfl_reconstruction(Z, W, A, None, False, False, False, False)

@@ -24,9 +24,21 @@ layer is at fault:
   leaving it through pybind11 (no dispatcher);
 - value_check_no_grad / value_check_grad: an error only our C++ entry raises (a negative
   threshold tensor) through the public op, below autograd and through torch.library's
-  autograd with grad.
+  autograd with grad;
+- sizes_in_message: a shape error whose message must carry the sizes.
 
-Usage: python tools/diagnose_exceptions.py   (prints one line per case; exit 1 if any crashed)
+Cause, found 2026-11-27 from the backtrace of the third H200 run (benchmarks/results/
+gpu_h200_2026-11-27): the crash was in std::ostream::operator<<(long) *inside _C*, while
+the C++ check formatted a number into its message. The machine's compiler is a relocated
+gcc 13 (/opt/gcc) whose libstdc++.so is a dangling relative link, so `-lstdc++` took
+libstdc++.a and _C carried its own copy of the C++ library beside the shared one torch
+loaded; the two disagree on the locale's facets. Messages without numbers (in_module,
+out_of_module) passed. Reproduced here with a relocated copy of gcc 12: no crash, but the
+number vanished from the message. Fixed by linking the libstdc++ torch loaded by its path
+(cmake/TorchFromPython.cmake); the first line of this script's output says where
+std::ostream's code comes from.
+
+Usage: python tools/diagnose_exceptions.py   (prints one line per case; exit 1 unless all are ok)
 """
 
 from __future__ import annotations
@@ -69,6 +81,12 @@ CASES = {
         "mtlkernels.ops.soft_threshold(torch.rand(4, dtype=torch.float64, requires_grad=True),"
         " torch.tensor(-1.0, dtype=torch.float64))"
     ),
+    "sizes_in_message": (
+        "import torch, mtlkernels\n"
+        "f = dict(dtype=torch.float64)\n"
+        "torch.ops.mtlkernels.amtfl_reconstruction(torch.rand(5, 3, **f), torch.rand(4, 2, **f), torch.rand(2, 3, **f),"
+        " None, False, False, False, False)"
+    ),
     "torch_only_no_grad": (
         "import torch\n"
         "@torch.library.custom_op('diag_only::mm', mutates_args=())\n"
@@ -80,11 +98,29 @@ CASES = {
 }
 
 
-def run_case(code: str, cwd: str | None = None) -> str:
+# what an error message must contain (a C++ library linked twice drops the numbers)
+EXPECT = {"sizes_in_message": "k = Z.size(1) = 3, got W of shape [4, 2]"}
+
+# Which file defines std::ostream::operator<<(long), looked up through _C and its dependencies.
+CXX_RUNTIME = """
+import ctypes, os, torch
+from mtlkernels import _C
+class Info(ctypes.Structure):
+    _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p), ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+info = Info()
+ctypes.CDLL(None).dladdr(ctypes.cast(ctypes.CDLL(_C.__file__)._ZNSo9_M_insertIlEERSoT_, ctypes.c_void_p), ctypes.byref(info))
+where = os.path.realpath(info.fname.decode())
+print(("LINKED INTO _C: " if where == os.path.realpath(_C.__file__) else "shared: ") + where)
+"""
+
+
+def run_case(code: str, cwd: str | None = None, expect: str | None = None) -> str:
     p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True, cwd=cwd,
                        timeout=120)
     if p.returncode < 0:
         return f"CRASHED (signal {-p.returncode})"
+    if expect is not None and expect not in p.stderr:
+        return f"WRONG MESSAGE, without {expect!r}: {p.stderr.strip().splitlines()[-1][:200] if p.stderr.strip() else ''}"
     if "RuntimeError" in p.stderr:
         return "ok (RuntimeError)"
     return f"unexpected (exit {p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}"
@@ -107,15 +143,19 @@ def backtrace(code: str) -> list[str]:
 
 
 def main() -> int:
-    crashed = 0
+    p = subprocess.run([sys.executable, "-c", CXX_RUNTIME], capture_output=True, text=True, timeout=120)
+    runtime = p.stdout.strip() or f"unknown: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}"
+    print(f"{'libstdc++':20s} {runtime}", flush=True)
+    bad, crashed = not runtime.startswith("shared"), 0
     for name, code in CASES.items():
-        res = run_case(code)
+        res = run_case(code, expect=EXPECT.get(name))
         print(f"{name:20s} {res}", flush=True)
+        bad |= not res.startswith("ok")
         if res.startswith("CRASHED"):
             crashed += 1
             for ln in backtrace(code) if crashed == 1 else []:  # the first crash's stack
                 print(f"    {ln}", flush=True)
-    return 1 if crashed else 0
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
