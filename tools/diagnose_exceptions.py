@@ -43,6 +43,7 @@ Usage: python tools/diagnose_exceptions.py   (prints one line per case; exit 1 u
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import re
 import shutil
 import subprocess
@@ -147,14 +148,16 @@ def main() -> int:
     runtime = p.stdout.strip() or f"unknown: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}"
     print(f"{'libstdc++':20s} {runtime}", flush=True)
     bad, crashed = not runtime.startswith("shared"), 0
-    for name, code in CASES.items():
-        res = run_case(code, expect=EXPECT.get(name))
-        print(f"{name:20s} {res}", flush=True)
-        bad |= not res.startswith("ok")
-        if res.startswith("CRASHED"):
-            crashed += 1
-            for ln in backtrace(code) if crashed == 1 else []:  # the first crash's stack
-                print(f"    {ln}", flush=True)
+    # each case in its own process, six at a time (each one is mostly `import torch`)
+    with cf.ThreadPoolExecutor(max_workers=6) as pool:
+        results = pool.map(lambda item: run_case(item[1], expect=EXPECT.get(item[0])), CASES.items())
+        for (name, code), res in zip(CASES.items(), results):
+            print(f"{name:20s} {res}", flush=True)
+            bad |= not res.startswith("ok")
+            if res.startswith("CRASHED"):
+                crashed += 1
+                for ln in backtrace(code) if crashed == 1 else []:  # the first crash's stack
+                    print(f"    {ln}", flush=True)
     return 1 if bad else 0
 
 

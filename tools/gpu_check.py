@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "python_tests"
 WHOLE_FILES = {"test_build.py"}
 STAGES = ("exceptions", "tests", "sanitizer", "profile", "bench")
+# seconds each stage usually takes (H200, 2026-11-27), kept for it while earlier ones run
+NEED = {"exceptions": 20, "tests": 90, "sanitizer": 190, "profile": 15, "bench": 110}
 
 
 def log(msg: str) -> None:
@@ -151,7 +153,7 @@ def stage_tests(out: Path, timeout: float, only: list[str] | None = None) -> dic
         c["exit"] = rc
         return stem, c
 
-    with cf.ThreadPoolExecutor(max_workers=4) as pool:
+    with cf.ThreadPoolExecutor(max_workers=6) as pool:  # 4 took 116 s on the H200 (2026-11-27)
         results = dict(pool.map(one, files))
     bad = any(r.get("crashed") or r.get("failures") or r.get("errors") for r in results.values())
     passed = sum(r.get("passed", 0) for r in results.values())
@@ -170,6 +172,7 @@ def sanitizer_binary() -> str | None:
 
 
 def stage_sanitizer(out: Path, timeouts: dict) -> dict:
+    """memcheck, then racecheck, of tools/cuda_smoke.py; timeouts: tool -> () -> seconds."""
     exe = sanitizer_binary()
     if exe is None:
         return {"ok": True, "skipped": "compute-sanitizer was not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)"}
@@ -181,7 +184,7 @@ def stage_sanitizer(out: Path, timeouts: dict) -> dict:
         light = ["--light"] if tool == "racecheck" else []
         cmd = [exe, "--tool", tool, "--error-exitcode", "99", sys.executable, str(ROOT / "tools" / "cuda_smoke.py"),
                *light]
-        rc, secs, text = run(cmd, out / f"sanitizer_{tool}.log", timeout=timeouts[tool], env=env)
+        rc, secs, text = run(cmd, out / f"sanitizer_{tool}.log", timeout=timeouts[tool](), env=env)
         m = re.search(r"(?:ERROR|RACECHECK) SUMMARY: (\d+) (?:error|hazard)", text)
         n = int(m.group(1)) if m else None
         entry = {"exit": rc, "seconds": round(secs, 1), "errors": n}
@@ -293,20 +296,24 @@ def main() -> int:
     log(f"{', '.join(names)}; torch {torch_version}; results in {out}")
     deadline = t0 + args.budget
 
-    def limit(cap: float, reserve: float) -> float:
-        """cap seconds, or less so that `reserve` seconds stay for the later stages."""
+    def limit(cap: float, after: str, extra: float = 0) -> float:
+        """cap seconds, or less so that the selected stages after `after` keep their usual
+        time (and `extra` seconds more)."""
+        later = STAGES[STAGES.index(after) + 1:]
+        reserve = extra + sum(NEED[s] for s in later if s in stages)
         return max(20.0, min(cap, deadline - time.perf_counter() - reserve))
 
     info["build"] = ({"ok": True, "seconds": 0, "archs": caps, "skipped": True} if args.no_build
-                     else stage_build(out, caps, limit(300, 300)))
+                     else stage_build(out, caps, 300))  # everything needs it: later stages shrink
     log(f"build: {'ok' if info['build']['ok'] else 'FAILED'} ({info['build']['seconds']} s)")
     if info["build"]["ok"]:
-        for stage, fn in (("exceptions", lambda: stage_exceptions(out, limit(90, 300))),
-                          ("tests", lambda: stage_tests(out, limit(150, 200), only_files)),
-                          ("sanitizer", lambda: stage_sanitizer(out, {"memcheck": limit(100, 170),
-                                                                      "racecheck": limit(100, 110)})),
-                          ("profile", lambda: stage_profile(out, limit(45, 200))),
-                          ("bench", lambda: stage_bench(out, args.full, limit(220, 0)))):
+        # racecheck runs after memcheck: memcheck leaves it 90 s
+        sanitizer_limits = {"memcheck": lambda: limit(100, "sanitizer", 90), "racecheck": lambda: limit(100, "sanitizer")}
+        for stage, fn in (("exceptions", lambda: stage_exceptions(out, limit(90, "exceptions"))),
+                          ("tests", lambda: stage_tests(out, limit(150, "tests"), only_files)),
+                          ("sanitizer", lambda: stage_sanitizer(out, sanitizer_limits)),
+                          ("profile", lambda: stage_profile(out, limit(45, "profile"))),
+                          ("bench", lambda: stage_bench(out, args.full, limit(220, "bench")))):
             if stage not in stages:
                 continue
             log(f"{stage} ...")
