@@ -41,6 +41,16 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
+def timed_fit(est, Xs, ys, repeat=3):
+    """The median time of ``repeat`` fits from scratch when one takes under 5 s (this
+    machine's timings vary by +-30% from run to run), else of that one fit."""
+    _, t = timed(lambda: quiet_fit(est, Xs, ys))
+    if t >= 5.0:
+        return t
+    ts = [t] + [timed(lambda: quiet_fit(est, Xs, ys))[1] for _ in range(repeat - 1)]
+    return sorted(ts)[len(ts) // 2]
+
+
 def quiet_fit(est, Xs, ys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -155,7 +165,7 @@ def rows(plain_seconds: float = 60.0, log=print) -> list[list]:
         # no time target in issue 11; the settings of test_linear_school's squared-loss fit
         (LatentTaskMTL(n_latent=10, mu=1e-3, gamma=1e-4, lam=1e-3, loss="squared"), None),
     ]:
-        _, t = timed(lambda: quiet_fit(est, Xs, ys))
+        t = timed_fit(est, Xs, ys)
         at_opt = est.converged_
         name = type(est).__name__
         in_time = target is None or t <= target

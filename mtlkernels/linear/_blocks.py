@@ -16,17 +16,23 @@ from ._solve import quadratic_step, run_admm, run_fista
 
 def right_quadratic(M: Tensor, linear: Tensor, const: float = 0.0) -> Quadratic:
     """g(D) = 0.5 <D, D M> - <D, linear> + const for D (d, T), M (T, T) symmetric positive
-    semi-definite, with its resolvent from the eigendecomposition of M (formed once)."""
-    lam, V = torch.linalg.eigh((M + M.T) / 2)
-    lam = lam.clamp_min(0)
+    semi-definite, with its resolvent from the eigendecomposition of M (formed at the first
+    resolvent: a caller that only needs gradients never pays for it)."""
+    M = (M + M.T) / 2
+    eig: list = []
 
     def hess(D):
         return D @ M
 
     def inverse(R, r):
+        if not eig:
+            lam, V = torch.linalg.eigh(M)
+            eig.extend((lam.clamp_min(0), V))
+        lam, V = eig
         return ((R @ V) / (lam + r)) @ V.T
 
-    return Quadratic(hess, linear, const, inverse, float(lam.mean()) if lam.numel() else 1.0)
+    T = M.shape[0]
+    return Quadratic(hess, linear, const, inverse, max(float(M.diagonal().sum()) / T, 0.0) if T else 1.0)
 
 
 def factor_quadratic(Z: Tensor, linear: Tensor, const: float = 0.0) -> Quadratic:
@@ -36,12 +42,15 @@ def factor_quadratic(Z: Tensor, linear: Tensor, const: float = 0.0) -> Quadratic
     _, s, Vh = torch.linalg.svd(Z, full_matrices=False)
     s2, Vt = s * s, Vh
     V = Vh.T.contiguous()
+    shrink: list = [None, None]  # (r, s^2 / (s^2 + r)) for the last r (ADMM changes r rarely)
 
     def hess(D):
         return Z.T @ (Z @ D)
 
     def inverse(R, r):
-        return (R - V @ ((Vt @ R) * (s2 / (s2 + r))[:, None])) / r
+        if shrink[0] != r:
+            shrink[:] = [r, (s2 / (s2 + r))[:, None]]
+        return (R - V @ ((Vt @ R) * shrink[1])) / r
 
     return Quadratic(hess, linear, const, inverse, float(s2.sum()) / max(Z.shape[1], 1))
 
