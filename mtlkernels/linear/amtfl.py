@@ -152,7 +152,8 @@ class AMTFL(MultiTaskLinear):
             if sq is not None:
                 qS = latent_s_quadratic(sq, L, f)
                 scales.setdefault("S", block_scale(qS.linear))
-                S, _, _ = solve_block_mm(self, qS, lambda s: recon(L, s, A, c),
+                Z = self._features(samples, L)  # fixed while S moves
+                S, _, _ = solve_block_mm(self, qS, lambda s: rw * recon_loss(Z, s, A, c),
                                          lambda v, t: [ops.soft_threshold(v[0], t * mu)], prox_S, pen_S, S,
                                          "AMTFL S-step", scales["S"], loop.inner_tol, loop.warm)
                 qL = latent_l_quadratic(sq, S, f)

@@ -74,11 +74,13 @@ def _check_step(op: str, x: Tensor, grad, lr, inplace: bool):
 
 def _fast_valid(x, thr, grad, lr, l2, inplace) -> bool:
     """The common valid call of an elementwise op, decided in one expression (a float32 /
-    float64 x, a threshold given as a number, a matching gradient, moderate numbers; in
-    place: a contiguous x). A subset of what the full checks accept: anything else is
-    checked by them."""
-    return (isinstance(x, Tensor) and x.dtype in C.FLOATS and isinstance(thr, Tensor) and thr.dim() == 0
-            and thr.device.type == "cpu" and thr.dtype in C.FLOATS and (not inplace or x.is_contiguous())
+    float64 x, a threshold given as a number or as a floating tensor on x's device that
+    broadcasts to x, a matching gradient, moderate numbers; in place: a contiguous x). A
+    subset of what the full checks accept: anything else is checked by them."""
+    return (isinstance(x, Tensor) and x.dtype in C.FLOATS and isinstance(thr, Tensor) and thr.dtype in C.FLOATS
+            and ((thr.dim() == 0 and thr.device.type == "cpu")
+                 or (thr.device == x.device and C.broadcasts_to(thr, x.shape)))
+            and (not inplace or x.is_contiguous())
             and (lr is None or (isinstance(grad, Tensor) and grad.dtype == x.dtype and grad.device == x.device
                                 and grad.shape == x.shape and type(lr) is float and 0 < lr <= 1e30))
             and (l2 is None or (type(l2) is float and 0 <= l2 and (lr or 1.0) * l2 <= 1e30)))
