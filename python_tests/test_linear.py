@@ -333,6 +333,13 @@ def test_bad_input():
         SingleTaskLinear(loss="logistic").fit(X, np.ones((20, 2)))
     with pytest.raises(ValueError, match="Only binary classification is supported"):
         SingleTaskLinear(loss="logistic").fit(X, np.tile([[0.0, 1.0], [2.0, 0.0]], (10, 1)))
+    # finite, but their squares overflow (the Gram matrices): named, with what fits
+    for bad_X, bad_Y, name in ((X * 1e300, Y, "X"), (X, Y * 1e200, "Y")):
+        with pytest.raises(ValueError, match=f"^{name} has entries up to .* overflow float64"):
+            est.fit(bad_X, bad_Y)
+    with pytest.raises(ValueError, match="overflow float32"):
+        SingleTaskLinear(dtype="float32").fit(X * 1e19, Y)
+    SingleTaskLinear(dtype="float32").fit(X * 1e6, Y)  # large, but fits
     with pytest.raises(ValueError, match="loss must be one of"):
         SingleTaskLinear(loss="hinge").fit(X, Y)
     with pytest.raises(ValueError, match="lambda_c must be finite and non-negative"):

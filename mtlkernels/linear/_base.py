@@ -201,6 +201,7 @@ class MultiTaskLinear(BaseEstimator):
             ys = _inputs.encode_labels(self, ys)
         elif hasattr(self, "classes_"):
             del self.classes_
+        _inputs.check_magnitudes(Xs, ys, self._torch_kwargs()["dtype"])
         self._y_1d = form == "stacked" or (form == "shared" and not isinstance(X, _dataset_type())
                                            and np.asarray(y).ndim == 1)
         data = self._task_data(Xs, ys, form == "shared")

@@ -19,6 +19,8 @@ scikit-learn's. Sparse input is refused: the solvers work on dense Gram matrices
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.sparse import issparse
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -144,6 +146,21 @@ def parse(est, X, Y=None, tasks=None, *, reset: bool, split: str = "train"):
     if reset:
         est.tasks_ = np.arange(Y.shape[1])
     return [X], [Y[:, t] for t in range(Y.shape[1])], "shared", None
+
+
+def check_magnitudes(Xs: list, ys: list | None, dtype) -> None:
+    """The squared loss sums squares of the data (Gram matrices X^T X, ||y||^2): refuse
+    entries so large that those sums overflow the working dtype (a ValueError naming X or
+    Y and what fits) rather than fail later inside a linear-algebra routine."""
+    name_of_dtype = str(dtype).removeprefix("torch.")
+    n = sum(len(x) for x in Xs) * max(Xs[0].shape[1], 1) + 1
+    limit = math.sqrt(float(np.finfo(np.dtype(name_of_dtype)).max) / n) / 10
+    for name, arrays in (("X", Xs), ("Y", ys or [])):
+        m = max((float(np.abs(a).max()) for a in arrays if np.size(a)), default=0.0)
+        if m > limit:
+            raise ValueError(f"{name} has entries up to {m:.3g} in magnitude: the squared loss's sums of squares "
+                             f"overflow {name_of_dtype} (at most {limit:.3g} fits for these sizes); rescale {name}, for "
+                             "example divide each column by its largest absolute value")
 
 
 def encode_labels(est, ys: list) -> list[np.ndarray]:
