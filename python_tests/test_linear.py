@@ -353,6 +353,18 @@ def test_bad_input():
         est.predict(X[:, :3])
     with pytest.raises(ValueError, match="X\\[1\\] has 3 features"):
         est.fit([X, X[:, :3]], [Y[:, 0], Y[:, 1]])
+    # per-task lists are checked in one call, but an error still names the task
+    bad = X.copy()
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match="Input X\\[1\\] contains infinity"):
+        est.fit([X, bad], [Y[:, 0], Y[:, 1]])
+    with pytest.raises(ValueError, match="Input Y\\[0\\] contains NaN"):
+        est.fit([X, X], [np.where(np.arange(20) == 3, np.nan, Y[:, 0]), Y[:, 1]])
+    with pytest.raises(ValueError, match="X\\[1\\].*0 sample"):
+        est.fit([X, X[:0]], [Y[:, 0], Y[:0, 1]])
+    est.fit([X, X[:7]], [Y[:, 0], Y[:7, 1]])  # unequal task sizes: the split gives each task its rows
+    ref = SingleTaskLinear().fit(X[:7], Y[:7, 1])
+    np.testing.assert_allclose(est.coef_[:, 1], ref.coef_[:, 0], rtol=1e-10, atol=1e-12)
 
 
 # ---- datasets ------------------------------------------------------------------------------
