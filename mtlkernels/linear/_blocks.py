@@ -210,6 +210,7 @@ class OuterLoop:
         self._prev = None
         self._beta = 1.0
         self.n_extrapolated = 0
+        self._value = None  # the objective at the point extrapolate() returned or kept
 
     def extrapolate(self, current: list, objective, project=None):
         """Extrapolate along the outer trajectory: try x + beta (x - x_prev) (beta adapted:
@@ -228,9 +229,17 @@ class OuterLoop:
             self._beta = min(1.25 * self._beta, 4.0)
             self._prev = [x.clone() for x in cand]
             self.n_extrapolated += 1
+            self._value = F1
             return cand
         self._beta = 1.0
+        self._value = F0
         return None
+
+    def objective_here(self, compute) -> float:
+        """The objective at the current point: the value the last :meth:`extrapolate`
+        computed there (for the point it returned, or the one it kept), else ``compute()``."""
+        value, self._value = self._value, None
+        return compute() if value is None else value
 
     def update(self, outer: int, residuals: dict) -> bool:
         """Record the block residuals after outer step ``outer``; True when all are at most tol."""

@@ -184,7 +184,7 @@ class AMTFL(MultiTaskLinear):
                     L, S, A, c = ext
                     b = sq.intercept(L @ S)
                     thresholds = (alpha * task_L(L, S, b)).detach()[:, None]
-            history.append(self.objective(L, S, A, c, b, data))
+            history.append(loop.objective_here(lambda: self.objective(L, S, A, c, b, data)))
             # every block's KKT residual at the current point (gradients by one autograd pass)
             f = 1 + alpha * A.abs().sum(1)
             with torch.enable_grad():

@@ -153,7 +153,7 @@ class AMTL(MultiTaskLinear):
                     thresholds = (alpha * losses(W, b)).detach()[:, None]
                     r_b = prox_residual(B, 2 * gamma * (W.T @ (W @ B - W)), None,
                                         lambda x, g, lr: prox_B(x - lr * g, lr * thresholds)) / scale_b
-            history.append(self.objective(W, B, b, data))
+            history.append(loop.objective_here(lambda: self.objective(W, B, b, data)))
             if loop.update(outer, {"W": w_residual(W, b, B, scale_w), "B": r_b}):
                 break
         self.B_ = B.cpu().numpy()

@@ -123,7 +123,7 @@ class _LatentFactorMTL(MultiTaskLinear):
                 L, r_l = res.params[0], res.residual
                 gS = grad_at(lambda p: losses(L, p[0], b), [S])[0]
             r_s = prox_residual(S, gS, None, self._prox_S) / scale_s
-            history.append(self.objective(L, S, b, data))
+            history.append(loop.objective_here(lambda: self.objective(L, S, b, data)))
             if loop.update(outer, {"S": r_s, "L": r_l}):
                 break
         self.L_ = L.cpu().numpy()
