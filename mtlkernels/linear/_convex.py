@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
+from ..optim import Quadratic, TaskGram
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
 from ._solve import plain_step, quadratic_step, run_admm, run_fista, squared_loss
 
@@ -28,6 +30,48 @@ def use_admm(est, loss) -> bool:
     return True
 
 
+SCALE_SPREAD = 1e3  # rescale when the features' scales span more than this ratio
+
+
+def feature_scales(gram: TaskGram, per_task: bool = False) -> Tensor | None:
+    """The features' scales s_j = sqrt(sum_t c_t (G_t)_jj / sum_t c_t) (their weighted root
+    mean square; after centring with an intercept) as a (d, 1) column, or with ``per_task``
+    (and a Gram matrix per task) s_tj = sqrt((G_t)_jj) as a (d, T) matrix; divided by the
+    geometric mean of the non-constant ones (per task), 1 for a constant feature (below
+    1e-8 of the largest). None when they span at most ``SCALE_SPREAD``: then a rescaling
+    buys nothing (Jacobi scaling can also slow ADMM down where the correlations, not the
+    scales, set the conditioning: one-hot blocks next to a constant column)."""
+    diag = gram.G.diagonal(0, -2, -1)  # (d,) or (T, d)
+    if gram.shared:
+        diag = diag[None, :]
+    elif not per_task:
+        diag = (diag * gram.c[:, None]).sum(0, keepdim=True) / gram.c.sum()
+    s = diag.clamp_min(0).sqrt()
+    pos = s > 1e-8 * s.amax(1, keepdim=True)
+    if not bool(pos.any()):
+        return None
+    one = torch.ones_like(s)
+    spread = torch.where(pos, s, s.amax(1, keepdim=True)).amax(1) / torch.where(pos, s, one * float("inf")).amin(1)
+    if not float(spread.nan_to_num(1.0).max()) > SCALE_SPREAD:
+        return None
+    logs = torch.where(pos, s, one).log()
+    gmean = (logs.sum(1, keepdim=True) / pos.sum(1, keepdim=True).clamp_min(1)).exp()
+    return torch.where(pos, s / gmean, one).T.contiguous()
+
+
+def rescaled_quadratic(gram: TaskGram, quad: Quadratic, inv: Tensor) -> Quadratic:
+    """``quad`` (with Hessian ``gram``) in the variable W' = W / inv (``inv`` (d, 1), or
+    (d, T) with a Gram matrix per task): Gram matrices diag(inv_t) G_t diag(inv_t), linear
+    term inv * B, with their own exact resolvent."""
+    if gram.shared:
+        G = gram.G * inv * inv.T
+    else:
+        v = inv.T if inv.shape[1] > 1 else inv.T.expand(gram.G.shape[0], -1)  # (T, d)
+        G = gram.G * v[:, :, None] * v[:, None, :]
+    tg = TaskGram(G, None if gram._unit else gram.c, n_tasks=gram.c.numel())
+    return Quadratic(tg, quad.linear * inv, quad.const, tg.inverse, tg.mean_eigenvalue())
+
+
 class PenalisedLinear(MultiTaskLinear):
     """Base of the convex estimators with one parameter block W (d, T) and a penalty h
     whose proximal map is a fused op. Subclasses implement ``_penalty(W) -> float``,
@@ -38,7 +82,14 @@ class PenalisedLinear(MultiTaskLinear):
     Solvers: the squared loss with small Gram matrices goes to
     :func:`mtlkernels.optim.admm` (exact per-task solves: the result does not depend on the
     features' scales or on singular per-task Gram matrices), everything else to
-    :func:`mtlkernels.optim.fista` (``solver`` forces one).
+    :func:`mtlkernels.optim.fista` (``solver`` forces one). For a penalty separable over
+    the entries or the feature rows of W (the lasso, the l2,1 norm: ``_row_separable``),
+    ADMM runs in the variable W' = W / inv, inv the features' inverse scales
+    (:func:`feature_scales`; per task for an entry-separable penalty), with per-row
+    thresholds, when those scales span more than three orders of magnitude: one penalty
+    parameter then suits every feature, and such raw features converge in as few
+    iterations as standardised ones (thousands of iterations fewer). ``residual_`` is then W''s KKT residual,
+    invariant to the units of each feature.
     """
 
     _label = "estimator"
@@ -54,6 +105,17 @@ class PenalisedLinear(MultiTaskLinear):
 
     def _closed_form(self, loss):
         return None
+
+    def _row_separable(self) -> str | None:
+        """"entries" when h is separable over the entries of W, "rows" when over its feature
+        rows (with a prox for per-row or per-entry weights, :meth:`_prox_rows`), else None
+        (the nuclear norm)."""
+        return None
+
+    def _prox_rows(self, V, t, inv):
+        """The prox of t h(inv * V): h in the rescaled variable W' = W / inv, ``inv`` (d, 1)
+        (or (d, T) for an entry-separable h)."""
+        raise NotImplementedError
 
     def _check_params(self):
         pass
@@ -81,7 +143,21 @@ class PenalisedLinear(MultiTaskLinear):
                 self.solver_ = "closed form"
                 self._converged(residual / scale <= self.tol, 1, residual / scale, "max_iter")
                 return W, loss.intercept(W)
-            if use_admm(self, loss):
+            kind = self._row_separable() if use_admm(self, loss) else None
+            scales = None if kind is None else feature_scales(loss.gram, per_task=kind == "entries")
+            inv = None if scales is None else 1.0 / scales
+            if inv is not None:
+                # a row-separable penalty: ADMM on W' = diag(s) W, s the features' scales, so that
+                # raw features of very different scales converge as fast as standardised ones
+                # (h(W) = h(diag(inv) W'): per-row thresholds); the residual is W''s, relative
+                # to ||grad at W' = 0||, so invariant to the units of each feature
+                q2 = rescaled_quadratic(loss.gram, quad, inv)
+                res = run_admm(self, q2, lambda p, t: [self._prox_rows(p[0], t, inv)],
+                               lambda p: self._penalty(inv * p[0]), [W / inv], self._label,
+                               scale=max(1.0, float(q2.linear.norm())))
+                res.params = [res.params[0] * inv]
+                self.solver_ = "admm"
+            elif use_admm(self, loss):
                 res = run_admm(self, quad, lambda p, t: [self._prox(p[0], t)], penalty, [W], self._label, scale=scale)
                 self.solver_ = "admm"
             else:

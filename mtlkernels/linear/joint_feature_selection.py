@@ -66,6 +66,12 @@ class JointFeatureSelection(PenalisedLinear):
     def _prox(self, V, t):
         return ops.group_soft_threshold(V, t * float(self.alpha), dim=1)
 
+    def _row_separable(self):
+        return "rows"
+
+    def _prox_rows(self, V, t, inv):
+        return ops.group_soft_threshold(V, (t * float(self.alpha)) * inv[:, 0], dim=1)
+
     def _prox_step(self, W, G, lr):
         return ops.group_prox_grad_step(W, G, lr, float(self.alpha), dim=1)
 

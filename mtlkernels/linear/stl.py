@@ -74,6 +74,12 @@ class SingleTaskLinear(PenalisedLinear):
             return ops.soft_threshold(V, t * self.alpha)
         return ops.elastic_net_prox(V, 0.0, t * self.alpha)
 
+    def _row_separable(self):
+        return "entries" if self.penalty == "l1" else None
+
+    def _prox_rows(self, V, t, inv):
+        return ops.soft_threshold(V, (t * float(self.alpha)) * inv)
+
     def _prox_step(self, W, G, lr):
         l1, l2 = (self.alpha, 0.0) if self.penalty == "l1" else (0.0, self.alpha)
         return ops.prox_grad_step(W, G, lr, float(l1), float(l2))
