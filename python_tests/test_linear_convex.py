@@ -61,6 +61,16 @@ def objective(est, Xs, ys):
     return f + est.lambda_c * nuclear(est.C_) + est.lambda_s * np.abs(est.S_).sum()
 
 
+def sklearn_lasso_objective(Xs, ys, alpha):
+    """The lasso per task (mean weighting, intercept) at scikit-learn's coordinate-descent optimum."""
+    F = 0.0
+    for X, y in zip(Xs, ys):
+        sk = Lasso(alpha=alpha, tol=1e-12, max_iter=1_000_000).fit(X, y)
+        r = y - X @ sk.coef_ - sk.intercept_
+        F += 0.5 * (r @ r) / len(y) + alpha * np.abs(sk.coef_).sum()
+    return F
+
+
 def close(F, F_ref, rel=REL):
     """F at most rel above the reference (it may be below: a reference is only as good as its solver)."""
     assert F <= F_ref + rel * abs(F_ref), (F, F_ref, (F - F_ref) / abs(F_ref))
@@ -100,11 +110,7 @@ def test_stl_lasso_on_raw_features_equals_sklearn(school):
     Xs, ys = school
     est = SingleTaskLinear(penalty="l1", alpha=0.05).fit(Xs, ys)
     assert est.solver_ == "admm" and est.converged_ and est.residual_ <= 1e-6
-    F_ref = 0.0
-    for X, y in zip(Xs, ys):
-        sk = Lasso(alpha=0.05, tol=1e-12, max_iter=1_000_000).fit(X, y)
-        r = y - X @ sk.coef_ - sk.intercept_
-        F_ref += 0.5 * (r @ r) / len(y) + 0.05 * np.abs(sk.coef_).sum()
+    F_ref = sklearn_lasso_objective(Xs, ys, 0.05)
     F = objective(est, Xs, ys)
     assert F == pytest.approx(est.objective_history_[-1], rel=1e-10)
     close(F, F_ref)
@@ -162,11 +168,7 @@ def test_row_separable_penalties_converge_on_features_of_wild_scales():
     Xs, ys = _wild_scales(0, shared=False)
     est = SingleTaskLinear(penalty="l1", alpha=0.01, max_iter=200).fit(Xs, ys)
     assert est.solver_ == "admm" and est.converged_
-    F_ref = 0.0
-    for X, y in zip(Xs, ys):
-        sk = Lasso(alpha=0.01, tol=1e-12, max_iter=1_000_000).fit(X, y)
-        r = y - X @ sk.coef_ - sk.intercept_
-        F_ref += 0.5 * (r @ r) / len(y) + 0.01 * np.abs(sk.coef_).sum()
+    F_ref = sklearn_lasso_objective(Xs, ys, 0.01)
     F = objective(est, Xs, ys)
     assert F == pytest.approx(est.objective_history_[-1], rel=1e-10)
     close(F, F_ref, rel=1e-10)
