@@ -51,7 +51,7 @@ def feature_scales(gram: TaskGram, per_task: bool = False) -> Tensor | None:
     if not bool(pos.any()):
         return None
     one = torch.ones_like(s)
-    spread = torch.where(pos, s, s.amax(1, keepdim=True)).amax(1) / torch.where(pos, s, one * float("inf")).amin(1)
+    spread = s.amax(1) / torch.where(pos, s, one * float("inf")).amin(1)  # per task; nan for an all-constant task
     if not float(spread.nan_to_num(1.0).max()) > SCALE_SPREAD:
         return None
     logs = torch.where(pos, s, one).log()
@@ -88,8 +88,8 @@ class PenalisedLinear(MultiTaskLinear):
     (:func:`feature_scales`; per task for an entry-separable penalty), with per-row
     thresholds, when those scales span more than three orders of magnitude: one penalty
     parameter then suits every feature, and such raw features converge in as few
-    iterations as standardised ones (thousands of iterations fewer). ``residual_`` is then W''s KKT residual,
-    invariant to the units of each feature.
+    iterations as standardised ones (thousands of iterations fewer). ``residual_`` is then
+    W''s KKT residual, invariant to the units of each feature.
     """
 
     _label = "estimator"
@@ -143,7 +143,8 @@ class PenalisedLinear(MultiTaskLinear):
                 self.solver_ = "closed form"
                 self._converged(residual / scale <= self.tol, 1, residual / scale, "max_iter")
                 return W, loss.intercept(W)
-            kind = self._row_separable() if use_admm(self, loss) else None
+            admm = use_admm(self, loss)
+            kind = self._row_separable() if admm else None
             scales = None if kind is None else feature_scales(loss.gram, per_task=kind == "entries")
             inv = None if scales is None else 1.0 / scales
             if inv is not None:
@@ -157,7 +158,7 @@ class PenalisedLinear(MultiTaskLinear):
                                scale=max(1.0, float(q2.linear.norm())))
                 res.params = [res.params[0] * inv]
                 self.solver_ = "admm"
-            elif use_admm(self, loss):
+            elif admm:
                 res = run_admm(self, quad, lambda p, t: [self._prox(p[0], t)], penalty, [W], self._label, scale=scale)
                 self.solver_ = "admm"
             else:
