@@ -102,3 +102,49 @@ def test_admm_warm_start_and_errors():
              [torch.zeros(5, 3, dtype=torch.float64)])
     capped = admm(q, prox, pen, [torch.zeros(5, 3, dtype=torch.float64)], tol=1e-14, max_iter=3)
     assert capped.n_iter == 3 and not capped.converged and math.isfinite(capped.residual)
+
+
+def test_anderson_accelerates_a_slow_linear_iteration_and_backs_off_when_worse():
+    from mtlkernels.optim._anderson import Anderson
+
+    g = torch.Generator().manual_seed(4)
+    n = 30
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    M = Q @ torch.diag(torch.linspace(0.0, 0.999, n, dtype=torch.float64)) @ Q.T  # contraction, rate 0.999
+    c = torch.randn(n, generator=g, dtype=torch.float64)
+    fixed = torch.linalg.solve(torch.eye(n, dtype=torch.float64) - M, c)
+
+    def iterations(memory, limit=20000):
+        acc, s = Anderson(memory), torch.zeros(n, dtype=torch.float64)
+        for k in range(1, limit + 1):
+            s = acc.step(s, M @ s + c)
+            if float((s - fixed).norm()) <= 1e-8 * float(fixed.norm()):
+                return k
+        return limit
+
+    plain, accelerated = iterations(0), iterations(5)
+    assert plain > 5000 and 20 * accelerated < plain, (plain, accelerated)
+    # the safeguard: an accelerated point whose residual is worse than the last plain one is dropped
+    acc, s = Anderson(3), torch.zeros(n, dtype=torch.float64)
+    for _ in range(4):
+        s = acc.step(s, M @ s + c)
+    assert acc.accelerated
+    plain_point = acc.plain
+    worse = s + 10 * acc.plain_norm * torch.ones(n, dtype=torch.float64)  # pretend the map sent s far away
+    assert torch.equal(acc.settle(s, worse), plain_point) and acc.count == 0
+    assert torch.equal(Anderson(0).step(s, worse), worse)
+
+
+def test_admm_started_at_the_optimum_without_duals_stops_at_once():
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((25, 6)) * np.r_[1e-2, 1, 1, 1, 1, 1e2]
+    Y = rng.standard_normal((25, 4))
+    q = lstsq_quadratic(X, Y)
+    prox = lambda v, t: [ops.svt(v[0], t * 0.5)]  # noqa: E731
+    pen = lambda p: float(0.5 * ops.nuclear_norm(p[0]))  # noqa: E731
+    cold = admm(q, prox, pen, [torch.zeros(6, 4, dtype=torch.float64)], tol=1e-10, max_iter=5000)
+    assert cold.converged
+    again = admm(q, prox, pen, cold.params, tol=1e-8, max_iter=5000)  # no warm state: duals from the gradient
+    assert again.converged and again.n_iter <= 5
+    no_aa = admm(q, prox, pen, [torch.zeros(6, 4, dtype=torch.float64)], tol=1e-10, max_iter=5000, anderson=0)
+    torch.testing.assert_close(no_aa.params[0], cold.params[0], atol=1e-6, rtol=0)

@@ -20,6 +20,24 @@ parameter rho is adapted by residual balancing (Boyd et al., 2011, sec. 3.4.1: r
 when the relative primal residual exceeds 10 times the relative dual one, / 2 in the
 opposite case, checked every `check_every` iterations), free with an eigendecomposed H.
 
+Robustness on raw data (features whose scales span 10^3 and more, tasks with fewer samples
+than features; found by fuzzing the convex estimators):
+- every reversal of rho's direction doubles the number of iterations before the next
+  change, so that balancing cannot oscillate for ever;
+- after ``ANDERSON_START`` iterations, if a residual check has been more than ``FAR`` times
+  tol, safeguarded Anderson acceleration of the iteration on (Z, U) (``optim/_anderson.py``;
+  Walker and Ni, 2011; Zhang, O'Donoghue and Boyd, 2020), memory ``anderson``: it turns the
+  slow linear convergence of a badly scaled problem into tens of iterations (a solve that
+  is nearly done does not pay its O(memory n) a step);
+- after ``STALL_CHECKS`` checks without the residual halving, a plain restart from Z
+  (rho0, the duals from Z's gradients, no acceleration), and at the end without
+  convergence, the best point seen (ADMM is not monotone).
+On the first 100 problems of the generator of ``python_tests/test_linear_raw_fuzz.py``
+this took the unconverged lasso, l2,1, trace-norm and Adaptive Sharing fits from 8 of 400
+to 1, and their ADMM iterations from 92143 to 27713 in all.
+A start point with no ``warm`` state gets the duals its gradients imply, -grad g_j(Z_0) /
+rho: a minimiser is then a fixed point, and a warm start from the optimum stops at once.
+
 Stopping, a certificate: after a Z-step, E_i = sum_j (grad g_j(Z) - grad g_j(X_j)) +
 m rho (Z_old_i - Z_i) belongs to the subdifferential of F = sum_j g_j + h at Z (for block
 i), so ||E|| bounds the distance from 0 to dF(Z): the KKT residual. We stop when ||E|| /
@@ -37,8 +55,17 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ._anderson import Anderson, flatten, unflatten
 from ._common import Params, _dot, _floats
 from .quadratic import Quadratic
+
+# Anderson acceleration starts after this many iterations, once a residual check has been
+# more than FAR times tol: most solves (warm-started blocks, well-scaled data) are done or
+# nearly done by then, and need not pay for it
+ANDERSON_START = 20
+FAR = 100.0
+# residual checks without the residual halving before a plain restart
+STALL_CHECKS = 40
 
 
 @dataclass
@@ -67,6 +94,7 @@ def admm(
     scale: float | None = None,
     check_every: int = 5,
     warm: tuple | None = None,
+    anderson: int = 5,
     progress=None,
 ) -> AdmmResult:
     """Minimise sum_j smooth_j(Z) + penalty(Z) by ADMM with exact resolvents.
@@ -86,6 +114,8 @@ def admm(
         warm: the ``state`` of an earlier result (duals and rho) to start from, for a
             sequence of related problems (the blocks of an alternating method): with a
             good dual the first iterations are already close.
+        anderson: the memory of the Anderson acceleration of the iteration (0: none; see
+            the module docstring).
         progress: optional tqdm-like object.
     Returns:
         An :class:`AdmmResult`; ``history`` holds the objective at Z_0 and at the end.
@@ -122,13 +152,25 @@ def admm(
         duals, rho = warm
         rho = min(max(rho, rho_lo), rho_hi)
         u = [[yi / rho for yi in y] for y in duals]
+    elif any(bool(p.any()) for p in z):
+        # a start point given: the duals its gradients imply (-grad g_j(Z_0) / rho), which make
+        # a minimiser a fixed point of the iteration (a warm start then stops at once)
+        rho = rho0
+        u = [[-g / rho for _ in z] for g in gz]
     else:
         rho = rho0
         u = [[torch.zeros_like(p) for p in z] for _ in qs]
     residual = math.inf
     converged = False
     it = 0
+    last_change, last_dir, gap = 0, 0, check_every  # residual balancing: when and which way rho last moved
+    accel = Anderson(anderson)
+    best, stalled = math.inf, 0  # checks since the residual last halved
+    kept: tuple = (math.inf,)
+    far = False
     for it in range(1, max_iter + 1):
+        aa = anderson and it > ANDERSON_START and far
+        state = flatten([z] + u) if aa else None
         # X-steps: the resolvent of each g_j at V = Z - U_j; with s = sum_i X_i,
         # (H + (rho / nb) I) s = B + (rho / nb) sum_i V_i and X_i = V_i - (sum_i V_i - s) / nb
         xs, svs, ss = [], [], []
@@ -150,6 +192,8 @@ def admm(
         for j in range(m):
             u[j] = [ui + xi - zi for ui, xi, zi in zip(u[j], xs[j], z)]
         if it % check_every and it not in (1, max_iter):
+            if aa:
+                z, *u = unflatten(accel.step(state, flatten([z] + u)), [z] + u)
             continue
         # the certificate (one more Hessian product) and the residuals, in one transfer
         dz = [a - b for a, b in zip(z_old, z)]
@@ -171,15 +215,37 @@ def admm(
         if residual <= tol:
             converged = True
             break
+        if it == max_iter:
+            break
+        far = far or residual > FAR * tol  # sticky: once far from tol, accelerate until the end
+        if residual < kept[0]:  # the best point so far (a prox output, its certificate known)
+            kept = (residual, z, u, rho, sz, gz)
+        best, stalled = (residual, 0) if residual < 0.5 * best else (best, stalled + 1)
+        if stalled >= STALL_CHECKS:
+            # no progress for a while: restart plainly from Z with rho0, the duals from its
+            # gradients and no acceleration (a runaway rho or extrapolation cannot persist)
+            accel, anderson = Anderson(0), 0
+            rho, last_change, last_dir, gap = rho0, it, 0, check_every
+            u = [[-g / rho for _ in z] for g in gz]
+            best, stalled = math.inf, 0
+            continue
         # residual balancing on relative residuals (Boyd et al., 2011, sec. 3.4.1)
         r_p = math.sqrt(rp2) / max(math.sqrt(max(xx, zz * m)), 1e-300)
         r_d = rho * math.sqrt(m * dz2) / max(rho * math.sqrt(uu), 1e-300)
-        if r_p > 10 * r_d and rho < rho_hi:
-            rho *= 2.0
-            u = [[ui / 2.0 for ui in uj] for uj in u]
-        elif r_d > 10 * r_p and rho > rho_lo:
-            rho /= 2.0
-            u = [[ui * 2.0 for ui in uj] for uj in u]
+        direction = 1 if (r_p > 10 * r_d and rho < rho_hi) else -1 if (r_d > 10 * r_p and rho > rho_lo) else 0
+        if direction and it - last_change >= gap:
+            if direction == -last_dir:  # a reversal: rho oscillates, so let it change half as often
+                gap *= 2
+            factor = 2.0 if direction > 0 else 0.5
+            if aa:  # a new rho is a new fixed-point map: settle the current point first
+                z, *u = unflatten(accel.settle(state, flatten([z] + u)), [z] + u)
+            rho *= factor
+            u = [[ui / factor for ui in uj] for uj in u]
+            last_change, last_dir = it, direction
+        elif aa:
+            z, *u = unflatten(accel.step(state, flatten([z] + u)), [z] + u)
+    if not converged and kept[0] < residual:  # ADMM is not monotone: return the best point it reached
+        residual, z, u, rho, sz, gz = kept
     f = _floats(sum(q.value_from_grad(sz, g) for q, g in zip(qs, gz)))[0]
     F = f + penalty(z)
     state = ([[ui * rho for ui in uj] for uj in u], rho)
