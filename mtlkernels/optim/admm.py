@@ -219,7 +219,7 @@ def admm(
             break
         far = far or residual > FAR * tol  # sticky: once far from tol, accelerate until the end
         if residual < kept[0]:  # the best point so far (a prox output, its certificate known)
-            kept = (residual, z, u, rho, sz, gz)
+            kept = (residual, z, [list(uj) for uj in u], rho, sz, gz)  # (u's lists change in place)
         best, stalled = (residual, 0) if residual < 0.5 * best else (best, stalled + 1)
         if stalled >= STALL_CHECKS:
             # no progress for a while: restart plainly from Z with rho0, the duals from its
