@@ -296,4 +296,9 @@ def test_solver_option_and_bad_values(school):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(Xs, y01)
-    assert est.solver_ == "fista" and set(np.unique(np.concatenate(est.predict(Xs)))) <= {0.0, 1.0}
+    assert est.solver_ == "prox-newton" and set(np.unique(np.concatenate(est.predict(Xs)))) <= {0.0, 1.0}
+    forced = TraceNormMTL(alpha=1.0, loss="logistic", max_iter=50, solver="fista")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        forced.fit(Xs, y01)
+    assert forced.solver_ == "fista"

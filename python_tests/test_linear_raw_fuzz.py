@@ -65,6 +65,17 @@ def loss_grad(Xs, ys, W, b):
     return gW, gb
 
 
+def class_grad(loss, Xs, ys, W, b):
+    """The gradient in W and b of sum_t mean_i l(y_ti (x_ti w_t + b_t)), labels in {-1, +1}."""
+    gW, gb = [], []
+    for t, (X, y) in enumerate(zip(Xs, ys)):
+        m = y * (X @ W[:, t] + b[t])
+        dl = -y / (1 + np.exp(np.clip(m, -700, 700))) if loss == "logistic" else -2 * y * np.maximum(1 - m, 0)
+        gW.append(X.T @ dl / len(y))
+        gb.append(dl.mean())
+    return np.stack(gW, 1), np.array(gb)
+
+
 def kkt(W, g, prox, scale):
     """The gradient mapping (W - prox(W - s g, s)) / s at a small step s, relative to ``scale``:
     the distance from 0 to the subdifferential, computed without the library."""
@@ -108,3 +119,58 @@ def test_convex_estimators_reach_the_optimum_on_small_raw_problems(kind):
                 F_ref += 0.5 * np.mean((X @ sk.coef_ + sk.intercept_ - y) ** 2) + 0.1 * np.abs(sk.coef_).sum()
             assert F <= F_ref + 1e-7 * max(abs(F_ref), 1.0), (F, F_ref)
     assert worst <= 1e-5, worst
+
+
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+@pytest.mark.parametrize("kind", ["lasso", "l21", "trace", "adaptive"])
+def test_classification_losses_reach_the_optimum_on_small_raw_problems(kind, loss):
+    """Proximal Newton (``linear/_newton.py``) where FISTA ran out of iterations on a quarter
+    of such problems (logistic lasso, 19 problems of this generator with seed 7: 5 before)."""
+    worst, n = 0.0, 0
+    for Xs, ys in PROBLEMS[:N_PROBLEMS // 2]:
+        if min(len(y) for y in ys) < 2:
+            continue
+        labels = [np.where(y > np.median(y), 1.0, -1.0) if np.ptp(y) > 0 else np.where(np.arange(len(y)) % 2, 1.0, -1.0)
+                  for y in ys]
+        scale = max(1.0, np.linalg.norm(class_grad(loss, Xs, labels, np.zeros((Xs[0].shape[1], len(Xs))),
+                                                   np.zeros(len(Xs)))[0]))
+        if kind == "adaptive":
+            est = fit(AdaptiveSharing(lambda_c=0.1, lambda_s=0.01, loss=loss), Xs, labels)
+            g, gb = class_grad(loss, Xs, labels, est.C_ + est.S_, est.intercept_)
+            r = max(kkt(est.C_, g, lambda V, s: svt(V, s * 0.1), scale),
+                    kkt(est.S_, g, lambda V, s: soft(V, s * 0.01), scale))
+        else:
+            est, prox = {"lasso": (SingleTaskLinear(penalty="l1", alpha=0.1, loss=loss), soft),
+                         "l21": (JointFeatureSelection(alpha=0.1, loss=loss), rows),
+                         "trace": (TraceNormMTL(alpha=0.1, loss=loss), svt)}[kind]
+            fit(est, Xs, labels)
+            g, gb = class_grad(loss, Xs, labels, est.coef_, est.intercept_)
+            r = kkt(est.coef_, g, lambda V, s: prox(V, s * 0.1), scale)
+        assert est.converged_ and est.solver_ == "prox-newton"
+        assert np.linalg.norm(gb) <= 1e-5 * scale
+        worst, n = max(worst, r), n + 1
+    assert n >= 20 and worst <= 1e-5, (n, worst)
+
+
+def test_logistic_lasso_and_ridge_equal_scikit_learn():
+    """An independent reference: scikit-learn's LogisticRegression (saga, the intercept not
+    penalised), C = 1 / (n alpha) for the mean loss; objectives within 1e-8."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((120, 6)) * np.r_[1, 2, 0.5, 1, 1, 3]
+    y = np.where(X @ rng.standard_normal(6) + 0.5 * rng.standard_normal(120) > 0.3, 1.0, -1.0)
+    for penalty, alpha in [("l1", 0.02), ("l2", 0.05)]:
+        est = SingleTaskLinear(loss="logistic", penalty=penalty, alpha=alpha, tol=1e-10).fit(X, y)
+        assert est.solver_ == "prox-newton" and est.converged_
+        with warnings.catch_warnings():  # (newer scikit-learn deprecates penalty= for l1_ratio=)
+            warnings.simplefilter("ignore")
+            sk = LogisticRegression(penalty=penalty, C=1 / (len(y) * alpha), solver="saga", tol=1e-12,
+                                    max_iter=200_000).fit(X, y)
+
+        def objective(w, b):
+            reg = np.abs(w).sum() if penalty == "l1" else 0.5 * (w @ w)
+            return np.mean(np.logaddexp(0, -y * (X @ w + b))) + alpha * reg
+
+        F, F_sk = objective(est.coef_.ravel(), est.intercept_[0]), objective(sk.coef_.ravel(), sk.intercept_[0])
+        assert F <= F_sk + 1e-8 and abs(F - F_sk) <= 1e-7, (F, F_sk)

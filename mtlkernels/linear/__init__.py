@@ -11,7 +11,9 @@
 
 Solvers (:mod:`mtlkernels.optim`): the squared loss with small Gram matrices goes to ADMM
 with exact per-task solves (or a closed form), whatever the scale and conditioning of the
-raw features; other losses to FISTA with the fused proximal ops. The alternating models
+raw features; the logistic and squared-hinge losses to proximal Newton (``_newton.py``: the
+same ADMM on each step's second-order model) while the per-task Gram matrices are small, else to
+FISTA with the fused proximal ops. The alternating models
 solve each block to its optimum and stop when every block's KKT residual is at most
 ``tol``; otherwise they warn (scikit-learn's ``ConvergenceWarning``). Full references:
 ``docs/papers.md``.

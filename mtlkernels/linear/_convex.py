@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ..optim import Quadratic, TaskGram
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
+from ._newton import newton_applies, prox_newton
 from ._solve import plain_step, quadratic_step, run_admm, run_fista, squared_loss
 
 SOLVERS = ("auto", "admm", "fista")
@@ -81,8 +82,10 @@ class PenalisedLinear(MultiTaskLinear):
 
     Solvers: the squared loss with small Gram matrices goes to
     :func:`mtlkernels.optim.admm` (exact per-task solves: the result does not depend on the
-    features' scales or on singular per-task Gram matrices), everything else to
-    :func:`mtlkernels.optim.fista` (``solver`` forces one). For a penalty separable over
+    features' scales or on singular per-task Gram matrices); the logistic and squared-hinge
+    losses to proximal Newton with that ADMM inside (``_newton.py``) while the per-task Gram
+    matrices are small; everything else to :func:`mtlkernels.optim.fista` (``solver="fista"``
+    forces it). For a penalty separable over
     the entries or the feature rows of W (the lasso, the l2,1 norm: ``_row_separable``),
     ADMM runs in the variable W' = W / inv, inv the features' inverse scales
     (:func:`feature_scales`; per task for an entry-separable penalty), with per-row
@@ -167,6 +170,12 @@ class PenalisedLinear(MultiTaskLinear):
                 self.solver_ = "fista"
             W = res.params[0]
             b = loss.intercept(W)
+        elif newton_applies(self, data):  # logistic, squared hinge: second-order steps, ADMM inside
+            res = prox_newton(self, data, lambda p, t: [self._prox(p[0], t)],
+                              lambda p, g, lr: [self._prox_step(p[0], g[0], lr)], penalty, [W], b, self._label,
+                              self.fit_intercept)
+            W, b = res.params[0], res.b
+            self.solver_ = "prox-newton"
         else:
             def smooth(p):
                 return task_losses(self.loss, data.predict(p[0], p[1] if self.fit_intercept else None), data).sum()

@@ -7,6 +7,7 @@ import torch
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
 from ._convex import check_solver, use_admm
+from ._newton import newton_applies, prox_newton
 from ._solve import plain_step, quadratic_step, run_admm, run_fista, squared_loss
 
 
@@ -20,13 +21,15 @@ class AdaptiveSharing(MultiTaskLinear):
     paper's 1/N sum when all tasks share the samples) or summed (``"sum"``); ``b`` is an
     unpenalised intercept (``fit_intercept``).
 
-    Solvers. The paper's accelerated proximal gradient (eqs. 7-8), whose proximal map
-    splits (eq. 9) into C <- svt(C_hat, eta lambda_c) and S <- soft_threshold(S_hat,
-    eta lambda_s) (both fused ops), is used for the logistic and squared-hinge losses
-    (:func:`mtlkernels.optim.fista`). The squared loss goes to ADMM with exact per-task
-    solves (:func:`mtlkernels.optim.admm`, the same two proximal maps), whose iteration
-    count does not grow with the conditioning of the features: raw, unstandardised data
-    reach the optimum as fast as standardised data. ``solver`` forces one.
+    Solvers. The squared loss goes to ADMM with exact per-task solves
+    (:func:`mtlkernels.optim.admm`; the proximal maps C <- svt(C_hat, eta lambda_c) and
+    S <- soft_threshold(S_hat, eta lambda_s) of the paper's eq. 9, both fused ops), whose
+    iteration count does not grow with the conditioning of the features: raw,
+    unstandardised data reach the optimum as fast as standardised data. The logistic and
+    squared-hinge losses go to proximal Newton (``linear/_newton.py``: each step the loss's
+    second-order model plus the penalty, solved by the same ADMM) while the per-task Gram
+    matrices are small, else to the paper's accelerated proximal gradient (eqs. 7-8,
+    :func:`mtlkernels.optim.fista`). ``solver="fista"`` forces the latter.
 
     Learned attributes: ``C_``, ``S_`` (n_features, n_tasks), ``coef_`` = C + S,
     ``intercept_``, ``task_similarity_`` = C^T C (the matrix of the paper's Fig. 3),
@@ -85,6 +88,10 @@ class AdaptiveSharing(MultiTaskLinear):
                 self.solver_ = "fista"
             C, S = res.params
             b = loss.intercept(C + S)
+        elif newton_applies(self, data):  # logistic, squared hinge: second-order steps, ADMM inside
+            res = prox_newton(self, data, prox_admm, prox_cs, penalty, [C, S], b, "AdaptiveSharing", self.fit_intercept)
+            (C, S), b = res.params, res.b
+            self.solver_ = "prox-newton"
         else:
             def smooth(p):
                 C, S, b = p

@@ -21,8 +21,9 @@ class JointFeatureSelection(PenalisedLinear):
     a shared design and ``"mean"`` it is scikit-learn's ``MultiTaskLasso(alpha)``.
 
     Solvers: the squared loss goes to ADMM with exact per-task solves (the prox is
-    ``ops.group_soft_threshold`` over rows); other losses to FISTA with
-    ``ops.group_prox_grad_step``.
+    ``ops.group_soft_threshold`` over rows); other losses to proximal Newton with the same
+    ADMM inside (``linear/_newton.py``) while the per-task Gram matrices are small, else to
+    FISTA with ``ops.group_prox_grad_step``.
 
     Parameters
     ----------

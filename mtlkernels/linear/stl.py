@@ -26,7 +26,8 @@ class SingleTaskLinear(PenalisedLinear):
     fit_intercept : bool, an unpenalised intercept per task.
     task_weighting : {"mean", "sum"}, L_t as the mean or the sum over task t's samples.
     solver : {"auto", "admm", "fista"}; "auto": the closed form (squared loss, l2), ADMM with
-        exact per-task solves (squared loss, l1), FISTA otherwise.
+        exact per-task solves (squared loss, l1), proximal Newton with ADMM inside (other
+        losses, per-task Gram matrices small enough), FISTA otherwise.
     max_iter, tol : iteration cap and KKT-residual tolerance (relative to the gradient at 0).
     device, dtype, warm_start, verbose : as for every estimator here.
 

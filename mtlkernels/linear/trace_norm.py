@@ -22,8 +22,10 @@ class TraceNormMTL(PenalisedLinear):
     rho1 ||W||_*.
 
     Solvers: the squared loss goes to ADMM with exact per-task solves (the prox is
-    ``ops.svt``), robust to raw, ill-conditioned features; other losses to FISTA with
-    ``ops.svt`` as the proximal step (Ji and Ye's accelerated gradient method).
+    ``ops.svt``), robust to raw, ill-conditioned features; the other losses to proximal
+    Newton with the same ADMM inside (``linear/_newton.py``) while the per-task Gram matrices
+    are small, else (or with ``solver="fista"``) to FISTA with ``ops.svt`` as the proximal
+    step (Ji and Ye's accelerated gradient method).
 
     Parameters
     ----------
