@@ -31,6 +31,14 @@ This script after the fix, ``tall`` (2026-11-27; times taken while CI ran, so sl
   On ``wide`` (30 tasks, 200 features, 20-60 samples, spread 4; d * n_latent > 1024, its
   FISTA path) AMTFL ran 10 minutes to a residual of 2e4. Not fixed.
 
+After the ADMM engine's safeguards and proximal Newton (2026-11-27, later; one thread, CI
+running beside it, so times are slow): ``tall`` spread 2: TraceNormMTL 175 iterations (was
+1030), AdaptiveSharing converged in 3335 (was 5000 and 8.3e-3); ``many`` spread 2:
+TraceNormMTL 260 (was 2370), AdaptiveSharing 685, JointFeatureSelection 365;
+SingleTaskLinear(penalty="l1") still 2000 iterations, residual 1.5e-6 (one rho for 300
+tasks). Spread 3 (10^6): TraceNormMTL converges (1015 and 550), AdaptiveSharing on ``tall``
+ends at 2.7e-6 after 5000. The alternating estimators were not rerun.
+
 Usage (from python_tests/, after `make install`; minutes per case):
     ../.venv/bin/python ../benchmarks/research/raw_scales.py SPREAD [tall|many|wide ...]
 """

@@ -29,12 +29,16 @@ than features; found by fuzzing the convex estimators):
   Walker and Ni, 2011; Zhang, O'Donoghue and Boyd, 2020), memory ``anderson``: it turns the
   slow linear convergence of a badly scaled problem into tens of iterations (a solve that
   is nearly done does not pay its O(memory n) a step);
-- after ``STALL_CHECKS`` checks without the residual halving, a plain restart from Z
-  (rho0, the duals from Z's gradients, no acceleration), and at the end without
-  convergence, the best point seen (ADMM is not monotone).
+- after ``STALL_CHECKS`` checks without the residual halving, a restart from Z (rho0, the
+  duals from Z's gradients): the first without acceleration, later ones with rho0 kept
+  for good and the acceleration back (relative residual balancing can drive rho a
+  thousand times below the curvature on raw data, where the residual grows); at the end
+  without convergence, the best point seen (ADMM is not monotone).
 On the first 100 problems of the generator of ``python_tests/test_linear_raw_fuzz.py``
 this took the unconverged lasso, l2,1, trace-norm and Adaptive Sharing fits from 8 of 400
-to 1, and their ADMM iterations from 92143 to 27713 in all.
+to 1, and their ADMM iterations from 92143 to 31338 in all; Adaptive Sharing on
+``benchmarks/research/raw_scales.py``'s tall case converges (3335 iterations; it ran out
+at 5000 with a residual of 8e-3).
 A start point with no ``warm`` state gets the duals its gradients imply, -grad g_j(Z_0) /
 rho: a minimiser is then a fixed point, and a warm start from the optimum stops at once.
 
@@ -168,6 +172,7 @@ def admm(
     best, stalled = math.inf, 0  # checks since the residual last halved
     kept: tuple = (math.inf,)
     far = False
+    restarts, anderson0 = 0, anderson
     for it in range(1, max_iter + 1):
         aa = anderson and it > ANDERSON_START and far
         state = flatten([z] + u) if aa else None
@@ -222,10 +227,15 @@ def admm(
             kept = (residual, z, [list(uj) for uj in u], rho, sz, gz)  # (u's lists change in place)
         best, stalled = (residual, 0) if residual < 0.5 * best else (best, stalled + 1)
         if stalled >= STALL_CHECKS:
-            # no progress for a while: restart plainly from Z with rho0, the duals from its
-            # gradients and no acceleration (a runaway rho or extrapolation cannot persist)
-            accel, anderson = Anderson(0), 0
-            rho, last_change, last_dir, gap = rho0, it, 0, check_every
+            # no progress for a while: restart from Z with rho0 and the duals from its gradients
+            # (a runaway rho or extrapolation cannot persist); the first time plainly (no
+            # acceleration), later with rho0 kept for good (balancing is what failed) and
+            # the acceleration back
+            restarts += 1
+            rho, last_change, last_dir = rho0, it, 0
+            gap = check_every if restarts == 1 else math.inf
+            anderson = 0 if restarts == 1 else anderson0
+            accel = Anderson(anderson)
             u = [[-g / rho for _ in z] for g in gz]
             best, stalled = math.inf, 0
             continue
