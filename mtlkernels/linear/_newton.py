@@ -35,13 +35,15 @@ from ._base import TaskData, task_losses
 from ._solve import ADMM_MAX_FEATURES, PER_TASK_GRAM_BYTES, run_admm
 
 INNER_MAX_ITER = 1000  # ADMM iterations a Newton step at most
+NEWTON_MAX_WORK = 4e9  # beyond this a step's Gram matrices cost more than FISTA's iterations save
 
 
 def newton_applies(est, data: TaskData) -> bool:
-    """Whether proximal Newton suits (a non-quadratic loss, per-task Gram matrices small enough)."""
-    d, T = data.n_features, data.n_tasks
+    """Whether proximal Newton suits: a non-quadratic loss, per-task Gram matrices small
+    enough to store and to form each step (T n d^2 multiply-adds at most ``NEWTON_MAX_WORK``)."""
+    d, T, n = data.n_features, data.n_tasks, data.Y.shape[1]
     return (est.loss != "squared" and est.solver in ("auto", "admm") and d <= ADMM_MAX_FEATURES
-            and T * d * d * data.X.element_size() <= PER_TASK_GRAM_BYTES)
+            and T * d * d * data.X.element_size() <= PER_TASK_GRAM_BYTES and T * n * d * d <= NEWTON_MAX_WORK)
 
 
 def _derivatives(kind: str, Z: Tensor, Y: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,18 +77,21 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
     X, Y, weight = data.X, data.Y, data.weight
     d, T = data.n_features, data.n_tasks
     eye = torch.eye(d, dtype=X.dtype, device=X.device)
-    Xt = X.expand(T, *X.shape) if data.shared else X  # (T, n, d)
+    # einsum subscripts of the design: one (n, d) for every task, or (T, n, d)
+    xs = "nd" if data.shared else "tnd"
+    xe = "ne" if data.shared else "tne"
 
     def objective(P, bb) -> float:
         W = sum(P[1:], P[0])
         return float(task_losses(est.loss, data.predict(W, bb if fit_intercept else None), data).sum()) + penalty(P)
 
     def grads(W, bb):
+        """Per-sample curvatures (weighted) and the gradients in W and b."""
         g, h = _derivatives(est.loss, data.predict(W, bb if fit_intercept else None), Y)
         g, h = g * weight, h * weight
-        gW = torch.einsum("tnd,tn->dt", Xt, g)
+        gW = torch.einsum(f"{xs},tn->dt", X, g)
         gb = g.sum(1) if fit_intercept else torch.zeros_like(bb)
-        return g, h, gW, gb
+        return h, gW, gb
 
     def kkt(P, gW, gb) -> float:
         """The gradient mapping at a small step (as ``_blocks.prox_residual``), with the intercepts' gradient."""
@@ -102,26 +107,24 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
     P = [p.detach().clone() for p in params]
     b = b.detach().clone()
     W = sum(P[1:], P[0])
-    g, h, gW, gb = grads(torch.zeros_like(W), torch.zeros_like(b))
+    _, gW, gb = grads(torch.zeros_like(W), torch.zeros_like(b))
     scale = max(1.0, float(torch.cat([gW.reshape(-1), gb]).norm()))
-    g, h, gW, gb = grads(W, b)
+    h, gW, gb = grads(W, b)
     F = objective(P, b)
     history = [F]
     residual = kkt(P, gW, gb) / scale
-    curv = float((h * Xt.pow(2).sum(-1)).sum()) / max(d * T, 1)  # the model's mean diagonal entry
+    curv = float((h * X.pow(2).sum(-1)).sum()) / max(d * T, 1)  # the model's mean diagonal entry
     eps = torch.finfo(X.dtype).eps
     tau_floor = 1e-3 * eps**0.5 * max(curv, 1e-12)
     tau, flat = max(1e-8 * max(curv, 1e-12), tau_floor), 0
     warm = None
     it = 0
     converged = residual <= est.tol
-    for it in range(1, max_iter + 1):
-        if converged:
-            it -= 1
-            break
-        G = torch.einsum("tnd,tn,tne->tde", Xt, h, Xt)  # (T, d, d) per-task curvature
+    while it < max_iter and not converged:
+        it += 1
+        G = torch.einsum(f"{xs},tn,{xe}->tde", X, h, X)  # (T, d, d) per-task curvature
         if fit_intercept:
-            v = torch.einsum("tnd,tn->td", Xt, h)
+            v = torch.einsum(f"{xs},tn->td", X, h)
             s = h.sum(1) + tau
             G = G - v[:, :, None] * v[:, None, :] / s[:, None, None]
             r = gW - (v * (gb / s)[:, None]).T
@@ -149,7 +152,7 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
             if F_new <= F + 1e-4 * t * min(decrease, 0.0):
                 break
             t *= 0.5
-        if not F_new <= F + 1e-12 * abs(F):  # no descent along the step: stop at the point reached
+        if not F_new <= F + 1e-12 * abs(F):  # no descent: damp the model more and try again
             tau *= 100
             if tau > 1e12 * max(curv, 1.0):
                 break
@@ -159,7 +162,7 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
         flat = flat + 1 if F - F_new <= 10 * eps * abs(F) else 0
         P, b, F = P_new, b_new, F_new
         W = sum(P[1:], P[0])
-        g, h, gW, gb = grads(W, b)
+        h, gW, gb = grads(W, b)
         history.append(F)
         residual = kkt(P, gW, gb) / scale
         converged = residual <= est.tol
