@@ -31,7 +31,9 @@ import torch
 from torch import Tensor
 
 from ..optim import Quadratic, TaskGram
+from ..optim._anderson import flatten, unflatten
 from ._base import TaskData, task_losses
+from ._blocks import prox_residual
 from ._solve import ADMM_MAX_FEATURES, PER_TASK_GRAM_BYTES, run_admm
 
 INNER_MAX_ITER = 1000  # ADMM iterations a Newton step at most
@@ -94,14 +96,9 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
         return h, gW, gb
 
     def kkt(P, gW, gb) -> float:
-        """The gradient mapping at a small step (as ``_blocks.prox_residual``), with the intercepts' gradient."""
-        xn = math.sqrt(sum(float((p * p).sum()) for p in P))
-        gn = math.sqrt(len(P)) * float(gW.norm())
-        r = 0.0
-        if gn > 0:
-            step = (torch.finfo(gW.dtype).eps ** 0.5 * xn if xn > 0 else 1e-8) / gn
-            Q = prox_step(P, [gW] * len(P), step)
-            r = math.sqrt(sum(float(((p - q) ** 2).sum()) for p, q in zip(P, Q))) / step
+        """The blocks' gradient mapping (``_blocks.prox_residual``) with the intercepts' gradient."""
+        r = prox_residual(flatten(P), flatten([gW] * len(P)), None,
+                          lambda x, gg, lr: flatten(prox_step(unflatten(x, P), unflatten(gg, P), lr)))
         return math.sqrt(r * r + float(gb.norm()) ** 2)
 
     P = [p.detach().clone() for p in params]
