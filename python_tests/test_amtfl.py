@@ -312,3 +312,25 @@ def test_inputs_on_cuda0_while_cuda1_is_current(dtype):
     for i, (o, e) in enumerate(zip(got, _reference(ts))):
         assert o.device == ts[0].device, i
         assert rel_err(o, e) < 10 * TOL[dtype], i
+
+
+def test_feedback_residual_takes_the_relu_kink_as_a_corner():
+    """At a pre-activation of exactly 0 (here 1e-13) any slope in [0, 1] is a subgradient
+    of the ReLU: two samples reconstructed by relu(c), targets -1 and 0.5, have their
+    minimum at every c <= 0, so c = 1e-13 is stationary although autograd (slope 1 there)
+    gives a gradient of 1 in c. Away from the kink both residuals agree."""
+    from mtlkernels.linear._amtfl_blocks import feedback_residual
+    from mtlkernels.linear._blocks import prox_residual
+
+    Z = torch.tensor([[-1.0], [0.5]], dtype=torch.float64)
+    S = torch.zeros(1, 1, dtype=torch.float64)  # Z S A = 0: the pre-activation is c for both samples
+    thr = torch.tensor([[0.1], [0.0]], dtype=torch.float64)
+    for c, stationary in [(1e-13, True), (0.3, False)]:
+        X = torch.tensor([[0.0], [c]], dtype=torch.float64)
+        r = feedback_residual(Z, S, X, 1.0, thr, 1.0)
+        g = torch.tensor([[0.0], [2 * (1 + c) - 2 * (0.5 - c)]], dtype=torch.float64)  # slope 1 at u = c > 0
+        plain = prox_residual(X, g, None, lambda x, gg, lr: ops.prox_grad_step(x, gg, lr, thr))
+        if stationary:
+            assert plain > 0.9 and r <= 1e-12, (plain, r)
+        else:
+            assert abs(r - plain) <= 1e-9 * plain, (plain, r)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .. import ops
 from ..optim import Quadratic
-from ._blocks import keep_descent, prox_residual, shifted
+from ._blocks import prox_residual
 from ._solve import run_admm, run_fista
 
 
@@ -37,33 +37,92 @@ def recon_loss(Z: Tensor, S: Tensor, A: Tensor, c: Tensor) -> Tensor:
     return ops.amtfl_reconstruction_loss(Z, S, A, c)
 
 
-def _pattern_quadratic(Zt: Tensor, St: Tensor, Z: Tensor, M: Tensor, w: float) -> Quadratic:
-    """The pattern M's quadratic in X = [A; c^T] ((T+1) x k), column j for feature j."""
+KINK_RTOL = 1e-9  # a pre-activation within this fraction of its feature's scale is on the ReLU's kink
+MAX_KINKS = 256
+
+
+def feedback_residual(Z: Tensor, S: Tensor, X: Tensor, w: float, thr: Tensor, scale: float) -> float:
+    """The (A, c) block's KKT residual at X = [A; c^T], relative to ``scale``.
+
+    The block is piecewise quadratic: where a pre-activation u = [Z S, 1] x_j is exactly 0
+    (a sample on the ReLU's kink, where a minimiser often sits: the pieces meet in a
+    corner), the gradient is not defined and any slope relu'(u) in [0, 1] is a Clarke
+    subgradient. The residual is then the smallest gradient mapping over those slopes (a
+    small convex problem in one slope per kink, by projected gradient); elsewhere the plain
+    gradient mapping."""
+    T = S.shape[1]
+
+    def prox_step(x, g, lr):
+        return ops.prox_grad_step(x, g, lr, thr)
+
+    with torch.enable_grad():
+        Xg = X.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(w * recon_loss(Z, S, Xg[:T], Xg[T]), Xg)
+    P = torch.cat([Z @ S, torch.ones(Z.shape[0], 1, dtype=Z.dtype, device=Z.device)], 1)  # (N, T+1)
+    U = P @ X
+    kink = U.abs() <= KINK_RTOL * torch.maximum((P.abs() @ X.abs()).amax(0), Z.abs().amax(0))  # per feature's scale
+    n_kinks = int(kink.sum())
+    if n_kinks == 0 or n_kinks > MAX_KINKS:
+        return prox_residual(X, g, None, prox_step) / scale
+    rows, cols = kink.nonzero(as_tuple=True)
+    D = -2 * w * (Z[rows, cols] - torch.relu(U[rows, cols]))[:, None] * P[rows]  # (K, T+1): slope 1 minus slope 0
+    theta0 = (U[rows, cols] > 0).to(X.dtype)  # the slopes autograd took
+    nonzero = X != 0
+
+    def grad_at(theta):
+        return g.index_put((torch.arange(T + 1, device=X.device)[None, :].expand(len(rows), -1),
+                            cols[:, None].expand(-1, T + 1)), (theta - theta0)[:, None] * D, accumulate=True)
+
+    def dist(v):  # the distance from 0 to v + thr d|X| (entrywise), and its derivative in v
+        r = torch.where(nonzero, v + thr * X.sign(), v.sign() * (v.abs() - thr).clamp_min(0))
+        return r, torch.where(nonzero | (v.abs() > thr), r, torch.zeros_like(r))
+
+    theta = theta0.clone()
+    step = 1.0 / max(2 * float((D * D).sum()), 1e-300)
+    for _ in range(500):  # projected gradient on the convex ||dist(g(theta))||^2 over [0, 1]^K
+        _, dr = dist(grad_at(theta))
+        new = (theta - step * 2 * (dr[:, cols].T * D).sum(1)).clamp(0, 1)
+        if float((new - theta).abs().max()) <= 1e-12:
+            theta = new
+            break
+        theta = new
+    return min(prox_residual(X, grad_at(theta), None, prox_step), prox_residual(X, g, None, prox_step)) / scale
+
+
+def _pattern_model(Zt: Tensor, St: Tensor, Z: Tensor, M: Tensor, w: float):
+    """The pattern M's quadratic in X = [A; c^T] ((T+1) x k), column j for feature j, with a
+    Levenberg-Marquardt term per column: returns ``build(damp, center)`` (the Quadratic
+    quad(X) + sum_j damp_j / 2 ||x_j - center_j||^2, its resolvent from one batched SVD
+    per pattern) and the quadratic's typical curvature."""
     Mf = M.to(Zt.dtype)
     C = torch.einsum("ni,nj,nl->lij", Zt, Zt, Mf)  # (k, k+1, k+1)
     C = (C + C.mT) / 2
     lin = 2 * w * (St.T @ (Zt.T @ (Mf * Z)))  # (T+1, k)
-    const = w * float((Mf * Z * Z).sum())
     lam, U = torch.linalg.eigh(C)
     F = (U * lam.clamp_min(0).sqrt().unsqueeze(1)).mT @ St  # (k, k+1, T+1): F_j^T F_j = S~^T C_j S~
     _, sig, Vt = torch.linalg.svd(F, full_matrices=False)  # Vt (k, k+1, T+1)
     s2 = 2 * w * sig * sig  # (k, k+1)
+    curvature = float(s2.sum()) / (St.shape[1] * s2.shape[0])
 
-    shrink: list = [None, None]  # (r, s2 / (s2 + r)) for the last r (ADMM changes r rarely)
+    def build(damp: Tensor, center: Tensor) -> Quadratic:
+        shrink: list = [None, None, None]  # (r, s2 / (s2 + r + damp), r + damp) for the last r
 
-    # per feature j (the batch): C_j (S~ D)_j and Vt_j (R)_j as batched matrix-vector
-    # products (einsum's Python overhead was a third of the feedback block's time)
-    def hess(D):
-        E = St @ D  # (k+1, k)
-        return 2 * w * (St.T @ torch.bmm(C, E.T.unsqueeze(-1)).squeeze(-1).T)
+        # per feature j (the batch): C_j (S~ D)_j and Vt_j (R)_j as batched matrix-vector
+        # products (einsum's Python overhead was a third of the feedback block's time)
+        def hess(D):
+            E = St @ D  # (k+1, k)
+            return 2 * w * (St.T @ torch.bmm(C, E.T.unsqueeze(-1)).squeeze(-1).T) + D * damp
 
-    def inverse(R, r):
-        if shrink[0] != r:
-            shrink[:] = [r, s2 / (s2 + r)]
-        q = torch.bmm(Vt, R.T.unsqueeze(-1)).squeeze(-1) * shrink[1]  # (k, k+1)
-        return (R - torch.bmm(q.unsqueeze(1), Vt).squeeze(1).T) / r
+        def inverse(R, r):
+            if shrink[0] != r:
+                rr = r + damp
+                shrink[:] = [r, s2 / (s2 + rr[:, None]), rr]
+            q = torch.bmm(Vt, R.T.unsqueeze(-1)).squeeze(-1) * shrink[1]  # (k, k+1)
+            return (R - torch.bmm(q.unsqueeze(1), Vt).squeeze(1).T) / shrink[2]
 
-    return Quadratic(hess, lin, const, inverse, float(s2.sum()) / (St.shape[1] * s2.shape[0]))
+        return Quadratic(hess, lin + damp * center, 0.0, inverse, curvature + float(damp.mean()))
+
+    return build, curvature
 
 
 def feedback_step(est, Z: Tensor, S: Tensor, A: Tensor, c: Tensor, w: float, theta: Tensor, scale: float,
@@ -79,8 +138,10 @@ def feedback_step(est, Z: Tensor, S: Tensor, A: Tensor, c: Tensor, w: float, the
     def true_smooth(X):
         return w * recon_loss(Z, S, X[:T], X[T])
 
-    def objective(X):
-        return float(true_smooth(X)) + float((thr * X.abs()).sum())
+    P = Zt @ St  # [Z S, 1] (N, T+1)
+
+    def column_objectives(X):  # the block separates over the features j (the columns of X)
+        return w * ((Z - torch.relu(P @ X)) ** 2).sum(0) + (thr * X.abs()).sum(0)
 
     def prox_step(x, g, lr):
         return ops.prox_grad_step(x, g, lr, thr)
@@ -94,45 +155,45 @@ def feedback_step(est, Z: Tensor, S: Tensor, A: Tensor, c: Tensor, w: float, the
         return res.params[0]
 
     def kkt(X):
-        with torch.enable_grad():
-            Xg = X.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(true_smooth(Xg), Xg)
-        return prox_residual(X, g, None, prox_step) / scale
+        return feedback_residual(Z, S, X, w, thr, scale)
 
     # first a few proximal-gradient steps on the true objective (enough when the task
     # outputs are well conditioned and the pattern moves a lot, as on the synthetic data)
     lr0 = 1.0 / max(2 * w * float((Zt @ St).norm()) ** 2, 1e-300)
     X = fista_steps(torch.cat([A, c[None, :]], 0), fista_iter)
-    F = objective(X)
     residual = kkt(X)
     damping = warm.get("feedback lm")
     for _ in range(max_gn):
         if residual <= tol:
             break
-        M = (Zt @ (St @ X)) > 0
-        quad = _pattern_quadratic(Zt, St, Z, M, w)
+        build, curvature = _pattern_model(Zt, St, Z, (P @ X) > 0, w)
+        floor, ceiling = 1e-12 * (curvature or 1.0), 1e12 * max(curvature or 1.0, 1.0)
         if damping is None:
-            damping = 1e-3 * (quad.curvature or 1.0)
-        Fn = F
-        for _ in range(8):  # Levenberg-Marquardt: a proximal term keeps the step where the pattern holds
-            res = run_admm(est, shifted(quad, damping, X), lambda v, t: [ops.soft_threshold(v[0], t * thr)],
+            damping = torch.full((k,), 1e-3 * (curvature or 1.0), dtype=X.dtype, device=X.device)
+        F_cols = column_objectives(X)
+        pending = torch.ones(k, dtype=torch.bool, device=X.device)
+        improved = False
+        for _ in range(8):  # Levenberg-Marquardt per feature: a proximal term keeps each step where the pattern holds
+            res = run_admm(est, build(damping, X), lambda v, t: [ops.soft_threshold(v[0], t * thr)],
                            lambda p: float((thr * p[0].abs()).sum()), [X], "AMTFL feedback", scale=scale,
                            tol=max(0.1 * residual, 0.1 * tol), warm=warm.get("feedback"), max_iter=200)
             warm["feedback"] = res.state
-            res = keep_descent(res, [X])
-            Fn = objective(res.params[0])
-            if Fn < F:
-                damping = max(damping / 3, 1e-12 * (quad.curvature or 1.0))
+            Fn = column_objectives(res.params[0])
+            ok = pending & (Fn < F_cols)
+            if bool(ok.any()):
+                X = torch.where(ok[None, :], res.params[0], X)
+                F_cols = torch.where(ok, Fn, F_cols)
+                improved = True
+            damping = torch.where(ok, (damping / 3).clamp_min(floor), torch.where(pending, damping * 4, damping))
+            pending = pending & ~ok & (damping <= ceiling)  # a feature whose model gives no decrease rests
+            if not bool(pending.any()):
                 break
-            damping *= 4
-            if damping > 1e12 * max(quad.curvature or 1.0, 1.0):
-                break
-        if not Fn < F:  # the pattern's model gives no decrease: proximal-gradient steps finish
+        damping = damping.clamp_max(ceiling)
+        if not improved:  # the pattern's model gives no decrease: proximal-gradient steps finish
             damping = None
             X = fista_steps(X, 4 * fista_iter)
             residual = kkt(X)
             break
-        X, F = res.params[0], Fn
         residual = kkt(X)
     warm["feedback lm"] = damping
     return X[:T].contiguous(), X[T].contiguous(), residual

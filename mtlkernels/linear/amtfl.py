@@ -9,7 +9,8 @@ from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block, solve_block_mm
-from ._amtfl_blocks import feedback_step, recon_loss
+from ._amtfl_blocks import feedback_residual, feedback_step, recon_loss
+from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep
 from ._solve import latent_init, plain_step, squared_loss
 
 
@@ -148,6 +149,8 @@ class AMTFL(MultiTaskLinear):
         loop = OuterLoop(self, ("S", "L", "A") if sq is not None else ("LS", "A"))
         scales = {}
         for outer in range(self.max_outer):
+            L, S, M = self._valley_steps(samples, L, S, A, c, rw, shear=outer % shear_period(k) == 0)
+            move_duals(loop.warm, M, "AMTFL S-step", "AMTFL L-step")
             f = 1 + alpha * A.abs().sum(1)
             if sq is not None:
                 qS = latent_s_quadratic(sq, L, f)
@@ -174,9 +177,10 @@ class AMTFL(MultiTaskLinear):
             # (A, c) with L, S fixed: the losses are constants, one l1 threshold alpha L_t per row of A
             thresholds = (alpha * task_L(L, S, b)).detach()[:, None]
             Z = self._features(samples, L).detach()
-            if "A" not in scales:
-                scales["A"] = block_scale(torch.cat([g.reshape(-1) for g in grad_at(
-                    lambda p: rw * recon_loss(Z, S, p[0], p[1]), [torch.zeros_like(A), c])]))
+            if "A" not in scales:  # the gradient at A = 0, c = 0 with the ReLU's slope 1 (autograd's 0 there
+                # would give no scale at all): 2 w [Z S, 1]^T Z
+                P = torch.cat([Z @ S, torch.ones(Z.shape[0], 1, dtype=Z.dtype, device=Z.device)], 1)
+                scales["A"] = block_scale(2 * rw * (P.T @ Z))
             A, c, _ = feedback_step(self, Z, S, A, c, rw, thresholds, scales["A"], loop.inner_tol, loop.warm)
             if sq is not None:  # extrapolation along the outer steps (b follows L S in closed form)
                 ext = loop.extrapolate([L, S, A, c], lambda x: self.objective(*x, sq.intercept(x[0] @ x[1]), data))
@@ -191,8 +195,8 @@ class AMTFL(MultiTaskLinear):
                 P = [t.detach().requires_grad_(True) for t in (L, S, A, c, b)]
                 gL, gS, gA, gc, gb = torch.autograd.grad(smooth_total(*P, f), P, allow_unused=True)
             gb = torch.zeros_like(b) if gb is None or sq is not None or not fit_b else gb
-            r_A = (prox_residual(A, gA, None, lambda x, g, lr: ops.prox_grad_step(x, g, lr, thresholds)) ** 2
-                   + float(gc.norm()) ** 2) ** 0.5 / scales["A"]
+            r_A = feedback_residual(self._features(samples, L).detach(), S, torch.cat([A, c[None, :]], 0), rw,
+                                    torch.cat([thresholds.reshape(-1), thresholds.new_zeros(1)])[:, None], scales["A"])
             r_L = prox_residual(L, gL, None, prox_L)
             r_S = prox_residual(S, gS, None, prox_S)
             if sq is not None:
@@ -207,6 +211,25 @@ class AMTFL(MultiTaskLinear):
         self.objective_history_ = history
         loop.finish()
         return L @ S, b
+
+    def _valley_steps(self, samples, L, S, A, c, rw, shear=True):
+        """Moves along the valley of W = L S with A and c fixed (the losses do not change;
+        the reconstruction's target relu(Z S A + c) does not either, Z S being fixed):
+        the exact best scales of the factors (``_balance.balance_scales``; relu(Z c) = relu(Z) c
+        for c > 0, so also with the ReLU layer) and, for the linear layer, a sweep of exact
+        shear steps (``_balance.shear_sweep``). Returns (L M^-1, M S, M)."""
+        lam, l1_L, mu = float(self.lam), float(self.l1_L), float(self.mu)
+        Z = self._features(samples, L)
+        T0 = torch.relu(Z @ (S @ A) + c)
+        a = lam * (L**2).sum(0) + rw * (Z**2).sum(0)
+        b = l1_L * L.abs().sum(0) - 2 * rw * (Z * T0).sum(0)
+        scales = balance_scales(a, b, mu * S.abs().sum(1))
+        L, S = rebalance(L, S, scales)
+        M = torch.diag(1 / scales)
+        if shear and self.hidden == "linear" and self.n_latent <= SHEAR_MAX_LATENT:
+            L, S, Ms = shear_sweep(L, S, lam, l1_L, mu, recon=(Z * scales, T0, rw))
+            M = Ms.to(M) @ M
+        return L, S, M
 
     def _raw_scores(self, X):
         """relu(X L) S + b with the ReLU hidden layer (Lee et al. 2018, eq. 6), else X W + b."""

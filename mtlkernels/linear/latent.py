@@ -11,6 +11,7 @@ from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block
+from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep
 from ._solve import latent_init, plain_step, squared_loss
 
 
@@ -41,6 +42,16 @@ class _LatentFactorMTL(MultiTaskLinear):
 
     def _penalty_L(self, L) -> float:
         raise NotImplementedError
+
+    def _scale_terms(self, L, S):
+        """(a, b, e) per latent component: the penalties of column i of L scaled by c are
+        a_i c^2 + b_i c, those of row i of S scaled by 1 / c are e_i / c (``_balance``)."""
+        raise NotImplementedError
+
+    def _shear(self, L, S):
+        """Exact steps along the shears of the valley (``_balance.shear_sweep``) where the
+        penalties allow them: (L M^-1, M S, M); by default none."""
+        return L, S, torch.eye(S.shape[0], dtype=S.dtype, device=S.device)
 
     def _ridge_only_L(self) -> float | None:
         """The ridge weight r when the L-penalty is (r / 2) ||L||^2 alone (a closed-form L-step)."""
@@ -93,6 +104,15 @@ class _LatentFactorMTL(MultiTaskLinear):
                     self, lambda p: losses(L, p[0], p[1]), None,
                     lambda p, g, lr: [self._prox_S(p[0], g[0], lr), plain_step(p[1], g[1], lr) if fit_b else p[1]],
                     lambda p: self._penalty_S(p[0]), [S, b], f"{name} S-step", scale_s, loop.inner_tol).params
+            # moves along the valley of this L S: the best scales of the factors (closed form)
+            # and exact shear steps (``_balance``); the blocks' ADMM duals follow them
+            scales = balance_scales(*self._scale_terms(L, S))
+            L, S = rebalance(L, S, scales)
+            M = torch.diag(1 / scales)
+            if outer % shear_period(self.n_latent) == 0:
+                L, S, Ms = self._shear(L, S)
+                M = Ms.to(M) @ M
+            move_duals(loop.warm, M, f"{name} S-step", f"{name} L-step")
             # L-step (S fixed)
             if loss is not None:
                 qL = latent_l_quadratic(loss, S)
@@ -194,6 +214,14 @@ class GoMTL(_LatentFactorMTL):
     def _penalty_L(self, L):
         return float(self.lam * (L**2).sum() + self.l1_L * L.abs().sum())
 
+    def _scale_terms(self, L, S):
+        return self.lam * (L**2).sum(0), self.l1_L * L.abs().sum(0), self.mu * S.abs().sum(1)
+
+    def _shear(self, L, S):
+        if self.n_latent > SHEAR_MAX_LATENT:
+            return super()._shear(L, S)
+        return shear_sweep(L, S, float(self.lam), float(self.l1_L), float(self.mu))
+
 
 class LatentTaskMTL(_LatentFactorMTL):
     """Multi-task attribute learning with a latent task matrix (Abdulnabi, Wang, Lu and Jia,
@@ -276,3 +304,17 @@ class LatentTaskMTL(_LatentFactorMTL):
 
     def _penalty_L(self, L):
         return float(self.gamma * L.abs().sum() + self.lam * (L**2).sum())
+
+    def _scale_terms(self, L, S):
+        if self._labels is None:
+            e = S.norm(dim=1)
+        else:
+            G = int(self._labels.max()) + 1
+            e = torch.zeros(S.shape[0], G, dtype=S.dtype, device=S.device).index_add_(1, self._labels, S * S).sqrt().sum(1)
+        return self.lam * (L**2).sum(0), self.gamma * L.abs().sum(0), self.mu * e
+
+    def _shear(self, L, S):
+        if self.n_latent > SHEAR_MAX_LATENT:
+            return super()._shear(L, S)
+        groups = np.zeros(S.shape[1], dtype=np.int64) if self._labels is None else self._labels.cpu().numpy()
+        return shear_sweep(L, S, float(self.lam), float(self.gamma), float(self.mu), groups=groups)

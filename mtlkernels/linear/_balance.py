@@ -1,0 +1,187 @@
+"""The scaling valley of a factorisation W = L S: (L diag(c), diag(c)^-1 S) has the same W
+for every c > 0, and only the penalties tell the scales apart. Alternating block steps
+move along that valley by a factor of about (1 + penalty / data curvature) per outer step
+(millions of steps on raw features with scales of 10^3); the best scales are known in
+closed form, so the estimators take them exactly (Go-MTL, LatentTaskMTL, AMTFL).
+
+Per latent component i the penalties are a_i c^2 + b_i c + e_i / c: a_i the Frobenius
+(ridge) terms of column i of L (and AMTFL's reconstruction), b_i its l1 terms (and AMTFL's
+transfer weights), e_i the penalty of row i of S (l1 or group lasso, degree one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+NEWTON_STEPS = 60
+SHEAR_MAX_LATENT = 16  # a sweep is k (k - 1) host steps: at most 240 a sweep
+SHEAR_PAIRS_PER_STEP = 24
+
+
+def balance_scales(a: Tensor, b: Tensor, e: Tensor) -> Tensor:
+    """argmin_{c > 0} a c^2 + b c + e / c per component (a, e >= 0; b of either sign, a > 0
+    where b < 0): the positive root of p(c) = 2 a c^3 + b c^2 - e, by Newton's method from
+    above (p is increasing and convex from its root on, so the iterates fall monotonically
+    to it). Components with e = 0 (an empty row of S) or a = b = 0 (an empty column of L)
+    keep c = 1."""
+    live = (e > 0) & ((a > 0) | (b > 0))
+    a, b, e = (torch.where(live, v, torch.ones_like(v)) for v in (a, b, e))
+    big = torch.full_like(a, float("inf"))
+    pos_a = a > 0
+    c = torch.minimum(torch.where(pos_a, (e / (2 * a).clamp_min(1e-300)) ** (1 / 3), big),
+                      torch.where(b > 0, (e / b.clamp_min(1e-300)).sqrt(), big))
+    c = torch.where(b < 0, torch.maximum((e / (2 * a).clamp_min(1e-300)) ** (1 / 3), -b / a.clamp_min(1e-300)), c)
+    for _ in range(200):  # b < 0: double up to a point right of the root
+        low = (2 * a * c**3 + b * c**2 - e) < 0
+        if not bool(low.any()):
+            break
+        c = torch.where(low, 2 * c, c)
+    for _ in range(NEWTON_STEPS):
+        g = 2 * a * c**3 + b * c**2 - e
+        step = g / (6 * a * c**2 + 2 * b * c)
+        c = c - step
+        if bool((step.abs() <= 1e-15 * c).all()):
+            break
+    return torch.where(live, c, torch.ones_like(c))
+
+
+def shear_period(k: int) -> int:
+    """Outer steps between shear sweeps: one sweep is k (k - 1) host steps, so about
+    SHEAR_PAIRS_PER_STEP of them per outer step on average (every step for k <= 5)."""
+    return max(1, -(-k * (k - 1) // SHEAR_PAIRS_PER_STEP))
+
+
+def rebalance(L: Tensor, S: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """(L diag(c), diag(c)^-1 S): the same product L S (a move with M = diag(c)^-1)."""
+    return L * c, S / c[:, None]
+
+
+def _min_piecewise(A: float, B: float, tau: np.ndarray, c: np.ndarray) -> float:
+    """argmin_t A t^2 - 2 B t + sum_m c_m |t - tau_m| (A > 0, c >= 0), a convex piecewise
+    quadratic: with the breakpoints sorted, raw_k, the stationary point of the quadratic
+    on interval k (between tau_(k-1) and tau_(k)), falls with k; the first interval with
+    raw_k <= tau_(k) holds the minimiser, raw_k itself or the breakpoint tau_(k-1) when
+    raw_k lies left of it (a kink)."""
+    if tau.size == 0:
+        return B / A
+    order = np.argsort(tau)
+    tau, c = tau[order], c[order]
+    csum = np.concatenate([[0.0], np.cumsum(c)])
+    raw = (2 * B - (2 * csum - csum[-1])) / (2 * A)
+    below = np.flatnonzero(raw[:-1] <= tau)
+    k = int(below[0]) if below.size else tau.size
+    return float(raw[k]) if k == 0 else float(max(raw[k], tau[k - 1]))
+
+
+def _min_convex(A: float, B: float, tau: np.ndarray, c: np.ndarray, mu: float, uu, uv, vv) -> float:
+    """argmin_t A t^2 - 2 B t + sum_m c_m |t - tau_m| + mu sum_g ||u_g + t v_g|| (the group
+    norms given by uu = ||u_g||^2, uv = <u_g, v_g>, vv = ||v_g||^2), a convex function: the
+    slopes at the kinks tau_m (one vectorised evaluation) give the kink that is the minimiser
+    or the interval that holds it, where the function is smooth; there Newton's method on
+    the slope, safeguarded by bisection."""
+    K = float(c.sum()) + mu * float(np.sqrt(vv).sum())
+    lo, hi = (2 * B - K) / (2 * A), (2 * B + K) / (2 * A)  # |2 A t - 2 B| <= K at the minimiser
+
+    def slope(t):  # t (n,): the slope (with sign(0) = 0 at a kink) and the curvature of the smooth part
+        t = np.asarray(t, dtype=float)[:, None]
+        q = uu + 2 * t * uv + t * t * vv
+        n = np.sqrt(np.maximum(q, 0.0))
+        on = n > 0
+        nz = np.where(on, n, 1.0)
+        num = uv + t * vv
+        g = (2 * A * t[:, 0] - 2 * B + np.sign(t - tau[None, :]) @ c
+             + mu * np.where(on, num / nz, 0.0).sum(1))
+        h = 2 * A + mu * np.where(on, (vv * q - num * num) / nz**3, 0.0).sum(1)
+        return g, h
+
+    if tau.size:
+        order = np.argsort(tau)
+        tau_s, c_s = tau[order], c[order]
+        g_mid, _ = slope(tau_s)
+        left, right = g_mid - c_s, g_mid + c_s
+        at = np.flatnonzero((left <= 0) & (right >= 0))
+        if at.size:
+            return float(tau_s[at[0]])
+        up = np.flatnonzero(left > 0)  # the minimiser is left of the first kink with a positive slope
+        if up.size:
+            hi = min(hi, float(tau_s[up[0]]))
+            if up[0] > 0:
+                lo = max(lo, float(tau_s[up[0] - 1]))
+        else:
+            lo = max(lo, float(tau_s[-1]))
+    t = min(max(0.0, lo), hi)  # near a fixed point of the outer loop the best shear is ~0
+    for _ in range(200):
+        g, h = (float(v[0]) for v in slope([t]))
+        if abs(g) <= 1e-13 * (2 * A * abs(t) + 2 * abs(B) + K) or hi - lo <= 1e-14 * max(abs(lo), abs(hi)):
+            return t
+        if g > 0:
+            hi = t
+        elif g < 0:
+            lo = t
+        else:
+            return t
+        tn = t - g / h if h > 0 else 0.5 * (lo + hi)
+        if not lo < tn < hi:
+            tn = 0.5 * (lo + hi)
+        t = tn
+    return t
+
+
+def shear_sweep(L: Tensor, S: Tensor, lam: float, l1_L: float, mu: float, recon=None,
+                groups: np.ndarray | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """One sweep of exact steps along the shears of the valley: for each ordered pair (i, j),
+    row i of S += t row j and column j of L -= t column i (the same L S), t minimising
+    lam ||L||^2 + l1_L ||L||_1 + mu ||S||_1 (+ w ||X L - T0||^2) along it: a convex piecewise
+    quadratic in t, minimised exactly (so steps stop on the kinks where an entry of S is
+    zero, the points that pin the valley). ``recon = (Z, T0, w)``, Z = X L: AMTFL's
+    reconstruction with a fixed target T0. ``groups`` (one integer label per column of S):
+    the group lasso mu sum_g ||S_i^g|| of LatentTaskMTL instead of the l1 on S (then a
+    convex function minimised by safeguarded Newton steps). On the host in numpy: k (k - 1)
+    tiny steps. Returns (L M^-1, M S, M)."""
+    Ln, Sn = L.detach().cpu().numpy().copy(), S.detach().cpu().numpy().copy()
+    Mn = np.eye(Ln.shape[1])
+    if recon is not None:
+        Z, T0, w = recon
+        Z, R = Z.detach().cpu().numpy().copy(), Z.detach().cpu().numpy() - T0.detach().cpu().numpy()
+    k = Ln.shape[1]
+    for i in range(k):
+        for j in range(k):
+            if i == j:
+                continue
+            li, lj, si, sj = Ln[:, i], Ln[:, j], Sn[i], Sn[j]
+            A, B = lam * float(li @ li), lam * float(li @ lj)
+            if recon is not None:  # w ||z_j - t z_i - T0_j||^2
+                A, B = A + w * float(Z[:, i] @ Z[:, i]), B + w * float(Z[:, i] @ R[:, j])
+            if not A > 0:
+                continue
+            ml = li != 0
+            tau, cw = (lj[ml] / li[ml], l1_L * np.abs(li[ml])) if l1_L > 0 else (np.zeros(0), np.zeros(0))
+            if groups is None:
+                ms = sj != 0
+                t = _min_piecewise(A, B, np.concatenate([tau, -si[ms] / sj[ms]]),
+                                   np.concatenate([cw, mu * np.abs(sj[ms])]))
+            else:
+                G = int(groups.max()) + 1
+                uu, uv, vv = (np.bincount(groups, weights=x, minlength=G) for x in (si * si, si * sj, sj * sj))
+                t = _min_convex(A, B, tau, cw, mu, uu, uv, vv)
+            if t != 0.0 and np.isfinite(t):
+                Sn[i] = si + t * sj
+                Mn[i] += t * Mn[j]
+                Ln[:, j] = lj - t * li
+                if recon is not None:
+                    R[:, j] -= t * Z[:, i]
+                    Z[:, j] -= t * Z[:, i]
+    return (torch.as_tensor(Ln, device=L.device), torch.as_tensor(Sn, device=S.device),
+            torch.as_tensor(Mn, device=S.device))
+
+
+def move_duals(warm: dict, M: Tensor, s_key: str | None, l_key: str | None) -> None:
+    """After a move (L M^-1, M S) along the valley, the blocks' ADMM duals (stored in
+    ``warm``) follow it: they approximate minus the gradients of the smooth parts, which
+    transform as M^-T G for S and G M^T for L at the same L S."""
+    MinvT = torch.linalg.inv(M).T
+    for key, fn in ((s_key, lambda y: MinvT @ y), (l_key, lambda y: y @ M.T)):
+        state = warm.get(key) if key is not None else None
+        if state is not None:
+            warm[key] = ([[fn(y) for y in part] for part in state[0]], state[1])
