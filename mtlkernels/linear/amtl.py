@@ -7,6 +7,7 @@ import torch
 
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
+from ._balance import balance_scales
 from ._blocks import OuterLoop, block_scale, factor_quadratic, prox_residual, right_quadratic, solve_block
 from ._solve import plain_step, squared_loss
 
@@ -66,6 +67,31 @@ class AMTL(MultiTaskLinear):
         Lt = Lt + self.delta / data.n_samples.sqrt()
         return float(((1 + self.alpha * B.abs().sum(1)) * Lt).sum() + self.gamma * ((W - W @ B) ** 2).sum()
                      + self.mu * W.abs().sum())
+
+    def _task_scales(self, W, B, loss_at, warm):
+        """(W diag(c), diag(c)^-1 B) for the best c > 0: W B is unchanged, so each task t's
+        part of the objective is (1 + beta_t / c) L_t(c w_t) + gamma ||c w_t - v_t||^2
+        (+ mu c ||w_t||_1), beta_t = alpha ||b_t^o||_1 and v_t = W b_t, neither changed by the
+        other tasks' scales: with the squared loss (intercepts at their optimum) L_t(c w_t) is
+        a quadratic in c, read off at c = 0, 1, 2, and the minimiser is
+        :func:`_balance.balance_scales`'s. Alternating W- and B-steps move along these
+        directions by a factor of about (1 + penalty / curvature) per outer step."""
+        T = W.shape[1]
+        ones = torch.ones(T, dtype=W.dtype, device=W.device)
+        L0, L1, L2 = (loss_at(W * (v * ones)) for v in (0.0, 1.0, 2.0))  # per task, intercepts at their optimum
+        a2 = (L2 - 2 * L1 + L0) / 2
+        a1 = (a2 + L0 - L1) / 2
+        beta = float(self.alpha) * B.abs().sum(1)
+        V = W @ B
+        gamma = float(self.gamma)
+        a = a2 + gamma * (W * W).sum(0)
+        bb = -2 * a1 + beta * a2 - 2 * gamma * (W * V).sum(0) + float(self.mu) * W.abs().sum(0)
+        c = balance_scales(a.clamp_min(0), bb, (beta * L0).clamp_min(0))
+        for key, fn in (("AMTL W-step", lambda y: y / c), ("AMTL B-step", lambda y: y * c[:, None])):
+            state = warm.get(key)
+            if state is not None:
+                warm[key] = ([[fn(y) for y in part] for part in state[0]], state[1])
+        return W * c, B / c[:, None]
 
     def _fit(self, data, W0, b0):
         self._check_nonneg(mu=self.mu, gamma=self.gamma, alpha=self.alpha, delta=self.delta)
@@ -144,6 +170,12 @@ class AMTL(MultiTaskLinear):
                               loop.inner_tol, loop.warm)
             B = res.params[0]
             r_b = res.residual
+            if sq is not None:  # the exact best scale of each task's (w_t, row t of B) (``_balance``)
+                W, B = self._task_scales(W, B, lambda V: losses(V, sq.intercept(V)), loop.warm)
+                b = sq.intercept(W)
+                thresholds = (alpha * losses(W, b)).detach()[:, None]
+                r_b = prox_residual(B, 2 * gamma * (W.T @ (W @ B - W)), None,
+                                    lambda x, g, lr: prox_B(x - lr * g, lr * thresholds)) / scale_b
             if sq is not None:  # extrapolation along the outer steps (b follows W in closed form)
                 ext = loop.extrapolate([W, B], lambda x: self.objective(x[0], x[1], sq.intercept(x[0]), data),
                                        lambda x: [x[0], prox_B(x[1], 0.0)])

@@ -1,6 +1,8 @@
-"""Go-MTL and LatentTaskMTL (W = L S) on the small raw problems of
-``test_linear_raw_fuzz.py`` (1-5 tasks, 1-7 features with scales up to 10^6, constant and
-binary columns, targets of any scale). The factorisation's valley ((L diag(c), diag(c)^-1 S)
+"""The alternating estimators on the small raw problems of ``test_linear_raw_fuzz.py`` (1-5
+tasks, 1-7 features with scales up to 10^6, constant and binary columns, targets of any
+scale); AMTFL's results are in the notes of issue 11 (too slow for a unit test).
+
+Go-MTL and LatentTaskMTL (W = L S): the factorisation's valley ((L diag(c), diag(c)^-1 S)
 and the shears of L S) made the plain alternation crawl: before the exact valley steps of
 ``linear/_balance.py``, 23 (Go-MTL) and 24 (LatentTaskMTL) of these 30 problems ran out of
 ``max_outer``; after them 1 and 6 do. Each fit that says it converged is checked here
@@ -72,4 +74,44 @@ def test_latent_estimators_reach_the_optimum_on_small_raw_problems(kind):
         converged += 1
         worst = max(worst, block_kkt(est, Xs, ys, prox_S, prox_L, 2 * est.lam))
     assert converged >= (29 if kind == "gomtl" else 24), converged
+    assert worst <= 1e-5, worst
+
+
+AMTL_PROBLEMS = [1, 4, 5, 6, 8, 9, 10, 11, 14, 15, 16, 18]  # the ones that take under a second each
+
+
+def test_amtl_reaches_the_optimum_on_small_raw_problems():
+    """AMTL (Lee et al. 2016, as in Lee et al. 2018, eq. 4) with the exact best scale of each
+    task's (w_t, b_t^o) between outer steps (``AMTL._task_scales``): problem 15 (targets of
+    scale 10^3) needed 789 outer steps before (``max_outer`` is 100), now 10. KKT of both
+    blocks in numpy: W with the weights 1 + alpha ||b_t^o||_1, B >= 0 with a zero diagonal
+    and one threshold alpha L_t per row."""
+    from mtlkernels.linear import AMTL
+
+    alpha, gamma = 0.1, 0.1
+    worst = 0.0
+    for i in AMTL_PROBLEMS:
+        Xs, ys = PROBLEMS[i]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            est = AMTL(alpha=alpha, gamma=gamma).fit(Xs, ys)
+        assert est.converged_
+        Xc, yc = centred(Xs, ys)
+        W, B = est.coef_, est.B_
+        T = len(Xs)
+        losses = np.array([0.5 * np.mean((X @ W[:, t] - y) ** 2) for t, (X, y) in enumerate(zip(Xc, yc))])
+        f = 1 + alpha * np.abs(B).sum(1)
+        R = np.eye(T) - B
+        gW = np.stack([f[t] * X.T @ (X @ W[:, t] - y) / len(y) for t, (X, y) in enumerate(zip(Xc, yc))], 1)
+        gW = gW + 2 * gamma * W @ R @ R.T
+        gW0 = np.stack([-f[t] * X.T @ y / len(y) for t, (X, y) in enumerate(zip(Xc, yc))], 1)
+        gB = 2 * gamma * W.T @ (W @ B - W)
+        theta = alpha * losses[:, None]
+
+        def prox_B(V, s):
+            return np.maximum(soft(V, s * theta), 0) * (1 - np.eye(T))
+
+        r = max(kkt(W, gW, lambda V, s: V, max(1.0, np.linalg.norm(gW0))),
+                kkt(B, gB, prox_B, max(1.0, np.linalg.norm(2 * gamma * W.T @ W))))
+        worst = max(worst, r)
     assert worst <= 1e-5, worst
