@@ -151,15 +151,29 @@ def latent_s_quadratic(loss, L: Tensor, factor: Tensor | None = None) -> Quadrat
     return Quadratic(tg, L.T @ lin, const, tg.inverse, tg.mean_eigenvalue())
 
 
-def latent_l_quadratic(loss, S: Tensor, factor: Tensor | None = None) -> Quadratic:
+def latent_l_quadratic(loss, S: Tensor, factor: Tensor | None = None, extra: Tensor | None = None) -> Quadratic:
     """sum_t factor_t L_t(L s_t) (squared loss) as a quadratic in L (d, k), S fixed: the
     Hessian K = sum_t c_t (s_t s_t^T) kron G_t. A shared design has K = (S C S^T) kron G,
     applied as G D (S C S^T) with the resolvent from the two eigendecompositions; per-task
-    designs form K (dk x dk) and solve with its Cholesky factor."""
+    designs (or ``extra``, a (d, d) matrix E adding E kron I_k to K) form K (dk x dk) and
+    solve with its Cholesky factor."""
     g = loss.gram
     _, c, lin, const = _weights(loss, factor)
     d, k = g.G.shape[-1], S.shape[0]
     lin = lin @ S.T
+    if extra is not None:
+        if g.shared:
+            M = (S * c) @ S.T
+            K = torch.kron(g.G, (M + M.T) / 2)
+        else:
+            K = torch.einsum("it,jt,tab->aibj", S * c, S, g.G).reshape(d * k, d * k)
+        K = K + torch.kron(extra, torch.eye(k, dtype=K.dtype, device=K.device))
+        K = (K + K.T) / 2
+
+        def hess_k(D):
+            return (K @ D.reshape(-1)).reshape(d, k)
+
+        return Quadratic(hess_k, lin, const, _cholesky_inverse(K, (d, k)), float(K.diagonal().mean()))
     if g.shared:
         M = (S * c) @ S.T
         M = (M + M.T) / 2

@@ -11,6 +11,7 @@ from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent
     solve_block, solve_block_mm
 from ._amtfl_blocks import feedback_residual, feedback_step, recon_loss
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep
+from ..optim import Quadratic
 from ._solve import latent_init, plain_step, squared_loss
 
 
@@ -156,14 +157,30 @@ class AMTFL(MultiTaskLinear):
                 qS = latent_s_quadratic(sq, L, f)
                 scales.setdefault("S", block_scale(qS.linear))
                 Z = self._features(samples, L)  # fixed while S moves
-                S, _, _ = solve_block_mm(self, qS, lambda s: rw * recon_loss(Z, s, A, c),
-                                         lambda v, t: [ops.soft_threshold(v[0], t * mu)], prox_S, pen_S, S,
-                                         "AMTFL S-step", scales["S"], loop.inner_tol, loop.warm)
-                qL = latent_l_quadratic(sq, S, f)
-                scales.setdefault("L", block_scale(qL.linear))
-                L, _, _ = solve_block_mm(self, qL, lambda m: recon(m, S, A, c),
-                                         lambda v, t: [ops.elastic_net_prox(v[0], t * l1_L, t * 2 * lam)], prox_L,
-                                         pen_L, L, "AMTFL L-step", scales["L"], loop.inner_tol, loop.warm)
+                prox_S_admm = lambda v, t: [ops.soft_threshold(v[0], t * mu)]  # noqa: E731
+                prox_L_admm = lambda v, t: [ops.elastic_net_prox(v[0], t * l1_L, t * 2 * lam)]  # noqa: E731
+                if bool(A.any()):
+                    S, _, _ = solve_block_mm(self, qS, lambda s: rw * recon_loss(Z, s, A, c), prox_S_admm, prox_S,
+                                             pen_S, S, "AMTFL S-step", scales["S"], loop.inner_tol, loop.warm)
+                    qL = latent_l_quadratic(sq, S, f)
+                    scales.setdefault("L", block_scale(qL.linear))
+                    L, _, _ = solve_block_mm(self, qL, lambda m: recon(m, S, A, c), prox_L_admm, prox_L, pen_L, L,
+                                             "AMTFL L-step", scales["L"], loop.inner_tol, loop.warm)
+                else:  # A = 0: the reconstruction is w ||X L - 1 relu(c)^T||^2, free of S and quadratic in L
+                    (S,) = solve_block(self, qS, prox_S_admm, lambda p, g, lr: [prox_S(p[0], g[0], lr)],
+                                       lambda p: pen_S(p), [S], "AMTFL S-step", scales["S"], loop.inner_tol,
+                                       loop.warm).params
+                    qL = latent_l_quadratic(sq, S, f, extra=2 * rw * (samples.T @ samples))
+                    scales.setdefault("L", block_scale(qL.linear))
+                    rc = torch.relu(c)
+                    qL = Quadratic(qL.hess, qL.linear + 2 * rw * torch.outer(samples.sum(0), rc),
+                                   qL.const + rw * samples.shape[0] * float(rc @ rc), qL.inverse, qL.curvature)
+                    if l1_L == 0 and lam > 0:  # a ridge only: the exact solve
+                        L = qL.inverse(qL.linear, 2 * lam)
+                    else:
+                        (L,) = solve_block(self, qL, prox_L_admm, lambda p, g, lr: [prox_L(p[0], g[0], lr)],
+                                           lambda p: pen_L(p), [L], "AMTFL L-step", scales["L"], loop.inner_tol,
+                                           loop.warm).params
                 b = sq.intercept(L @ S)
             else:
                 self._lr = lipschitz_guess(data, self.loss) / max(spectral_norm_sq(S.T) * float(f.max()), 1.0)
@@ -196,7 +213,8 @@ class AMTFL(MultiTaskLinear):
                 gL, gS, gA, gc, gb = torch.autograd.grad(smooth_total(*P, f), P, allow_unused=True)
             gb = torch.zeros_like(b) if gb is None or sq is not None or not fit_b else gb
             r_A = feedback_residual(self._features(samples, L).detach(), S, torch.cat([A, c[None, :]], 0), rw,
-                                    torch.cat([thresholds.reshape(-1), thresholds.new_zeros(1)])[:, None], scales["A"])
+                                    torch.cat([thresholds.reshape(-1), thresholds.new_zeros(1)])[:, None], scales["A"],
+                                    float(self.tol))
             r_L = prox_residual(L, gL, None, prox_L)
             r_S = prox_residual(S, gS, None, prox_S)
             if sq is not None:
