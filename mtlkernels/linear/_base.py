@@ -57,6 +57,7 @@ class TaskData:
     shared: bool
     task_weight: Tensor | None = None
     n_samples: Tensor | None = None
+    offset: Tensor | None = None  # (T, n) added to every prediction (a block solve's fixed part)
     _XT: Tensor | None = field(default=None, repr=False)
 
     @property
@@ -83,6 +84,8 @@ class TaskData:
             Z = W.T @ self._XT
         else:
             Z = torch.bmm(W.T.contiguous().unsqueeze(1), self._XT).squeeze(1)
+        if self.offset is not None:
+            Z = Z + self.offset
         return Z if b is None else Z + b[:, None]
 
 

@@ -70,12 +70,14 @@ class NewtonResult:
 
 
 def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list, b: Tensor, desc: str,
-                fit_intercept: bool, max_iter: int | None = None) -> NewtonResult:
+                fit_intercept: bool, max_iter: int | None = None, tol: float | None = None) -> NewtonResult:
     """min over ``params`` (blocks summed into W, (d, T) each) and b of sum_t L_t(W, b) + h.
 
     ``prox_admm(V, t)`` and ``prox_step(P, G, lr)`` act on the list of blocks (as for
-    :func:`mtlkernels.optim.admm` and the KKT residual), ``penalty(P)`` is h's value."""
+    :func:`mtlkernels.optim.admm` and the KKT residual), ``penalty(P)`` is h's value;
+    ``tol`` (default ``est.tol``) the relative KKT residual to stop at."""
     max_iter = est.max_iter if max_iter is None else max_iter
+    tol = float(est.tol) if tol is None else float(tol)
     X, Y, weight = data.X, data.Y, data.weight
     d, T = data.n_features, data.n_tasks
     eye = torch.eye(d, dtype=X.dtype, device=X.device)
@@ -116,7 +118,7 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
     tau, flat = max(1e-8 * max(curv, 1e-12), tau_floor), 0
     warm = None
     it = 0
-    converged = residual <= est.tol
+    converged = residual <= tol
     while it < max_iter and not converged:
         it += 1
         G = torch.einsum(f"{xs},tn,{xe}->tde", X, h, X)  # (T, d, d) per-task curvature
@@ -133,7 +135,7 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
         quad = Quadratic(tg, linear, 0.0, tg.inverse, tg.mean_eigenvalue())
         # the model to a tenth of the outer residual (an inexact Newton step), not below what
         # the dtype can resolve; a solve that did not converge passes on no duals
-        tol_in = max(0.1 * max(est.tol, min(1e-2, 0.1 * residual)), 100 * eps)
+        tol_in = max(0.1 * max(tol, min(1e-2, 0.1 * residual)), 100 * eps)
         res = run_admm(est, quad, prox_admm, penalty, P, desc, scale=scale, tol=tol_in, warm=warm,
                        max_iter=min(est.max_iter, INNER_MAX_ITER))
         warm = res.state if res.converged else None
@@ -162,7 +164,31 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
         h, gW, gb = grads(W, b)
         history.append(F)
         residual = kkt(P, gW, gb) / scale
-        converged = residual <= est.tol
+        converged = residual <= tol
         if flat >= 3 and not converged:
             break
     return NewtonResult(P, b, it, converged, residual, history)
+
+
+def latent_newton_applies(loss: str, data: TaskData, k: int) -> bool:
+    """Whether the blocks of W = L S (a non-quadratic loss) suit proximal Newton: the
+    L-block's design (every sample, d k features) small enough (``newton_applies``'s bounds)."""
+    N, dk = int((data.weight > 0).sum()), data.n_features * k
+    return (loss != "squared" and dk <= ADMM_MAX_FEATURES and dk * dk * data.X.element_size() <= PER_TASK_GRAM_BYTES
+            and N * dk * dk <= NEWTON_MAX_WORK)
+
+
+def s_block_data(data: TaskData, L: Tensor) -> TaskData:
+    """The S-block of W = L S as a linear model: task t's design X_t L (k features)."""
+    return TaskData(data.X @ L, data.Y, data.weight, data.shared, data.task_weight, data.n_samples)
+
+
+def l_block_data(data: TaskData, S: Tensor, b: Tensor | None) -> TaskData:
+    """The L-block of W = L S as one linear model in vec(L) (row-major, d k features): the
+    sample x_ti of task t has the features x_ti kron s_t and the fixed offset b_t."""
+    X = data.X.unsqueeze(0).expand(data.n_tasks, -1, -1) if data.shared else data.X
+    T, n, d = X.shape
+    K = torch.einsum("tnd,kt->tndk", X, S).reshape(1, T * n, -1)
+    offset = None if b is None else b[:, None].expand(T, n).reshape(1, -1)
+    return TaskData(K, data.Y.reshape(1, -1), data.weight.reshape(1, -1), False, None,
+                    data.n_samples.sum().reshape(1) if data.n_samples is not None else None, offset)

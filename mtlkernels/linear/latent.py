@@ -12,6 +12,7 @@ from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_loss
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep
+from ._newton import l_block_data, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
 
 
@@ -87,6 +88,7 @@ class _LatentFactorMTL(MultiTaskLinear):
         def losses(L, S, b):
             return task_losses(self.loss, data.predict(L @ S, b if fit_b else None), data).sum()
 
+        newton = loss is None and latent_newton_applies(self.loss, data, self.n_latent)
         history = [self.objective(L, S, b, data)]
         loop = OuterLoop(self, ("S", "L"))
         for outer in range(self.max_outer):
@@ -97,6 +99,12 @@ class _LatentFactorMTL(MultiTaskLinear):
                 (S,) = solve_block(self, qS, lambda v, t: [self._prox_S_admm(v[0], t)],
                                    lambda p, g, lr: [self._prox_S(p[0], g[0], lr)], lambda p: self._penalty_S(p[0]),
                                    [S], f"{name} S-step", scale_s, loop.inner_tol, loop.warm).params
+            elif newton:  # logistic, squared hinge: proximal Newton on the design X_t L (``_newton``)
+                scale_s = block_scale(grad_at(lambda p: losses(L, p[0], b), [torch.zeros_like(S)])[0])
+                res = prox_newton(self, s_block_data(data, L), lambda v, t: [self._prox_S_admm(v[0], t)],
+                                  lambda p, g, lr: [self._prox_S(p[0], g[0], lr)], lambda p: self._penalty_S(p[0]),
+                                  [S], b, f"{name} S-step", fit_b, tol=loop.inner_tol)
+                S, b = res.params[0], res.b
             else:
                 self._lr = lipschitz_guess(data, self.loss) / max(spectral_norm_sq(L), 1e-12)
                 scale_s = block_scale(grad_at(lambda p: losses(L, p[0], b), [torch.zeros_like(S)])[0])
@@ -134,6 +142,18 @@ class _LatentFactorMTL(MultiTaskLinear):
                     gL = latent_l_quadratic(loss, S).grad(L)
                     r_l = prox_residual(L, gL, None, self._prox_L) / scale_l
                 gS = latent_s_quadratic(loss, L).grad(S)
+            elif newton:  # the L-block as one linear model in vec(L) (features x_ti kron s_t)
+                shape = L.shape
+                scale_l = block_scale(grad_at(lambda p: losses(p[0], S, b), [torch.zeros_like(L)])[0])
+                res = prox_newton(
+                    self, l_block_data(data, S, b if fit_b else None),
+                    lambda v, t: [self._prox_L_admm(v[0].reshape(shape), t).reshape(-1, 1)],
+                    lambda p, g, lr: [self._prox_L(p[0].reshape(shape), g[0].reshape(shape), lr).reshape(-1, 1)],
+                    lambda p: self._penalty_L(p[0].reshape(shape)), [L.reshape(-1, 1)], b.new_zeros(1),
+                    f"{name} L-step", False, tol=loop.inner_tol)
+                L = res.params[0].reshape(shape)
+                r_l = prox_residual(L, grad_at(lambda p: losses(p[0], S, b), [L])[0], None, self._prox_L) / scale_l
+                gS, gb = grad_at(lambda p: losses(L, p[0], p[1]), [S, b])
             else:
                 self._lr = lipschitz_guess(data, self.loss) / max(spectral_norm_sq(S.T), 1e-12)
                 scale_l = block_scale(grad_at(lambda p: losses(p[0], S, b), [torch.zeros_like(L)])[0])
@@ -141,8 +161,10 @@ class _LatentFactorMTL(MultiTaskLinear):
                                   lambda p, g, lr: [self._prox_L(p[0], g[0], lr)], lambda p: self._penalty_L(p[0]),
                                   [L], f"{name} L-step", scale_l, loop.inner_tol)
                 L, r_l = res.params[0], res.residual
-                gS = grad_at(lambda p: losses(L, p[0], b), [S])[0]
+                gS, gb = grad_at(lambda p: losses(L, p[0], p[1]), [S, b])
             r_s = prox_residual(S, gS, None, self._prox_S) / scale_s
+            if loss is None and fit_b:  # the intercepts (an S-step's variables with these losses) at their optimum
+                r_s = (r_s**2 + (float(gb.norm()) / scale_s) ** 2) ** 0.5
             history.append(loop.objective_here(lambda: self.objective(L, S, b, data)))
             if loop.update(outer, {"S": r_s, "L": r_l}):
                 break
