@@ -42,6 +42,19 @@ their smooth curvature is indefinite, and the optimum is pinned by exact zeros o
    step that zeroes an entry of S leaves the piece the quadratic model describes, the radius
    collapses, and S gains about one zero every few steps (16 after 60 steps).
 
+6. Exact moves along the valley, in the estimators since 2026-11-27 (``linear/_balance.py``):
+   the best scales (L diag(c), diag(c)^-1 S) in closed form (a cubic per component) every
+   outer step, and a sweep of exact shear steps (row i of S += t row j, column j of L -= t
+   column i; t the minimiser of a convex piecewise quadratic, so it stops on the kinks
+   where an entry of S is zero), the ADMM duals carried along. On small raw problems
+   they turn most of the crawls into convergence (Go-MTL 23 -> 1 of 30 unconverged,
+   LatentTaskMTL 24 -> 6, ``test_linear_alternating_fuzz.py``); on school_like Go-MTL ends
+   200 outer steps at F = 4747.5576 and 4.8e-5 (was 4747.6339 and 9.5e-5), and still
+   crawls: 1600 outer steps with a sweep every step give 4747.5539 and 2.5e-5. Coordinate
+   moves stall where two shears must move together (a symmetric saddle of the penalty is
+   one); an exact joint move of a whole row of the move (a LAD-lasso in k - 1 unknowns by
+   ADMM, tried on 2026-11-27) did not help either (7.2e-5 after 200 steps, 6.3 s).
+
 Not yet in the estimators: a valley step fast and exact enough to reach 1e-6 within the
 1 s target, and the same for LatentTaskMTL (group lasso on S, l1 + ridge on L) and AMTFL.
 

@@ -90,9 +90,10 @@ def _min_convex(A: float, B: float, tau: np.ndarray, c: np.ndarray, mu: float, u
         on = n > 0
         nz = np.where(on, n, 1.0)
         num = uv + t * vv
-        g = (2 * A * t[:, 0] - 2 * B + np.sign(t - tau[None, :]) @ c
-             + mu * np.where(on, num / nz, 0.0).sum(1))
-        h = 2 * A + mu * np.where(on, (vv * q - num * num) / nz**3, 0.0).sum(1)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a group norm near 0: h is inf
+            g = (2 * A * t[:, 0] - 2 * B + np.sign(t - tau[None, :]) @ c
+                 + mu * np.where(on, num / nz, 0.0).sum(1))
+            h = 2 * A + mu * np.where(on, (vv * q - num * num) / nz / nz / nz, 0.0).sum(1)
         return g, h
 
     if tau.size:
@@ -121,7 +122,7 @@ def _min_convex(A: float, B: float, tau: np.ndarray, c: np.ndarray, mu: float, u
             lo = t
         else:
             return t
-        tn = t - g / h if h > 0 else 0.5 * (lo + hi)
+        tn = t - g / h if 0 < h < np.inf else 0.5 * (lo + hi)
         if not lo < tn < hi:
             tn = 0.5 * (lo + hi)
         t = tn
