@@ -38,6 +38,18 @@ def group_prox(groups):
     return prox
 
 
+def fit_converged(est, Xs, ys) -> bool:
+    """Fit; a fit that did not converge must have warned, one that did must not warn at all."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(Xs, ys)
+    if not est.converged_:
+        assert any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        return False
+    assert not caught, [str(w.message) for w in caught]
+    return True
+
+
 def block_kkt(est, Xs, ys, prox_S, prox_L, ridge):
     """The S- and L-block residuals (relative to each block's gradient at zero) of
     sum_t mean_i 0.5 (x_ti L s_t + b_t - y_ti)^2 + penalties, in numpy."""
@@ -64,13 +76,8 @@ def test_latent_estimators_reach_the_optimum_on_small_raw_problems(kind):
             groups = np.arange(T) % 2
             est = LatentTaskMTL(n_latent=2, mu=0.1, gamma=0.01, lam=0.01, loss="squared", groups=groups)
             prox_S, prox_L = (lambda V, s, g=groups: group_prox(g)(V, s * 0.1)), (lambda V, s: soft(V, s * 0.01))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            est.fit(Xs, ys)
-        if not est.converged_:
-            assert any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        if not fit_converged(est, Xs, ys):
             continue
-        assert not caught, [str(w.message) for w in caught]
         converged += 1
         worst = max(worst, block_kkt(est, Xs, ys, prox_S, prox_L, 2 * est.lam))
     assert converged >= (29 if kind == "gomtl" else 24), converged
@@ -143,11 +150,7 @@ def test_latent_classification_blocks_by_proximal_newton(kind):
             est = LatentTaskMTL(n_latent=2, mu=0.1, gamma=0.01, lam=0.01, groups=groups)
             prox_S, ridge = (lambda V, s, g=groups: group_prox(g)(V, s * 0.1)), 0.02
             prox_L = lambda V, s: soft(V, s * 0.01)  # noqa: E731
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            est.fit(Xs, labels)
-        if not est.converged_:
-            assert any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        if not fit_converged(est, Xs, labels):
             continue
         converged += 1
         L, S = est.L_, est.S_
