@@ -14,7 +14,8 @@ conditioned and the pattern moves a lot, as on the synthetic data); then each Ga
 step solves the pattern's problem plus a proximal
 (Levenberg-Marquardt) term by :func:`mtlkernels.optim.admm` (prox ``ops.soft_threshold`` with
 one threshold per row, none on c); the term grows until the true objective decreases and
-shrinks after each success, so steps stay where the pattern is a good model.
+shrinks after each success, so steps stay where the pattern is a good model. The block
+separates over the features j, so each feature has its own term and accepts its own step.
 """
 
 from __future__ import annotations

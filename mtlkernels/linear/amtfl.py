@@ -45,9 +45,13 @@ class AMTFL(MultiTaskLinear):
     loss, a quadratic solved exactly, plus the reconstruction term, majorised at each
     step (``_blocks.solve_block_mm``: ADMM with the fused prox, ``ops.soft_threshold`` on
     S, ``ops.elastic_net_prox`` on L), so raw, ill-conditioned features do not slow
-    them down. Otherwise (L, S, b) is one block solved by FISTA (``ops.prox_grad_step``).
-    The (A, c) block (L, S fixed, so the losses L_t are constants) is solved by FISTA
-    with ``ops.prox_grad_step`` and one threshold alpha L_t per row of A. L and S start
+    them down; with A = 0 the reconstruction is free of S and a quadratic in L, solved with
+    the loss exactly. Otherwise (L, S, b) is one block solved by FISTA (``ops.prox_grad_step``).
+    Each outer step starts with moves along the valley of W = L S (``_valley_steps``).
+    The (A, c) block (L, S fixed, so the losses L_t are constants; ``_amtfl_blocks``) is
+    solved by Gauss-Newton on the ReLU's pattern, one Levenberg-Marquardt damping per
+    feature, with one threshold alpha L_t per row of A; its residual takes a sample on the
+    ReLU's kink as a corner (``feedback_residual``). L and S start
     from the SVD of single-task solutions (as for Go-MTL), A from the least-squares fit
     of Z by Z S.
 

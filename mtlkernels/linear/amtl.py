@@ -32,7 +32,10 @@ class AMTL(MultiTaskLinear):
     FISTA (``ops.prox_grad_step``) for other losses. B-step (W, hence the losses, fixed):
     a lasso in B with Gram matrix 2 gamma W^T W, by ADMM with prox ``ops.soft_threshold``
     (one threshold alpha L_t per row), the zero diagonal and, if ``nonneg``, B >= 0.
-    Stops when the KKT residuals of both blocks are at most ``tol``, else warns.
+    After the B-step (squared loss) each task's (w_t, b_t^o) takes its exact best scale
+    (``_task_scales``: W B is unchanged), a direction the alternation crosses by tiny steps
+    when the targets' scale is large. Stops when the KKT residuals of both blocks are at
+    most ``tol``, else warns.
 
     Learned: ``coef_`` (W), ``B_`` (n_tasks, n_tasks), ``objective_history_`` (per outer
     step), ``n_iter_`` (outer steps), ``residual_`` (the larger block residual),

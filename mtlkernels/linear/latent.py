@@ -21,9 +21,13 @@ class _LatentFactorMTL(MultiTaskLinear):
     convex problem solved to its optimum (Abdulnabi et al., 2015, Algorithm 1; Kumar and
     Daume III, 2012). For the squared loss both blocks are quadratics with exact solves
     (ADMM with the fused prox, or a closed form for a ridge-only L), so the features'
-    scales and singular per-task Gram matrices do not slow them down; other losses use
-    FISTA. L and S start from the SVD of the stacked single-task solutions. The loop stops
-    when the KKT residuals of both blocks are at most ``tol`` (``block_residuals_``), else
+    scales and singular per-task Gram matrices do not slow them down; the logistic and
+    squared-hinge losses solve each block by proximal Newton (``_newton``: the designs X_t L
+    and x_ti kron s_t), FISTA when the L-block's design is too large. Between the blocks the
+    factors move along the valley of W = L S (``_balance``: the exact best scales, and exact
+    shear steps), which the alternation alone crosses by tiny steps. L and S start from the
+    SVD of the stacked single-task solutions. The loop stops when the KKT residuals of both
+    blocks (with the intercepts' gradient) are at most ``tol`` (``block_residuals_``), else
     warns. Subclasses give the proximal maps and penalties."""
 
     def _prox_S(self, S, g, lr):
@@ -185,9 +189,9 @@ class GoMTL(_LatentFactorMTL):
     ``l1_L`` adds the l1 on L that Lee, Yang and Hwang (2018), sec. 4.1, put on every model
     with an L on their synthetic data (0, eq. 3 exactly, by default).
     Alternating exact blocks: S by ADMM with prox ``ops.soft_threshold`` (squared loss;
-    FISTA with ``ops.prox_grad_step`` otherwise), L in closed form (squared loss, no l1:
-    the ridge system (K + 2 lam I) vec(L) = vec(B S^T)), else by ADMM / FISTA with the
-    elastic-net prox.
+    proximal Newton, or FISTA with ``ops.prox_grad_step``, otherwise), L in closed form
+    (squared loss, no l1: the ridge system (K + 2 lam I) vec(L) = vec(B S^T)), else by ADMM /
+    proximal Newton / FISTA with the elastic-net prox; valley moves between them.
     Learned: ``L_``, ``S_``, ``coef_`` = L S, ``intercept_``, ``objective_history_`` (per
     outer step), ``n_iter_`` (outer steps), ``residual_``, ``block_residuals_``, ``converged_``.
     """
@@ -263,7 +267,8 @@ class LatentTaskMTL(_LatentFactorMTL):
     with the group labels), so no smoothing parameter is needed and the solution is
     exact; the L-step the l1 + Frobenius prox (``ops.elastic_net_prox``). For the squared
     loss both blocks are solved by ADMM with exact solves; for the paper's squared hinge
-    loss (the default) by FISTA. The paper sums the hinge terms over samples with a factor
+    loss (the default) by proximal Newton (FISTA when the L-block's design, d x n_latent
+    features for every sample, is too large). The paper sums the hinge terms over samples with a factor
     1/2; ``task_weighting="sum"`` sums (our hinge term has no 1/2: a rescaling of mu,
     gamma, lam), ``"mean"`` (default) averages per task.
     """
