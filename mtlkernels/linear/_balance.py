@@ -177,12 +177,17 @@ def shear_sweep(L: Tensor, S: Tensor, lam: float, l1_L: float, mu: float, recon=
             torch.as_tensor(Mn, device=S.device))
 
 
+def map_duals(warm: dict, key: str | None, fn) -> None:
+    """Apply ``fn`` to every dual of the ADMM state ``warm[key]`` (if any), keeping its rho."""
+    state = warm.get(key) if key is not None else None
+    if state is not None:
+        warm[key] = ([[fn(y) for y in part] for part in state[0]], state[1])
+
+
 def move_duals(warm: dict, M: Tensor, s_key: str | None, l_key: str | None) -> None:
     """After a move (L M^-1, M S) along the valley, the blocks' ADMM duals (stored in
     ``warm``) follow it: they approximate minus the gradients of the smooth parts, which
     transform as M^-T G for S and G M^T for L at the same L S."""
     MinvT = torch.linalg.inv(M).T
-    for key, fn in ((s_key, lambda y: MinvT @ y), (l_key, lambda y: y @ M.T)):
-        state = warm.get(key) if key is not None else None
-        if state is not None:
-            warm[key] = ([[fn(y) for y in part] for part in state[0]], state[1])
+    map_duals(warm, s_key, lambda y: MinvT @ y)
+    map_duals(warm, l_key, lambda y: y @ M.T)

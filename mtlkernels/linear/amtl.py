@@ -7,7 +7,7 @@ import torch
 
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
-from ._balance import balance_scales
+from ._balance import balance_scales, map_duals
 from ._blocks import OuterLoop, block_scale, factor_quadratic, prox_residual, right_quadratic, solve_block
 from ._solve import plain_step, squared_loss
 
@@ -90,10 +90,8 @@ class AMTL(MultiTaskLinear):
         a = a2 + gamma * (W * W).sum(0)
         bb = -2 * a1 + beta * a2 - 2 * gamma * (W * V).sum(0) + float(self.mu) * W.abs().sum(0)
         c = balance_scales(a.clamp_min(0), bb, (beta * L0).clamp_min(0))
-        for key, fn in (("AMTL W-step", lambda y: y / c), ("AMTL B-step", lambda y: y * c[:, None])):
-            state = warm.get(key)
-            if state is not None:
-                warm[key] = ([[fn(y) for y in part] for part in state[0]], state[1])
+        map_duals(warm, "AMTL W-step", lambda y: y / c)  # the blocks' ADMM duals follow the move
+        map_duals(warm, "AMTL B-step", lambda y: y * c[:, None])
         return W * c, B / c[:, None]
 
     def _fit(self, data, W0, b0):
