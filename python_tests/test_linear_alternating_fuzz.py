@@ -5,9 +5,11 @@ scale); AMTFL's results are in the notes of issue 11 (too slow for a unit test).
 Go-MTL and LatentTaskMTL (W = L S): the factorisation's valley ((L diag(c), diag(c)^-1 S)
 and the shears of L S) made the plain alternation crawl: before the exact valley steps of
 ``linear/_balance.py``, 23 (Go-MTL) and 24 (LatentTaskMTL) of these 30 problems ran out of
-``max_outer``; after them 1 and 6 do. Each fit that says it converged is checked here
-against its objective's KKT conditions computed in numpy from the raw data (intercepts
-eliminated per task), and each that did not must have warned."""
+``max_outer``; after them 1 and 6 did (at these tests' settings 1 and 6), and after the
+projected Newton finish of ``linear/_polish.py`` (after 20 outer steps, on problems of at
+most 256 unknowns) 1 and 3. Each fit that says it converged is checked here against its
+objective's KKT conditions computed in numpy from the raw data (intercepts eliminated per
+task), and each that did not must have warned."""
 
 import warnings
 
@@ -80,11 +82,14 @@ def test_latent_estimators_reach_the_optimum_on_small_raw_problems(kind):
             continue
         converged += 1
         worst = max(worst, block_kkt(est, Xs, ys, prox_S, prox_L, 2 * est.lam))
-    assert converged >= (29 if kind == "gomtl" else 24), converged
+    assert converged >= (29 if kind == "gomtl" else 27), converged
     assert worst <= 1e-5, worst
 
 
-AMTL_PROBLEMS = [1, 4, 5, 6, 8, 9, 10, 11, 14, 15, 16, 18]  # the ones that take under a second each
+# the ones that take under a second each; 2, 3, 17, 21 and 28 reach their optimum by the
+# projected Newton finish (``_polish``), 7, 12 and 27 not at all (a task that its few samples
+# fit exactly makes its row of B free of penalty, and the objective falls as B grows)
+AMTL_PROBLEMS = [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 14, 15, 16, 17, 18, 21, 28]
 
 
 def test_amtl_reaches_the_optimum_on_small_raw_problems():
@@ -130,8 +135,9 @@ def test_latent_classification_blocks_by_proximal_newton(kind):
     and ``l_block_data``: the designs X_t L and x_ti kron s_t), which replaced FISTA there.
     On the first 20 problems with labels (those with two classes in every task, 14), FISTA's
     blocks left 3 (Go-MTL, logistic) and 7 (LatentTaskMTL, squared hinge) fits unconverged and
-    took 49 s and 183 s; now 1 and 5 (the intercepts' gradient now part of the stop rule), in
-    5 s and 12 s. The KKT conditions in numpy as above, the intercepts' included."""
+    took 49 s and 183 s; then 1 and 5 (the intercepts' gradient now part of the stop rule), in
+    5 s and 12 s; with the projected Newton finish (``_polish``) 0 and 2. The KKT conditions
+    in numpy as above, the intercepts' included."""
     from test_linear_raw_fuzz import class_grad
 
     converged, worst, valid = 0, 0.0, 0
@@ -161,5 +167,5 @@ def test_latent_classification_blocks_by_proximal_newton(kind):
                 np.linalg.norm(gb) / max(1.0, np.linalg.norm(gW0)))
         worst = max(worst, r)
     assert valid == 14
-    assert converged >= (13 if kind == "gomtl" else 9), converged
+    assert converged >= (14 if kind == "gomtl" else 12), converged
     assert worst <= 1e-5, worst

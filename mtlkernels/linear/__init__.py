@@ -22,8 +22,9 @@ solve each block to its optimum and stop when every block's KKT residual is at m
 from .adaptive_sharing import AdaptiveSharing
 from .amtfl import AMTFL
 from .amtl import AMTL
+from .attribute import LatentTaskMTL
 from .joint_feature_selection import JointFeatureSelection
-from .latent import GoMTL, LatentTaskMTL
+from .latent import GoMTL
 from .stl import SingleTaskLinear
 from .trace_norm import TraceNormMTL
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import ops
+from .. import ops, reference
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block, solve_block_mm
 from ._amtfl_blocks import feedback_residual, feedback_step, recon_loss
+from ._polish import POLISH_AFTER, polish
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep
 from ..optim import Quadratic
 from ._solve import latent_init, plain_step, squared_loss
@@ -51,7 +52,10 @@ class AMTFL(MultiTaskLinear):
     The (A, c) block (L, S fixed, so the losses L_t are constants; ``_amtfl_blocks``) is
     solved by Gauss-Newton on the ReLU's pattern, one Levenberg-Marquardt damping per
     feature, with one threshold alpha L_t per row of A; its residual takes a sample on the
-    ReLU's kink as a corner (``feedback_residual``). L and S start
+    ReLU's kink as a corner (``feedback_residual``). A small problem (at most 256 unknowns)
+    still unconverged after 20 outer steps is finished by projected Newton on every block at
+    once (``_polish``; S and A as two non-negative parts each), kept where it lowers the
+    residual. L and S start
     from the SVD of single-task solutions (as for Go-MTL), A from the least-squares fit
     of Z by Z S.
 
@@ -150,6 +154,22 @@ class AMTFL(MultiTaskLinear):
 
         pen_S = lambda p: float(mu * p[0].abs().sum())  # noqa: E731
         pen_L = lambda p: float(lam * (p[0] ** 2).sum() + l1_L * p[0].abs().sum())  # noqa: E731
+        def residuals(L, S, A, c, b):
+            """Every block's KKT residual at this point (gradients by one autograd pass)."""
+            f = 1 + alpha * A.abs().sum(1)
+            with torch.enable_grad():
+                P = [t.detach().requires_grad_(True) for t in (L, S, A, c, b)]
+                gL, gS, gA, gc, gb = torch.autograd.grad(smooth_total(*P, f), P, allow_unused=True)
+            gb = torch.zeros_like(b) if gb is None or sq is not None or not fit_b else gb
+            thr = (alpha * task_L(L, S, b)).detach().reshape(-1)
+            r_A = feedback_residual(self._features(samples, L).detach(), S, torch.cat([A, c[None, :]], 0), rw,
+                                    torch.cat([thr, thr.new_zeros(1)])[:, None], scales["A"], float(self.tol))
+            r_L = prox_residual(L, gL, None, prox_L)
+            r_S = prox_residual(S, gS, None, prox_S)
+            if sq is not None:
+                return {"S": r_S / scales["S"], "L": r_L / scales["L"], "A": r_A}
+            return {"LS": (r_L ** 2 + r_S ** 2 + float(gb.norm()) ** 2) ** 0.5 / scales["LS"], "A": r_A}
+
         history = [self.objective(L, S, A, c, b, data)]
         loop = OuterLoop(self, ("S", "L", "A") if sq is not None else ("LS", "A"))
         scales = {}
@@ -210,21 +230,12 @@ class AMTFL(MultiTaskLinear):
                     b = sq.intercept(L @ S)
                     thresholds = (alpha * task_L(L, S, b)).detach()[:, None]
             history.append(loop.objective_here(lambda: self.objective(L, S, A, c, b, data)))
-            # every block's KKT residual at the current point (gradients by one autograd pass)
-            f = 1 + alpha * A.abs().sum(1)
-            with torch.enable_grad():
-                P = [t.detach().requires_grad_(True) for t in (L, S, A, c, b)]
-                gL, gS, gA, gc, gb = torch.autograd.grad(smooth_total(*P, f), P, allow_unused=True)
-            gb = torch.zeros_like(b) if gb is None or sq is not None or not fit_b else gb
-            r_A = feedback_residual(self._features(samples, L).detach(), S, torch.cat([A, c[None, :]], 0), rw,
-                                    torch.cat([thresholds.reshape(-1), thresholds.new_zeros(1)])[:, None], scales["A"],
-                                    float(self.tol))
-            r_L = prox_residual(L, gL, None, prox_L)
-            r_S = prox_residual(S, gS, None, prox_S)
-            if sq is not None:
-                res = {"S": r_S / scales["S"], "L": r_L / scales["L"], "A": r_A}
-            else:
-                res = {"LS": (r_L ** 2 + r_S ** 2 + float(gb.norm()) ** 2) ** 0.5 / scales["LS"], "A": r_A}
+            res = residuals(L, S, A, c, b)
+            if max(res.values()) > self.tol and outer + 1 == POLISH_AFTER:
+                polished = self._polish(data, (L, S, A, c, b), task_L, residuals, sq, max(res.values()))
+                if polished is not None:
+                    (L, S, A, c, b), res = polished
+                    history.append(self.objective(L, S, A, c, b, data))
             if loop.update(outer, res):
                 break
         self.L_, self.S_, self.A_ = L.cpu().numpy(), S.cpu().numpy(), A.cpu().numpy()
@@ -233,6 +244,38 @@ class AMTFL(MultiTaskLinear):
         self.objective_history_ = history
         loop.finish()
         return L @ S, b
+
+    def _polish(self, data, point, task_L, residuals, sq, start):
+        """For a small problem, every block at once by projected Newton (``_polish``): S and A
+        as l1 variables (L too with ``l1_L``), c free, the intercepts free (at their optimum for
+        L S with the squared loss and the linear layer); the reconstruction through
+        ``reference.amtfl_reconstruction_loss``, which has second derivatives (the fused op
+        has first ones only). Returns ((L, S, A, c, b), residuals), or None (too large, or no
+        better than ``start``, the alternation's residual)."""
+        L, S, A, c, b = point
+        samples = data.features()
+        rw, alpha, fit_b = self._recon_weight(data), float(self.alpha), self.fit_intercept and sq is None
+
+        def unpack(v):
+            bx = v["b"] if fit_b else (sq.intercept(v["L"] @ v["S"]) if sq is not None else b)
+            return v["L"], v["S"], v["A"], v["c"], bx
+
+        def fun(v, a):
+            Lx, Sx, Ax, cx, bx = unpack(v)
+            rec = reference.amtfl_reconstruction_loss(self._features(samples, Lx), Sx, Ax, cx)
+            l1_L = self.l1_L * a["L"].sum() if self.l1_L > 0 else 0.0
+            return (((1 + alpha * a["A"].sum(1)) * task_L(Lx, Sx, bx)).sum() + self.mu * a["S"].sum() + rw * rec
+                    + self.lam * (Lx**2).sum() + l1_L)
+
+        variables = {"L": L, "S": S, "A": A, "c": c} | ({"b": b} if fit_b else {})
+        kinds = {"L": "l1" if self.l1_L > 0 else "free", "S": "l1", "A": "l1", "c": "free", "b": "free"}
+        out = polish(fun, variables, kinds, lambda v: max(residuals(*unpack(v)).values()), float(self.tol))
+        if out is None or out[1] > start:
+            return None
+        new = unpack(out[0])
+        if self.objective(*new, data) > self.objective(*point, data):
+            return None
+        return new, residuals(*new)
 
     def _valley_steps(self, samples, L, S, A, c, rw, shear=True):
         """Moves along the valley of W = L S with A and c fixed (the losses do not change;

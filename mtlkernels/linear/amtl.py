@@ -8,6 +8,7 @@ import torch
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
 from ._balance import balance_scales, map_duals
+from ._polish import POLISH_AFTER, polish
 from ._blocks import OuterLoop, block_scale, factor_quadratic, prox_residual, right_quadratic, solve_block
 from ._solve import plain_step, squared_loss
 
@@ -34,8 +35,12 @@ class AMTL(MultiTaskLinear):
     (one threshold alpha L_t per row), the zero diagonal and, if ``nonneg``, B >= 0.
     After the B-step (squared loss) each task's (w_t, b_t^o) takes its exact best scale
     (``_task_scales``: W B is unchanged), a direction the alternation crosses by tiny steps
-    when the targets' scale is large. Stops when the KKT residuals of both blocks are at
-    most ``tol``, else warns.
+    when the targets' scale is large. A small problem (at most 256 unknowns) still
+    unconverged after 20 outer steps is finished by projected Newton on (W, B) at once
+    (``_polish``), kept where it lowers the residual. Stops when the KKT residuals of both
+    blocks are at most ``tol``, else warns. Where a task's few samples can be fitted
+    exactly, its row of B carries no penalty at that fit and the objective may have no
+    minimiser (it keeps falling as B grows): the fit then warns.
 
     Learned: ``coef_`` (W), ``B_`` (n_tasks, n_tasks), ``objective_history_`` (per outer
     step), ``n_iter_`` (outer steps), ``residual_`` (the larger block residual),
@@ -94,6 +99,46 @@ class AMTL(MultiTaskLinear):
         map_duals(warm, "AMTL B-step", lambda y: y * c[:, None])
         return W * c, B / c[:, None]
 
+    def _polish(self, W, B, b, data, losses, sq, residuals, start):
+        """For a small problem, every block at once by projected Newton (``_polish``): B's
+        off-diagonal entries >= 0 (or as l1 variables without ``nonneg``), W an l1 variable
+        when mu > 0, the intercepts free (at their optimum for W with the squared loss), the
+        exact task scales between the steps. Returns (W, B, b), or None when the problem is
+        too large or the finish ends with a residual above ``start`` (the alternation's)."""
+        T = W.shape[1]
+        mu, alpha, gamma = float(self.mu), float(self.alpha), float(self.gamma)
+        fit_b = self.fit_intercept and sq is None
+        idx = (~torch.eye(T, dtype=torch.bool, device=W.device)).reshape(-1).nonzero().squeeze(1)
+
+        def full(v):  # T x T with v off the diagonal
+            return torch.zeros(T * T, dtype=v.dtype, device=v.device).index_add(0, idx, v).reshape(T, T)
+
+        def point(v):
+            Bx = full(v["B"])
+            bx = v["b"] if fit_b else (sq.intercept(v["W"]) if sq is not None else b)
+            return v["W"], Bx, bx
+
+        def fun(v, a):
+            Wx, Bx, bx = point(v)
+            l1_w = mu * a["W"].sum() if mu > 0 else 0.0
+            return (((1 + alpha * full(a["B"]).sum(1)) * losses(Wx, bx)).sum() + gamma * ((Wx - Wx @ Bx) ** 2).sum()
+                    + l1_w)
+
+        def move(v):  # the exact best scale of each task's (w_t, row t of B), as between the blocks
+            Wx, Bx = self._task_scales(v["W"], full(v["B"]), lambda V: losses(V, sq.intercept(V)), {})
+            return {"W": Wx, "B": Bx.reshape(-1)[idx]}
+
+        variables = {"W": W, "B": B.reshape(-1)[idx]} | ({"b": b} if fit_b else {})
+        kinds = {"W": "l1" if mu > 0 else "free", "B": "nonneg" if self.nonneg else "l1", "b": "free"}
+        out = polish(fun, variables, kinds, lambda v: max(residuals(*point(v)).values()), float(self.tol),
+                     move=move if sq is not None and mu == 0 and self.nonneg else None)
+        if out is None or out[1] > start:
+            return None
+        Wn, Bn, bn = point(out[0])
+        if self.objective(Wn, Bn, bn, data) > self.objective(W, B, b, data):
+            return None  # (an unbounded or degenerate problem): keep the alternation's point
+        return Wn, Bn, bn
+
     def _fit(self, data, W0, b0):
         self._check_nonneg(mu=self.mu, gamma=self.gamma, alpha=self.alpha, delta=self.delta)
         loop = OuterLoop(self, ("W", "B"))
@@ -139,6 +184,16 @@ class AMTL(MultiTaskLinear):
         def w_residual(W, b, B, scale):
             g = w_grad(W, b, B)
             return prox_residual(W, g, None, lambda x, gg, lr: ops.prox_grad_step(x, gg, lr, mu)) / scale
+
+        def b_residual(W, B, b):
+            K = 2 * gamma * (W.T @ W)
+            thr = (alpha * losses(W, b)).detach()[:, None]
+            return prox_residual(B, K @ B - K, None, lambda x, g, lr: prox_B(x - lr * g, lr * thr)) / block_scale(K)
+
+        def residuals(W, B, b):
+            f, parts, lin = w_parts(B)
+            scale = block_scale(lin) if sq is not None else block_scale(w_grad(torch.zeros_like(W), b, B))
+            return {"W": w_residual(W, b, B, scale), "B": b_residual(W, B, b)}
 
         history = [self.objective(W, B, b, data)]
         for outer in range(self.max_outer):
@@ -187,7 +242,14 @@ class AMTL(MultiTaskLinear):
                     r_b = prox_residual(B, 2 * gamma * (W.T @ (W @ B - W)), None,
                                         lambda x, g, lr: prox_B(x - lr * g, lr * thresholds)) / scale_b
             history.append(loop.objective_here(lambda: self.objective(W, B, b, data)))
-            if loop.update(outer, {"W": w_residual(W, b, B, scale_w), "B": r_b}):
+            res = {"W": w_residual(W, b, B, scale_w), "B": r_b}
+            if max(res.values()) > self.tol and outer + 1 == POLISH_AFTER:
+                polished = self._polish(W, B, b, data, losses, sq, residuals, max(res.values()))
+                if polished is not None:
+                    W, B, b = polished
+                    history.append(self.objective(W, B, b, data))
+                    res = residuals(W, B, b)
+            if loop.update(outer, res):
                 break
         self.B_ = B.cpu().numpy()
         self.objective_history_ = history

@@ -1,6 +1,6 @@
-"""Latent-basis multi-task models W = L S: Go-MTL (Kumar and Daume III, 2012; Lee, Yang and
-Hwang, 2018, eq. 3) and the multi-task attribute model with groups (Abdulnabi, Wang, Lu and
-Jia, 2015, eq. 2)."""
+"""Latent-basis multi-task models W = L S: their alternating solver, and Go-MTL (Kumar and
+Daume III, 2012; Lee, Yang and Hwang, 2018, eq. 3). The multi-task attribute model with
+groups (Abdulnabi, Wang, Lu and Jia, 2015, eq. 2) is in ``attribute.py``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_loss
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep
+from ._polish import POLISH_AFTER, polish
 from ._newton import l_block_data, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
 
@@ -26,7 +27,11 @@ class _LatentFactorMTL(MultiTaskLinear):
     and x_ti kron s_t), FISTA when the L-block's design is too large. Between the blocks the
     factors move along the valley of W = L S (``_balance``: the exact best scales, and exact
     shear steps), which the alternation alone crosses by tiny steps. L and S start from the
-    SVD of the stacked single-task solutions. The loop stops when the KKT residuals of both
+    SVD of the stacked single-task solutions. A small problem (at most
+    ``_polish.POLISH_MAX_VARS`` unknowns) still unconverged after ``_polish.POLISH_AFTER``
+    outer steps is finished by projected Newton on (L, S, b) at once (``_polish``: an l1
+    term as two non-negative parts, a group norm only while none of its groups is zero),
+    kept where it lowers the residual. The loop stops when the KKT residuals of both
     blocks (with the intercepts' gradient) are at most ``tol`` (``block_residuals_``), else
     warns. Subclasses give the proximal maps and penalties."""
 
@@ -77,6 +82,61 @@ class _LatentFactorMTL(MultiTaskLinear):
         """The objective, evaluated directly from the data (independently of the solver)."""
         Lt = task_losses(self.loss, data.predict(L @ S, b if self.fit_intercept else None), data)
         return float(Lt.sum()) + self._penalty_S(S) + self._penalty_L(L)
+
+    def _polish_kinds(self, S):
+        """The kinds of L and S for ``_polish.polish`` ("free", "l1"), or None where the
+        penalties are not smooth on a box around S (by default)."""
+        return None
+
+    def _smooth_penalty(self, v: dict, a: dict):
+        """The penalties as a tensor from the values ``v`` and absolute values ``a`` of
+        ``_polish`` (smooth on its box)."""
+        raise NotImplementedError
+
+    def _residuals(self, data, L, S, b, loss, losses) -> dict:
+        """Both blocks' KKT residuals at (L, S, b), measured as the outer loop measures them."""
+        if loss is not None:
+            qS, qL = latent_s_quadratic(loss, L), latent_l_quadratic(loss, S)
+            return {"S": prox_residual(S, qS.grad(S), None, self._prox_S) / block_scale(qS.linear),
+                    "L": prox_residual(L, qL.grad(L), None, self._prox_L) / block_scale(qL.linear)}
+        scale_s = block_scale(grad_at(lambda p: losses(L, p[0], b), [torch.zeros_like(S)])[0])
+        scale_l = block_scale(grad_at(lambda p: losses(p[0], S, b), [torch.zeros_like(L)])[0])
+        gL, gS, gb = grad_at(lambda p: losses(*p), [L, S, b])
+        r_s = prox_residual(S, gS, None, self._prox_S) / scale_s
+        if self.fit_intercept:
+            r_s = (r_s**2 + (float(gb.norm()) / scale_s) ** 2) ** 0.5
+        return {"S": r_s, "L": prox_residual(L, gL, None, self._prox_L) / scale_l}
+
+    def _polish(self, data, L, S, b, loss, losses, start):
+        """For a small problem, both blocks at once by projected Newton (``_polish``), the
+        intercepts free (at their optimum for L S with the squared loss). Returns
+        ((L, S, b), residuals), or None (too large, a group norm, or no better than ``start``)."""
+        kinds = self._polish_kinds(S)
+        if kinds is None:
+            return None
+        fit_b = self.fit_intercept and loss is None
+
+        def point(v):
+            return v["L"], v["S"], v["b"] if fit_b else (loss.intercept(v["L"] @ v["S"]) if loss is not None else b)
+
+        def fun(v, a):
+            Lx, Sx, bx = point(v)
+            return losses(Lx, Sx, bx) + self._smooth_penalty(v, a)
+
+        def move(v):  # the exact valley moves of the outer loop: best scales, then shears
+            Lx, Sx = rebalance(v["L"], v["S"], balance_scales(*self._scale_terms(v["L"], v["S"])))
+            Lx, Sx, _ = self._shear(Lx, Sx)
+            return v | {"L": Lx, "S": Sx}
+
+        variables = {"L": L, "S": S} | ({"b": b} if fit_b else {})
+        out = polish(fun, variables, kinds | {"b": "free"},
+                     lambda v: max(self._residuals(data, *point(v), loss, losses).values()), float(self.tol), move=move)
+        if out is None or out[1] > start:
+            return None
+        Ln, Sn, bn = point(out[0])
+        if self.objective(Ln, Sn, bn, data) > self.objective(L, S, b, data):
+            return None
+        return (Ln, Sn, bn), self._residuals(data, Ln, Sn, bn, loss, losses)
 
     def _fit(self, data, W0, b0):
         if not (isinstance(self.n_latent, (int, np.integer)) and self.n_latent > 0):
@@ -170,7 +230,13 @@ class _LatentFactorMTL(MultiTaskLinear):
             if loss is None and fit_b:  # the intercepts (an S-step's variables with these losses) at their optimum
                 r_s = (r_s**2 + (float(gb.norm()) / scale_s) ** 2) ** 0.5
             history.append(loop.objective_here(lambda: self.objective(L, S, b, data)))
-            if loop.update(outer, {"S": r_s, "L": r_l}):
+            res = {"S": r_s, "L": r_l}
+            if max(res.values()) > self.tol and outer + 1 == POLISH_AFTER:
+                polished = self._polish(data, L, S, b, loss, losses, max(res.values()))
+                if polished is not None:
+                    (L, S, b), res = polished
+                    history.append(self.objective(L, S, b, data))
+            if loop.update(outer, res):
                 break
         self.L_ = L.cpu().numpy()
         self.S_ = S.cpu().numpy()
@@ -248,100 +314,9 @@ class GoMTL(_LatentFactorMTL):
             return super()._shear(L, S)
         return shear_sweep(L, S, float(self.lam), float(self.l1_L), float(self.mu))
 
+    def _polish_kinds(self, S):
+        return {"L": "l1" if self.l1_L > 0 else "free", "S": "l1"}
 
-class LatentTaskMTL(_LatentFactorMTL):
-    """Multi-task attribute learning with a latent task matrix (Abdulnabi, Wang, Lu and Jia,
-    2015, eq. 2):
-
-        min_{L,S} sum_m L_m(L s_m) + mu sum_k sum_g ||s_k^g||_2 + gamma ||L||_1 + lam ||L||_F^2
-
-    W = L S with L (n_features, n_latent) the latent tasks and S (n_latent, n_tasks).
-    ``groups`` labels each task (attribute) with its group; s_k^g is row k of S
-    restricted to group g's attributes, so attributes of one group share latent
-    dimensions and groups compete for them. ``groups=None`` puts all attributes in one
-    group (each row of S is a group: the "M" variant without group information).
-
-    Algorithm 1 of the paper alternates an S-step and an L-step by APG; for the S-step
-    it smooths the mixed norm (SPGD). Here the S-step uses the exact proximal map of
-    this disjoint-group norm (``ops.group_soft_threshold`` / ``ops.group_prox_grad_step``
-    with the group labels), so no smoothing parameter is needed and the solution is
-    exact; the L-step the l1 + Frobenius prox (``ops.elastic_net_prox``). For the squared
-    loss both blocks are solved by ADMM with exact solves; for the paper's squared hinge
-    loss (the default) by proximal Newton (FISTA when the L-block's design, d x n_latent
-    features for every sample, is too large). The paper sums the hinge terms over samples with a factor
-    1/2; ``task_weighting="sum"`` sums (our hinge term has no 1/2: a rescaling of mu,
-    gamma, lam), ``"mean"`` (default) averages per task.
-    """
-
-    def __init__(self, n_latent=5, mu=0.1, gamma=0.01, lam=0.01, groups=None, loss="squared_hinge",
-                 fit_intercept=True, task_weighting="mean", max_outer=200, init_alpha=1e-3, max_iter=2000, tol=1e-6,
-                 device="cpu", dtype="float64", warm_start=False, verbose=False):
-        self.n_latent = n_latent
-        self.mu = mu
-        self.gamma = gamma
-        self.lam = lam
-        self.groups = groups
-        self.loss = loss
-        self.fit_intercept = fit_intercept
-        self.task_weighting = task_weighting
-        self.max_outer = max_outer
-        self.init_alpha = init_alpha
-        self.max_iter = max_iter
-        self.tol = tol
-        self.device = device
-        self.dtype = dtype
-        self.warm_start = warm_start
-        self.verbose = verbose
-
-    def _fit(self, data, W0, b0):
-        self._check_nonneg(mu=self.mu, gamma=self.gamma, lam=self.lam)
-        if self.groups is None:
-            self._labels = None
-        else:
-            labels = np.asarray(self.groups)
-            if labels.ndim != 1 or len(labels) != data.n_tasks:
-                raise ValueError(f"groups must give one label per task ({data.n_tasks}), got shape {labels.shape}")
-            if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-                raise ValueError("groups must be non-negative integer labels")
-            self._labels = torch.as_tensor(labels, dtype=torch.long, device=data.X.device)
-        return super()._fit(data, W0, b0)
-
-    def _prox_S(self, S, g, lr):
-        return ops.group_prox_grad_step(S, g, lr, float(self.mu), dim=1, groups=self._labels)
-
-    def _prox_S_admm(self, V, t):
-        return ops.group_soft_threshold(V, t * float(self.mu), dim=1, groups=self._labels)
-
-    def _prox_L(self, L, g, lr):
-        return ops.prox_grad_step(L, g, lr, float(self.gamma), 2.0 * self.lam)
-
-    def _prox_L_admm(self, V, t):
-        return ops.elastic_net_prox(V, t * float(self.gamma), t * 2.0 * self.lam)
-
-    def _ridge_only_L(self):
-        return 2.0 * float(self.lam) if self.gamma == 0 else None
-
-    def _penalty_S(self, S):
-        """mu * sum_k sum_g ||s_k^g||_2 (the value of the penalty, for the objective)."""
-        if self._labels is None:
-            return float(self.mu * S.norm(dim=1).sum())
-        G = int(self._labels.max()) + 1
-        sq = torch.zeros(S.shape[0], G, dtype=S.dtype, device=S.device).index_add_(1, self._labels, S * S)
-        return float(self.mu * sq.sqrt().sum())
-
-    def _penalty_L(self, L):
-        return float(self.gamma * L.abs().sum() + self.lam * (L**2).sum())
-
-    def _scale_terms(self, L, S):
-        if self._labels is None:
-            e = S.norm(dim=1)
-        else:
-            G = int(self._labels.max()) + 1
-            e = torch.zeros(S.shape[0], G, dtype=S.dtype, device=S.device).index_add_(1, self._labels, S * S).sqrt().sum(1)
-        return self.lam * (L**2).sum(0), self.gamma * L.abs().sum(0), self.mu * e
-
-    def _shear(self, L, S):
-        if self.n_latent > SHEAR_MAX_LATENT:
-            return super()._shear(L, S)
-        groups = np.zeros(S.shape[1], dtype=np.int64) if self._labels is None else self._labels.cpu().numpy()
-        return shear_sweep(L, S, float(self.lam), float(self.gamma), float(self.mu), groups=groups)
+    def _smooth_penalty(self, v, a):
+        l1 = self.l1_L * a["L"].sum() if "L" in a else 0.0
+        return self.mu * a["S"].sum() + self.lam * (v["L"] ** 2).sum() + l1

@@ -1,0 +1,160 @@
+"""A second-order finish for small alternating problems: projected Newton on all blocks at once.
+
+Block coordinate descent crosses the coupled directions of a small problem by tiny steps
+(the valley of W = L S, a task's (w_t, b_t^o) in AMTL): on a problem of a few hundred
+unknowns that is a crawl of thousands of outer steps, where Newton steps on every block at
+once take tens.
+The nonsmooth parts are written as simple bounds (B >= 0; an l1 term as x = x+ - x-
+with x+, x- >= 0 and a linear penalty), so the objective is smooth on a box and the
+projected Newton method of Bertsekas (1982) applies: the variables at their bound with a
+gradient pushing outwards are held there, a Levenberg-Marquardt Newton step (the Hessian
+shifted past its most negative eigenvalue, so nonconvex problems get descent steps) moves
+the others, and an Armijo search along the projection arc keeps every step a descent.
+The exact Hessian costs one Hessian-vector product per unknown (batched), hence the size cap.
+
+Bertsekas, D. P. (1982). Projected Newton methods for optimization problems with simple
+constraints. SIAM Journal on Control and Optimization 20(2), 221-246.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+POLISH_MAX_VARS = 256  # the exact Hessian costs one Hessian-vector product per unknown
+POLISH_AFTER = 20  # outer steps of block coordinate descent before the finish (it starts from their point)
+
+
+def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None):
+    """:func:`projected_newton` on named variables, each ``"free"``, ``"nonneg"`` (>= 0) or
+    ``"l1"`` (carried as x+ - x-, both >= 0, so that |x| = x+ + x- is linear on the box).
+
+    ``fun(values, absolute)`` gives the objective from the values and, for the ``"l1"`` and
+    ``"nonneg"`` variables, their entrywise absolute values; ``residual(values)`` the
+    caller's stop measure; ``move(values) -> values`` an optional exact valley move.
+    Returns (values, residual, steps), or None when the problem has more than
+    ``POLISH_MAX_VARS`` unknowns."""
+    names = list(variables)
+    parts, bounded, slots = [], [], {}
+    for name in names:
+        x, kind = variables[name].detach(), kinds[name]
+        if kind not in ("free", "nonneg", "l1"):
+            raise ValueError(f"unknown kind {kind!r} for {name!r}")
+        pieces = [x.clamp_min(0), (-x).clamp_min(0)] if kind == "l1" else [x]
+        slots[name] = (len(parts), len(pieces))
+        parts += pieces
+        bounded += [torch.full_like(x, kind != "free", dtype=torch.bool)] * len(pieces)
+    if sum(p.numel() for p in parts) > POLISH_MAX_VARS:
+        return None
+
+    def values(ps):
+        return {n: ps[i] - ps[i + 1] if m == 2 else ps[i] for n, (i, m) in slots.items()}
+
+    def absolute(ps):
+        return {n: ps[i] + ps[i + 1] if m == 2 else ps[i] for n, (i, m) in slots.items() if kinds[n] != "free"}
+
+    def to_parts(vals):
+        out = []
+        for n in names:
+            x = vals[n].detach()
+            out += [x.clamp_min(0), (-x).clamp_min(0)] if slots[n][1] == 2 else [x]
+        return out
+
+    out, r, steps = projected_newton(lambda ps: fun(values(ps), absolute(ps)), parts, bounded,
+                                     lambda ps: residual(values(ps)), tol,
+                                     move=None if move is None else lambda ps: to_parts(move(values(ps))))
+    return {n: v.detach() for n, v in values(out).items()}, r, steps
+
+
+def _hessian(fun, x: Tensor) -> Tensor:
+    """The exact Hessian, all Hessian-vector products in one batched backward pass (one
+    pass per unknown where an operation does not batch)."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(fun(xg), xg, create_graph=True)
+        eye = torch.eye(x.numel(), dtype=x.dtype, device=x.device)
+        try:
+            (H,) = torch.autograd.grad(g, xg, eye, retain_graph=True, is_grads_batched=True)
+        except RuntimeError:
+            H = torch.stack([torch.autograd.grad(g, xg, e, retain_graph=True)[0] for e in eye])
+    return (H + H.T) / 2
+
+
+def _value_grad(fun, x: Tensor) -> tuple[float, Tensor]:
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        v = fun(xg)
+        (g,) = torch.autograd.grad(v, xg)
+    return float(v.detach()), g
+
+
+def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, tol: float, max_iter: int = 150,
+                     patience: int = 50, move=None):
+    """min fun(parts) subject to parts[i][bounded[i]] >= 0, from ``parts``.
+
+    ``fun`` maps a list of tensors (shapes of ``parts``) to a scalar tensor, smooth on the
+    box; ``bounded`` holds a boolean mask per part; ``residual`` maps the parts to the
+    caller's stop measure (its blocks' KKT residuals). ``move`` (optional) maps the parts
+    to a point of no larger objective along a valley the caller knows exactly (taken after
+    each step when it does not increase the objective). Stops at ``tol``, after ``max_iter``
+    steps, when ``patience`` steps have not halved the best residual (a degenerate or
+    unbounded problem, where Newton steps crawl too), or when a step did not lower the
+    objective above rounding (a kink, where the quadratic model fails).
+    Returns (parts, residual, steps)."""
+    shapes = [p.shape for p in parts]
+    sizes = [p.numel() for p in parts]
+    lower = torch.cat([m.reshape(-1) for m in bounded])
+
+    def unflat(v):
+        return [c.reshape(s) for c, s in zip(torch.split(v, sizes), shapes)]
+
+    def flat_fun(v):
+        return fun(unflat(v))
+
+    def project(v):
+        return torch.where(lower, v.clamp_min(0), v)
+
+    x = project(torch.cat([p.detach().reshape(-1) for p in parts]))
+    F, g = _value_grad(flat_fun, x)
+    r = residual(unflat(x))
+    best, since = r, 0
+    lm = 1e-10
+    for step in range(1, max_iter + 1):
+        if r <= tol or since >= patience:
+            return unflat(x), r, step - 1
+        free = ~(lower & (x <= 0) & (g > 0))  # at the bound and pushed outwards: held there
+        H = _hessian(flat_fun, x)[free][:, free]
+        dscale = H.diagonal().abs()
+        dscale = torch.where(dscale > 0, dscale, torch.ones_like(dscale)).rsqrt()  # Jacobi scaling
+        ev, V = torch.linalg.eigh(H * dscale[:, None] * dscale[None, :])
+        gt = V.T @ (g[free] * dscale)
+        moved = False
+        with torch.no_grad():
+            for attempt in range(40):  # Levenberg-Marquardt: more damping until a short arc search descends
+                shift = max(0.0, -float(ev[0])) + lm * float(ev[-1].abs().clamp_min(1e-300))
+                d = torch.zeros_like(x)
+                d[free] = -(V @ (gt / (ev + shift))) * dscale
+                for t in (1.0, 0.5, 0.25) if attempt < 20 else [0.5**i for i in range(40)]:
+                    xn = project(x + t * d)
+                    Fn = float(flat_fun(xn))
+                    if math.isfinite(Fn) and Fn <= F + 1e-4 * float(g @ (xn - x)):
+                        moved = True
+                        break
+                if moved:
+                    break
+                lm *= 10
+        if not moved or torch.equal(xn, x):
+            return unflat(x), r, step
+        lm = max(lm / 10, 1e-14) if t == 1.0 else lm
+        flat = F - Fn <= 64 * torch.finfo(x.dtype).eps * abs(F)  # no decrease above rounding
+        x = xn
+        if move is not None:  # an exact move along a known valley of the problem
+            xm = torch.cat([p.detach().reshape(-1) for p in move(unflat(x))])
+            if float(flat_fun(xm)) <= Fn:
+                x = xm
+        F, g = _value_grad(flat_fun, x)
+        r = residual(unflat(x))
+        best, since = (r, 0) if r <= 0.5 * best else (best, patience if flat else since + 1)
+    return unflat(x), r, max_iter
