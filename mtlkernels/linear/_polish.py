@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 POLISH_MAX_VARS = 256  # the exact Hessian costs one Hessian-vector product per unknown
-POLISH_AFTER = 20  # outer steps of block coordinate descent before the finish (it starts from their point)
+POLISH_AFTER = 5  # outer steps of block coordinate descent before the finish (which starts from their point)
 
 
 def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None):

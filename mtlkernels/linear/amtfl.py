@@ -53,7 +53,7 @@ class AMTFL(MultiTaskLinear):
     solved by Gauss-Newton on the ReLU's pattern, one Levenberg-Marquardt damping per
     feature, with one threshold alpha L_t per row of A; its residual takes a sample on the
     ReLU's kink as a corner (``feedback_residual``). A small problem (at most 256 unknowns)
-    still unconverged after 20 outer steps is finished by projected Newton on every block at
+    still unconverged after 5 outer steps is finished by projected Newton on every block at
     once (``_polish``; S and A as two non-negative parts each), kept where it lowers the
     residual. L and S start
     from the SVD of single-task solutions (as for Go-MTL), A from the least-squares fit

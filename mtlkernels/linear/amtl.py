@@ -36,7 +36,7 @@ class AMTL(MultiTaskLinear):
     After the B-step (squared loss) each task's (w_t, b_t^o) takes its exact best scale
     (``_task_scales``: W B is unchanged), a direction the alternation crosses by tiny steps
     when the targets' scale is large. A small problem (at most 256 unknowns) still
-    unconverged after 20 outer steps is finished by projected Newton on (W, B) at once
+    unconverged after 5 outer steps is finished by projected Newton on (W, B) at once
     (``_polish``), kept where it lowers the residual. Stops when the KKT residuals of both
     blocks are at most ``tol``, else warns. Where a task's few samples can be fitted
     exactly, its row of B carries no penalty at that fit and the objective may have no
