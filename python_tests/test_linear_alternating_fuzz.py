@@ -175,3 +175,16 @@ def test_latent_classification_blocks_by_proximal_newton(kind):
     assert valid == 14
     assert converged >= (14 if kind == "gomtl" else 12), converged
     assert worst <= 1e-5, worst
+
+
+def test_amtl_names_tasks_that_their_samples_fit_exactly():
+    """Problem 7: task 1 has 2 samples and 4 features, so its loss can reach 0 and with it the
+    penalty on its row of B; the objective keeps falling as B grows. The warning says so and
+    names the remedy, the reliability term delta / sqrt(N_t), with which the fit converges."""
+    from mtlkernels.linear import AMTL
+
+    Xs, ys = PROBLEMS[7]
+    assert [len(y) for y in ys] == [17, 2] and Xs[0].shape[1] == 4
+    with pytest.warns(ConvergenceWarning, match=r"tasks \[1\] have at most n_features \+ 1 samples.*delta > 0"):
+        AMTL().fit(Xs, ys)
+    assert fit_converged(AMTL(delta=0.1), Xs, ys)

@@ -165,7 +165,8 @@ class MultiTaskLinear(BaseEstimator):
             warnings.warn(
                 f"{type(self).__name__} stopped after {n_iter} iterations ({limit}={getattr(self, limit)}) with a "
                 f"KKT residual of {residual:.3g} > tol={self.tol:g}: the result is not at the optimum of its "
-                f"objective; raise {limit} (or tol)", ConvergenceWarning, stacklevel=3)
+                f"objective; raise {limit} (or tol){getattr(self, '_convergence_hint', '')}", ConvergenceWarning,
+                stacklevel=3)
 
     def _progress(self, total, desc):
         if not self.verbose:

@@ -40,7 +40,8 @@ class AMTL(MultiTaskLinear):
     (``_polish``), kept where it lowers the residual. Stops when the KKT residuals of both
     blocks are at most ``tol``, else warns. Where a task's few samples can be fitted
     exactly, its row of B carries no penalty at that fit and the objective may have no
-    minimiser (it keeps falling as B grows): the fit then warns.
+    minimiser (it keeps falling as B grows): the warning then names those tasks, and
+    ``delta > 0`` penalises their rows whatever the fit.
 
     Learned: ``coef_`` (W), ``B_`` (n_tasks, n_tasks), ``objective_history_`` (per outer
     step), ``n_iter_`` (outer steps), ``residual_`` (the larger block residual),
@@ -253,5 +254,12 @@ class AMTL(MultiTaskLinear):
                 break
         self.B_ = B.cpu().numpy()
         self.objective_history_ = history
+        # a task whose samples a linear model can fit exactly: its loss can reach 0, and with
+        # it the penalty on its row of B (the objective may then fall as B grows, no minimiser)
+        exact = (data.n_samples <= d + int(fit_b)).nonzero().flatten().tolist()
+        self._convergence_hint = (f"; tasks {exact} have at most n_features{' + 1' if fit_b else ''} samples, so "
+                                  f"their losses can reach 0 and with them the penalty on their rows of B: the "
+                                  f"objective may have no minimiser (B growing without bound); delta > 0 (the "
+                                  f"reliability term) penalises those rows whatever the fit" if exact and self.delta == 0 else "")
         loop.finish()
         return W, b
