@@ -55,8 +55,26 @@ their smooth curvature is indefinite, and the optimum is pinned by exact zeros o
    one); an exact joint move of a whole row of the move (a LAD-lasso in k - 1 unknowns by
    ADMM, tried on 2026-11-27) did not help either (7.2e-5 after 200 steps, 6.3 s).
 
-Not yet in the estimators: a valley step fast and exact enough to reach 1e-6 within the
-1 s target, and the same for LatentTaskMTL (group lasso on S, l1 + ridge on L) and AMTFL.
+7. Why every local method crawls here (2026-11-27, afternoon). On the support of S that the
+   alternation has found, the reduced Hessian of item 5 is indefinite: 34 negative
+   eigenvalues after 200 outer steps (13 zeros in S), 16 after 800 (37 zeros). The point
+   is a saddle of the smooth piece; the optimum is pinned by further zeros of S, found
+   about one per step by any method that follows the pieces. An active-set Newton step
+   along the negative curvature with a ratio test (stop at the first entry of S that
+   crosses zero) cycles: entries leave and re-enter the zero set, steps of 1e-4, residual
+   1e-3. SciPy's L-BFGS-B on the bound-constrained form (S = S+ - S-, both >= 0; 2.5 ms a
+   step) from the 200-step point keeps lowering F well past every other run: 4747.5456
+   after 2000 steps, 4747.5324 after 12000 (32 s), residual 8e-6, 60 zeros, and still
+   falling. The stationary point the alternation crawls to is far away in objective
+   terms (F about 0.025 lower), not a rounding-level polish away.
+
+8. Small problems (at most 256 unknowns) are another matter: there projected Newton on all
+   blocks at once (``linear/_polish.py``, Bertsekas 1982, the Hessian shifted past its
+   negative eigenvalues) finishes most of the fits that the alternation leaves crawling
+   (``python_tests/test_linear_alternating_fuzz.py``).
+
+Not yet in the estimators: a method that reaches 1e-6 on school_like within the 1 s target,
+for Go-MTL, LatentTaskMTL (group lasso on S, l1 + ridge on L) and AMTFL.
 
 Usage (from python_tests/, after `make install`; under a minute each):
     ../.venv/bin/python ../benchmarks/research/latent_valley.py [--prox-linear | --trust-region]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
 from .. import ops
@@ -181,6 +183,8 @@ def latent_init(est, data, k: int) -> tuple[Tensor, Tensor, Tensor]:
     stl = SingleTaskLinear(loss=est.loss, alpha=est.init_alpha, fit_intercept=est.fit_intercept,
                            task_weighting=getattr(est, "task_weighting", "mean"), max_iter=est.max_iter,
                            tol=max(est.tol, 1e-5), device=est.device, dtype=est.dtype)
-    W0, b0 = stl._fit(data, None, None)
+    with warnings.catch_warnings():  # a start point: its own solver's tolerance is not the user's concern
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        W0, b0 = stl._fit(data, None, None)
     L, S = svd_init(W0, k)
     return L, S, b0

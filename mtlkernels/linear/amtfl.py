@@ -55,7 +55,7 @@ class AMTFL(MultiTaskLinear):
     ReLU's kink as a corner (``feedback_residual``). A small problem (at most 256 unknowns)
     still unconverged after 5 outer steps is finished by projected Newton on every block at
     once (``_polish``; S and A as two non-negative parts each), kept where it lowers the
-    residual. L and S start
+    residual (the linear hidden layer only). L and S start
     from the SVD of single-task solutions (as for Go-MTL), A from the least-squares fit
     of Z by Z S.
 
@@ -252,6 +252,8 @@ class AMTFL(MultiTaskLinear):
         ``reference.amtfl_reconstruction_loss``, which has second derivatives (the fused op
         has first ones only). Returns ((L, S, A, c, b), residuals), or None (too large, or no
         better than ``start``, the alternation's residual)."""
+        if self.hidden != "linear":  # relu(X L): kinks in every feature, no Hessian to trust
+            return None
         L, S, A, c, b = point
         samples = data.features()
         rw, alpha, fit_b = self._recon_weight(data), float(self.alpha), self.fit_intercept and sq is None

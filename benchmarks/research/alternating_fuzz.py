@@ -1,0 +1,63 @@
+"""Research script (not a benchmark): how many of the 30 small raw problems of
+``python_tests/test_linear_alternating_fuzz.py`` each alternating estimator fits to its
+optimum (``converged_``; the others warn), and in what time, one thread.
+
+Settings: those of the tests for Go-MTL, LatentTaskMTL and AMTL (squared loss; the
+classification rows on the 14 of the first 20 problems whose tasks all have two classes,
+labels y > median(y)), AMTFL at its defaults with n_latent=2 (too slow for a unit test).
+
+Usage (from python_tests/, after `make install`; AMTFL takes about 4 minutes):
+    ../.venv/bin/python ../benchmarks/research/alternating_fuzz.py [gomtl latent gomtl-logistic
+        latent-hinge amtl amtfl]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+sys.path.insert(0, ".")  # python_tests/, for the problems
+
+from test_linear_alternating_fuzz import PROBLEMS  # noqa: E402
+
+from mtlkernels.linear import AMTFL, AMTL, GoMTL, LatentTaskMTL  # noqa: E402
+
+CASES = {
+    "gomtl": (lambda T: GoMTL(n_latent=2, mu=0.1, lam=0.1), False),
+    "latent": (lambda T: LatentTaskMTL(n_latent=2, mu=0.1, gamma=0.01, lam=0.01, loss="squared",
+                                       groups=np.arange(T) % 2), False),
+    "gomtl-logistic": (lambda T: GoMTL(n_latent=2, mu=0.1, lam=0.1, loss="logistic"), True),
+    "latent-hinge": (lambda T: LatentTaskMTL(n_latent=2, mu=0.1, gamma=0.01, lam=0.01, groups=np.arange(T) % 2),
+                     True),
+    "amtl": (lambda T: AMTL(alpha=0.1, gamma=0.1), False),
+    "amtfl": (lambda T: AMTFL(n_latent=2), False),
+}
+
+
+def run(name: str) -> None:
+    make, labels = CASES[name]
+    converged, total, unconverged, t0 = 0, 0, [], time.perf_counter()
+    for i, (Xs, ys) in enumerate(PROBLEMS[:20] if labels else PROBLEMS):
+        if labels:
+            ys = [np.where(y > np.median(y), 1.0, -1.0) for y in ys]
+            if any(len(np.unique(y)) < 2 for y in ys):
+                continue
+        total += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = make(len(Xs)).fit(Xs, ys)
+        converged += est.converged_
+        if not est.converged_:
+            unconverged.append(i)
+    print(f"{name}: {converged} of {total} converged in {time.perf_counter() - t0:.1f} s; unconverged: {unconverged}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    for name in sys.argv[1:] or list(CASES):
+        run(name)
