@@ -23,6 +23,8 @@ import math
 import torch
 from torch import Tensor
 
+from ._blocks import _value_grad
+
 POLISH_MAX_VARS = 256  # the exact Hessian costs one Hessian-vector product per unknown
 POLISH_AFTER = 5  # outer steps of block coordinate descent before the finish (which starts from their point)
 
@@ -80,14 +82,6 @@ def _hessian(fun, x: Tensor) -> Tensor:
         except RuntimeError:
             H = torch.stack([torch.autograd.grad(g, xg, e, retain_graph=True)[0] for e in eye])
     return (H + H.T) / 2
-
-
-def _value_grad(fun, x: Tensor) -> tuple[float, Tensor]:
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        v = fun(xg)
-        (g,) = torch.autograd.grad(v, xg)
-    return float(v.detach()), g
 
 
 def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, tol: float, max_iter: int = 150,
