@@ -280,7 +280,9 @@ def main() -> int:
     ap.add_argument("--files", default="",
                     help="comma-separated test files (stems, e.g. test_op_safety) for the tests stage")
     # 510 s, in a 540 s device call: 460 left racecheck 60 s (it needs more) and the quick
-    # benchmarks 99 s (5 of 8 scripts) on 2026-11-27
+    # benchmarks 99 s (5 of 8 scripts) on 2026-11-27; 510 left racecheck 100 s (it needs
+    # about 110: 84 s for its one Gram case) and the benchmarks 159 s (7 of 9 scripts) later
+    # that day. The whole check needs about 620 s: rerun the rest with --stages.
     ap.add_argument("--budget", type=float, default=510,
                     help="seconds for the whole run (default 510); each stage's limit is cut to fit")
     args = ap.parse_args()
