@@ -26,7 +26,11 @@ def _batch(dtype, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_scalar_rule_matches_the_batched_form(dtype):
     x, tau = _batch(dtype)
-    tol = {torch.float64: 1e-10, torch.float32: 2e-5}[dtype]
+    # float32: the two paths round differently (batched and one-matrix BLAS kernels); on an
+    # AVX-512 CPU (AMD EPYC, 2026-11-27) the batched smoothed gradient of the rank-deficient
+    # x[3] is 6.4e-5 from its float64 value, relative to its largest entry, and the two paths
+    # 3.8e-5 apart (2e-5 had passed on the earlier machines)
+    tol = {torch.float64: 1e-10, torch.float32: 1e-4}[dtype]
     outs = {
         "svt": (ops.svt(x, tau), [ops.svt(x[i], tau[i]) for i in range(200)]),
         "nuclear_norm": (ops.nuclear_norm(x), [ops.nuclear_norm(x[i]) for i in range(200)]),
