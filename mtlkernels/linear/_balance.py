@@ -19,6 +19,16 @@ SHEAR_MAX_LATENT = 16  # a sweep is k (k - 1) host steps: at most 240 a sweep
 SHEAR_PAIRS_PER_STEP = 24
 
 
+def valley_hint(k: int) -> str:
+    """The tail of a latent-factor model's ConvergenceWarning: why its residual can fall
+    slowly (``benchmarks/research/latent_valley.py``) and what helps."""
+    if k <= 1:
+        return ""
+    return (f"; the residual falls slowly while S is still gaining exact zeros along the basis changes "
+            f"(L M^-1, M S) of W = L S, {k * k} directions on which only the penalties act: warm_start=True "
+            f"continues from this point, and a smaller n_latent has fewer such directions")
+
+
 def balance_scales(a: Tensor, b: Tensor, e: Tensor) -> Tensor:
     """argmin_{c > 0} a c^2 + b c + e / c per component (a, e >= 0; b of either sign, a > 0
     where b < 0): the positive root of p(c) = 2 a c^3 + b c^2 - e, by Newton's method from

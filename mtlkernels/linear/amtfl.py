@@ -11,7 +11,8 @@ from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent
     solve_block, solve_block_mm
 from ._amtfl_blocks import feedback_residual, feedback_step, recon_loss
 from ._polish import POLISH_AFTER, polish
-from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep
+from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep, \
+    valley_hint
 from ..optim import Quadratic
 from ._solve import latent_init, plain_step, squared_loss
 
@@ -57,7 +58,7 @@ class AMTFL(MultiTaskLinear):
     once (``_polish``; S and A as two non-negative parts each), kept where it lowers the
     residual (the linear hidden layer only). L and S start
     from the SVD of single-task solutions (as for Go-MTL), A from the least-squares fit
-    of Z by Z S.
+    of Z by Z S; with ``warm_start=True`` every factor starts from the previous fit's.
 
     Learned: ``L_``, ``S_``, ``A_``, ``recon_bias_``, ``coef_`` (L S; exact for the
     linear hidden layer), ``transfer_matrix_`` = A S (T x T, the paper's Fig. 4h:
@@ -132,10 +133,14 @@ class AMTFL(MultiTaskLinear):
         if sq is not None and not (sq.exact and d * k <= 1024):
             sq = None
 
-        L, S, b = latent_init(self, data, k)
-        Z0 = self._features(samples, L)
-        A = torch.linalg.lstsq(Z0 @ S, Z0).solution if N >= T else torch.zeros(T, k, **kw)
-        c = torch.zeros(k, **kw)
+        if self.warm_start and getattr(self, "A_", np.empty(0)).shape == (T, k) and self.L_.shape == (d, k):
+            L, S, A, c, b = (torch.as_tensor(v, **kw) for v in (self.L_, self.S_, self.A_, self.recon_bias_,
+                                                                  self.intercept_))
+        else:
+            L, S, b = latent_init(self, data, k)
+            Z0 = self._features(samples, L)
+            A = torch.linalg.lstsq(Z0 @ S, Z0).solution if N >= T else torch.zeros(T, k, **kw)
+            c = torch.zeros(k, **kw)
 
         def task_L(L, S, b):
             return task_losses(self.loss, self._predict(data, L, S, b), data) + reliability
@@ -242,6 +247,7 @@ class AMTFL(MultiTaskLinear):
         self.recon_bias_ = c.cpu().numpy()
         self.transfer_matrix_ = (A @ S).cpu().numpy()
         self.objective_history_ = history
+        self._convergence_hint = valley_hint(k)
         loop.finish()
         return L @ S, b
 

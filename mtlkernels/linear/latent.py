@@ -11,7 +11,8 @@ from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block
-from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep
+from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep, \
+    valley_hint
 from ._polish import POLISH_AFTER, polish
 from ._newton import l_block_data, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
@@ -241,6 +242,7 @@ class _LatentFactorMTL(MultiTaskLinear):
         self.L_ = L.cpu().numpy()
         self.S_ = S.cpu().numpy()
         self.objective_history_ = history
+        self._convergence_hint = valley_hint(self.n_latent)
         loop.finish()
         return L @ S, b
 
