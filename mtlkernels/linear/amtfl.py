@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .. import ops, reference
-from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
+from ._base import MultiTaskLinear, task_losses
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block, solve_block_mm
 from ._amtfl_blocks import feedback_residual, feedback_step, recon_loss
@@ -48,7 +48,8 @@ class AMTFL(MultiTaskLinear):
     step (``_blocks.solve_block_mm``: ADMM with the fused prox, ``ops.soft_threshold`` on
     S, ``ops.elastic_net_prox`` on L), so raw, ill-conditioned features do not slow
     them down; with A = 0 the reconstruction is free of S and a quadratic in L, solved with
-    the loss exactly. Otherwise (L, S, b) is one block solved by FISTA (``ops.prox_grad_step``).
+    the loss exactly. Otherwise (L, S, b) is one block solved by FISTA (``ops.prox_grad_step``)
+    in variables scaled by the diagonal of its Hessian (``_ls_block``).
     Each outer step starts with moves along the valley of W = L S (``_valley_steps``).
     The (A, c) block (L, S fixed, so the losses L_t are constants; ``_amtfl_blocks``) is
     solved by Gauss-Newton on the ReLU's pattern, one Levenberg-Marquardt damping per
@@ -157,6 +158,9 @@ class AMTFL(MultiTaskLinear):
         def prox_L(x, g, lr):
             return ops.prox_grad_step(x, g, lr, l1_L, 2 * lam)
 
+        D = samples.pow(2).mean(0).sqrt()  # the columns' RMS, for the scaled (L, S, b) block
+        D = torch.where(torch.isfinite(D) & (D > 0), D, torch.ones_like(D))[:, None]
+
         pen_S = lambda p: float(mu * p[0].abs().sum())  # noqa: E731
         pen_L = lambda p: float(lam * (p[0] ** 2).sum() + l1_L * p[0].abs().sum())  # noqa: E731
         def residuals(L, S, A, c, b):
@@ -212,14 +216,9 @@ class AMTFL(MultiTaskLinear):
                                            loop.warm).params
                 b = sq.intercept(L @ S)
             else:
-                self._lr = lipschitz_guess(data, self.loss) / max(spectral_norm_sq(S.T) * float(f.max()), 1.0)
                 scales.setdefault("LS", 1.0)
-                L, S, b = solve_block(
-                    self, lambda p: smooth_total(p[0], p[1], A, c, p[2], f), None,
-                    lambda p, g, lr: [prox_L(p[0], g[0], lr), prox_S(p[1], g[1], lr),
-                                      plain_step(p[2], g[2], lr) if fit_b else p[2]],
-                    lambda p: pen_L([p[0]]) + pen_S([p[1]]), [L, S, b], "AMTFL (L, S)", scales["LS"],
-                    loop.inner_tol).params
+                L, S, b = self._ls_block(data, samples, L, S, A, c, b, f, rw, smooth_total, D, loop.inner_tol,
+                                         scales["LS"])
             # (A, c) with L, S fixed: the losses are constants, one l1 threshold alpha L_t per row of A
             thresholds = (alpha * task_L(L, S, b)).detach()[:, None]
             Z = self._features(samples, L).detach()
@@ -303,6 +302,43 @@ class AMTFL(MultiTaskLinear):
             L, S, Ms = shear_sweep(L, S, lam, l1_L, mu, recon=(Z * scales, T0, rw))
             M = Ms.to(M) @ M
         return L, S, M
+
+    def _ls_block(self, data, samples, L, S, A, c, b, f, rw, smooth_total, D, tol, scale):
+        """(L, S, b) together by FISTA (``ops.prox_grad_step``), A and c fixed, in variables
+        scaled to about unit curvature of the losses each: L = P_L U, S = P_S V, b = p_b beta
+        (entrywise, from the diagonal of the Hessian at the ReLU's slope 1: P_L from the
+        columns' RMS D, S and A, P_S from the features Z and A, p_b from the task weights),
+        the penalties reweighted to match, so that raw features
+        and factors out of balance do not hold every variable to the step of the stiffest."""
+        lam, l1_L, mu = float(self.lam), float(self.l1_L), float(self.mu)
+        w = f * data.task_weight * data.n_samples  # a task's loss curvature per unit of its predictions
+
+        def inv_root(curv):  # 1 / sqrt(curvature), empty directions at the others' scale
+            top = float(curv.max())
+            return 1 / curv.clamp_min(1e-12 * top).sqrt() if top > 0 else torch.ones_like(curv)
+
+        # the reconstruction's curvature too: 2 rw ||Z_i||^2 ||a_t||^2 for s_it, and for L_ji
+        # 2 rw ||x_j||^2 ||e_i - (S A)_i||^2 (Z S A through L and S, the ReLU's slope as 1)
+        N, k = samples.shape[0], S.shape[0]
+        R = torch.eye(k, dtype=S.dtype, device=S.device) - S @ A
+        msq = (self._features(samples, L) ** 2).mean(0)
+        P_S = inv_root(msq[:, None] * (w + 2 * rw * N * (A**2).sum(1))[None, :])  # (k, T)
+        P_L = inv_root(D**2 * ((S**2 * w).sum(1) + 2 * rw * N * (R**2).sum(1))[None, :])  # (d, k)
+        p_b = inv_root(w)
+
+        def prox_U(x, g, lr):  # the prox of l1_L |P_L x| + lam (P_L x)^2, entrywise
+            return ops.prox_grad_step(x, g, lr, l1_L * P_L) / (1 + lr * 2 * lam * P_L**2)
+
+        fit_b = self.fit_intercept
+        self._lr = 1.0 / (3 + S.shape[0])  # FISTA's first step; its backtracking finds the right one
+        U, V, beta = solve_block(
+            self, lambda p: smooth_total(P_L * p[0], P_S * p[1], A, c, p_b * p[2], f), None,
+            lambda p, g, lr: [prox_U(p[0], g[0], lr), ops.prox_grad_step(p[1], g[1], lr, mu * P_S),
+                              plain_step(p[2], g[2], lr) if fit_b else p[2]],
+            lambda p: float(lam * ((P_L * p[0]) ** 2).sum() + l1_L * (P_L * p[0]).abs().sum()
+                            + mu * (P_S * p[1]).abs().sum()),
+            [L / P_L, S / P_S, b / p_b], "AMTFL (L, S)", scale, tol).params
+        return P_L * U, P_S * V, p_b * beta
 
     def _raw_scores(self, X):
         """relu(X L) S + b with the ReLU hidden layer (Lee et al. 2018, eq. 6), else X W + b."""
