@@ -3,6 +3,7 @@ independently of the solvers, optima against an independent method (L-BFGS-B fro
 a smooth bound-constrained form of the same objective), block residuals, the reliability
 term and the warnings."""
 
+import re
 import warnings
 
 import numpy as np
@@ -266,12 +267,12 @@ def test_alternating_convergence_warning_names_max_outer(synthetic, make):
     Xs, ys = synthetic
     est = make()
     with pytest.warns(ConvergenceWarning, match=r"stopped after 1 iterations \(max_outer=1\) with a KKT residual "
-                                                r"of [0-9.e+-]+ > tol=1e-06.*raise max_outer"):
+                                                r"of [0-9.e+-]+ > tol=1e-06.*raise max_outer") as caught:
         est.fit(Xs, ys)
     assert not est.converged_ and est.residual_ == max(est.block_residuals_.values()) > est.tol
     if hasattr(est, "n_latent"):  # why a factorisation crawls, and what helps
-        with pytest.warns(ConvergenceWarning, match=r"16 directions.*warm_start=True continues.*smaller n_latent"):
-            make().fit(Xs, ys)
+        assert any(re.search(r"16 directions.*warm_start=True continues.*smaller n_latent", str(w.message))
+                   for w in caught)
 
 
 @pytest.mark.parametrize("make", [
