@@ -5,7 +5,8 @@ keeps L S and never raises the penalties. References: grids and brute force in n
 import numpy as np
 import torch
 
-from mtlkernels.linear._balance import _min_convex, _min_piecewise, balance_scales, rebalance, shear_sweep
+from mtlkernels.linear._balance import _best_angle, _min_convex, _min_piecewise, balance_scales, rebalance, \
+    rotation_sweep, shear_sweep
 
 GRID = np.linspace(-20, 20, 400001)
 
@@ -98,3 +99,48 @@ def test_shear_sweep_keeps_the_product_and_lowers_the_penalty():
         torch.testing.assert_close(Ln @ Sn, L @ S, rtol=1e-9, atol=1e-9 * float((L @ S).abs().max() + 1))
         torch.testing.assert_close(M @ S, Sn, rtol=1e-9, atol=1e-9 * float(S.abs().max() + 1))  # the move itself
         assert _penalty(Ln, Sn, lam, l1_L, mu, groups, recon) <= before * (1 + 1e-12) + 1e-12
+
+
+def test_best_angle_is_the_global_minimiser_on_the_circle():
+    rng = np.random.default_rng(5)
+    circle = np.linspace(-np.pi, np.pi, 200001)
+    for trial in range(300):
+        M = int(rng.integers(0, 9))
+        a, b, w = rng.normal(size=M), rng.normal(size=M), rng.uniform(0, 2, M) * (rng.random(M) < 0.9)
+        if trial % 3 == 0:
+            a[: M // 2] = 0.0  # terms |b sin|: breakpoints at 0 and pi
+        p0, q0 = rng.normal(size=2) * rng.choice([0.0, 0.1, 3.0])
+
+        def g(t):
+            t = np.atleast_1d(t)
+            return p0 * np.cos(t) + q0 * np.sin(t) + np.abs(np.outer(np.cos(t), a) + np.outer(np.sin(t), b)) @ w
+
+        theta, gain, zero = _best_angle(a, b, w, p0, q0)
+        assert abs(g(theta)[0] - g(0.0)[0] - gain) <= 1e-9 * (1 + abs(g(0.0)[0]))
+        assert g(theta)[0] <= g(circle).min() + 1e-9
+        if zero >= 0:  # the term it reports is zero there
+            assert abs(a[zero] * np.cos(theta) + b[zero] * np.sin(theta)) <= 1e-12 * (abs(a[zero]) + abs(b[zero]))
+
+
+def test_rotation_sweep_keeps_the_product_and_lowers_the_penalty():
+    rng = np.random.default_rng(6)
+    moved = 0
+    for trial in range(40):
+        d, k, T = int(rng.integers(1, 6)), int(rng.integers(1, 5)), int(rng.integers(1, 8))
+        L = torch.tensor(rng.normal(size=(d, k)) * 10.0 ** rng.uniform(-1, 1, k))
+        S = torch.tensor(rng.normal(size=(k, T)) * (rng.random((k, T)) < 0.7))
+        lam, l1_L, mu = rng.uniform(0, 1), rng.uniform(0, 1) * (trial % 2), rng.uniform(0.01, 1)
+        recon = None
+        if trial % 4 == 1:
+            X = torch.tensor(rng.normal(size=(9, d)))
+            recon = (X, torch.tensor(rng.normal(size=(9, k))), rng.uniform(0, 1))
+        before = _penalty(L, S, lam, l1_L, mu, None, recon)
+        Ln, Sn, M = rotation_sweep(L, S, mu, l1_L, recon=None if recon is None else (recon[0] @ L, recon[1], recon[2]))
+        scale = float((L @ S).abs().max() + 1)
+        torch.testing.assert_close(Ln @ Sn, L @ S, rtol=1e-9, atol=1e-9 * scale)  # zeroed entries: ~1e-16
+        torch.testing.assert_close(M @ M.T, torch.eye(k, dtype=M.dtype), rtol=0, atol=1e-12)
+        torch.testing.assert_close(M @ S, Sn, rtol=1e-9, atol=1e-9 * float(S.abs().max() + 1))
+        after = _penalty(Ln, Sn, lam, l1_L, mu, None, recon)
+        assert after <= before * (1 + 1e-12) + 1e-12
+        moved += int(after < before * (1 - 1e-6))
+    assert moved >= 10  # the sweep does move (random factors are far from the valley's best basis)

@@ -73,6 +73,20 @@ their smooth curvature is indefinite, and the optimum is pinned by exact zeros o
    negative eigenvalues) finishes most of the fits that the alternation leaves crawling
    (``python_tests/test_linear_alternating_fuzz.py``).
 
+9. Exact Givens rotations (``_balance.rotation_sweep``, in Go-MTL and AMTFL since 2026-11-27,
+   evening): along a rotation of the pair (i, j) the Frobenius terms do not change and each
+   l1 entry is |a cos + b sin|, so the penalty is one sinusoid between consecutive zeros of
+   the entries and its global minimum over the circle is at a zero or at an arc's trough
+   (two shears moved together, which item 6's coordinate steps cannot do). On school_like,
+   after the shear sweeps: Go-MTL 200 outer steps 5.2e-5 (F 4747.5641), 400 steps 4.8e-5
+   (4747.5516); AMTFL at the issue's settings 100 steps 9.7e-5 (F 4758.792; without the
+   rotations 4.0e-4 and 4759.018, and 1000 steps only reach 7.9e-5 and 4758.734), but on
+   the train split of ``bench_solvers.py --school`` 3.4e-4 with and without them (F 4758.799
+   and 4759.024): the objective reached is lower, the residual is a matter of luck. Sweeping
+   until no rotation helps (up to 20 sweeps a step) lowers AMTFL's F further (4758.674 after
+   300 steps) but not its residual (1.6e-4): it jumps between pieces rather than settling.
+   Rotations every outer step instead of every fourth: worse for Go-MTL (8.5e-5).
+
 Not yet in the estimators: a method that reaches 1e-6 on school_like within the 1 s target,
 for Go-MTL, LatentTaskMTL (group lasso on S, l1 + ridge on L) and AMTFL.
 

@@ -187,6 +187,85 @@ def shear_sweep(L: Tensor, S: Tensor, lam: float, l1_L: float, mu: float, recon=
             torch.as_tensor(Mn, device=S.device))
 
 
+def _best_angle(a: np.ndarray, b: np.ndarray, w: np.ndarray, p0: float, q0: float) -> tuple[float, float, int]:
+    """The global minimiser over theta of g(theta) = p0 cos + q0 sin + sum_m w_m |a_m cos + b_m sin|
+    (w >= 0). Between two consecutive zeros of the terms (the breakpoints) g is one sinusoid
+    P cos + Q sin, so its minimum is at a breakpoint or at that sinusoid's trough
+    atan2(-Q, -P) when the trough lies inside; the coefficients of the arcs follow by a
+    cumulative sum of the sign flips. Returns (theta, g(theta) - g(0), m), m the term that is
+    zero at theta (or -1)."""
+    live = np.flatnonzero((w > 0) & ((a != 0) | (b != 0)))
+    a, b, w = a[live], b[live], w[live]
+    g0 = p0 + float(w @ np.abs(a))
+    if a.size == 0:
+        return float(np.arctan2(-q0, -p0)), -float(np.hypot(p0, q0)) - g0, -1
+    phi = np.arctan2(b, a)  # term m is |r_m cos(theta - phi_m)|: + to - at phi + pi/2, - to + at phi - pi/2
+    bp = np.remainder(np.concatenate([phi + np.pi / 2, phi - np.pi / 2]) + np.pi, 2 * np.pi) - np.pi
+    da, db = np.concatenate([-2 * w * a, 2 * w * a]), np.concatenate([-2 * w * b, 2 * w * b])
+    order = np.argsort(bp, kind="stable")
+    bp, da, db, term = bp[order], da[order], db[order], np.tile(np.arange(a.size), 2)[order]
+    start = 0.5 * (bp[-1] + bp[0] + 2 * np.pi)  # the arc from the last breakpoint round to the first
+    sign = np.sign(a * np.cos(start) + b * np.sin(start))
+    P = p0 + float((w * sign) @ a) + np.cumsum(da)  # the arc from bp[i] to bp[i + 1]
+    Q = q0 + float((w * sign) @ b) + np.cumsum(db)
+    at_bp = P * np.cos(bp) + Q * np.sin(bp)
+    i = int(np.argmin(at_bp))
+    best, theta, zero = float(at_bp[i]), float(bp[i]), int(live[term[i]])
+    trough = np.arctan2(-Q, -P)
+    trough = np.where(trough < bp, trough + 2 * np.pi, trough)
+    inside = trough < np.concatenate([bp[1:], bp[:1] + 2 * np.pi])
+    if inside.any():
+        depth = np.where(inside, -np.hypot(P, Q), np.inf)
+        i = int(np.argmin(depth))
+        if depth[i] < best:
+            best, theta, zero = float(depth[i]), float(trough[i]), -1
+    return theta, best - g0, zero
+
+
+def rotation_sweep(L: Tensor, S: Tensor, mu: float, l1_L: float = 0.0, recon=None) -> tuple[Tensor, Tensor, Tensor]:
+    """One sweep of exact Givens rotations along the valley: for each pair i < j, rows (i, j)
+    of S turned by the angle theta and columns (i, j) of L by the same rotation (Q S and
+    L Q^T, the same L S), theta the global minimiser of the penalties along the circle
+    (``_best_angle``: the Frobenius terms are unchanged, each l1 entry is |a cos + b sin|,
+    AMTFL's reconstruction w ||X L - T0||^2 with a fixed target T0 a sinusoid). A rotation
+    moves two shears at once, which coordinate shear steps cannot (a saddle of the
+    penalties), and it jumps across kinks to the best one, where an entry of S (or L) is
+    exactly zero. ``recon = (Z, T0, w)``, Z = X L. Returns (L M^-1, M S, M), M orthogonal."""
+    Ln, Sn = L.detach().cpu().numpy().copy(), S.detach().cpu().numpy().copy()
+    k, T = Sn.shape
+    d = Ln.shape[0]
+    Mn = np.eye(k)
+    Z = T0 = None
+    if recon is not None:
+        Z, T0, w_rec = recon
+        Z, T0 = Z.detach().cpu().numpy().copy(), T0.detach().cpu().numpy()
+    weights = np.concatenate([np.full(2 * T, mu), np.full(2 * d, l1_L)])
+    floor = 1e-13 * (mu * np.abs(Sn).sum() + l1_L * np.abs(Ln).sum())
+    for i in range(k):
+        for j in range(i + 1, k):
+            si, sj, li, lj = Sn[i], Sn[j], Ln[:, i], Ln[:, j]
+            p0 = q0 = 0.0
+            if Z is not None:  # -2 w <Z Q^T, T0> over the columns (i, j)
+                p0 = -2 * w_rec * float(Z[:, i] @ T0[:, i] + Z[:, j] @ T0[:, j])
+                q0 = -2 * w_rec * float(Z[:, j] @ T0[:, i] - Z[:, i] @ T0[:, j])
+            theta, gain, zero = _best_angle(np.concatenate([si, sj, li, lj]), np.concatenate([sj, -si, lj, -li]),
+                                            weights, p0, q0)
+            if not (gain < -floor and np.isfinite(theta)):
+                continue
+            R = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
+            Sn[[i, j]] = R @ Sn[[i, j]]
+            Mn[[i, j]] = R @ Mn[[i, j]]
+            Ln[:, [i, j]] = Ln[:, [i, j]] @ R.T
+            if Z is not None:
+                Z[:, [i, j]] = Z[:, [i, j]] @ R.T
+            if 0 <= zero < 2 * T:  # the entry that the angle zeroes, exactly (it is ~1e-17)
+                Sn[(i, j)[zero // T], zero % T] = 0.0
+            elif zero >= 2 * T:
+                Ln[(zero - 2 * T) % d, (i, j)[(zero - 2 * T) // d]] = 0.0
+    return (torch.as_tensor(Ln, device=L.device), torch.as_tensor(Sn, device=S.device),
+            torch.as_tensor(Mn, device=S.device))
+
+
 def map_duals(warm: dict, key: str | None, fn) -> None:
     """Apply ``fn`` to every dual of the ADMM state ``warm[key]`` (if any), keeping its rho."""
     state = warm.get(key) if key is not None else None

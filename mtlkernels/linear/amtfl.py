@@ -11,8 +11,8 @@ from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent
     solve_block, solve_block_mm
 from ._amtfl_blocks import feedback_residual, feedback_step, recon_loss
 from ._polish import POLISH_AFTER, polish
-from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep, \
-    valley_hint
+from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, rotation_sweep, shear_period, \
+    shear_sweep, valley_hint
 from ..optim import Quadratic
 from ._solve import latent_init, plain_step, squared_loss
 
@@ -289,7 +289,8 @@ class AMTFL(MultiTaskLinear):
         the reconstruction's target relu(Z S A + c) does not either, Z S being fixed):
         the exact best scales of the factors (``_balance.balance_scales``; relu(Z c) = relu(Z) c
         for c > 0, so also with the ReLU layer) and, for the linear layer, a sweep of exact
-        shear steps (``_balance.shear_sweep``). Returns (L M^-1, M S, M)."""
+        shear steps (``_balance.shear_sweep``) and one of exact Givens rotations
+        (``_balance.rotation_sweep``). Returns (L M^-1, M S, M)."""
         lam, l1_L, mu = float(self.lam), float(self.l1_L), float(self.mu)
         Z = self._features(samples, L)
         T0 = torch.relu(Z @ (S @ A) + c)
@@ -300,7 +301,8 @@ class AMTFL(MultiTaskLinear):
         M = torch.diag(1 / scales)
         if shear and self.hidden == "linear" and self.n_latent <= SHEAR_MAX_LATENT:
             L, S, Ms = shear_sweep(L, S, lam, l1_L, mu, recon=(Z * scales, T0, rw))
-            M = Ms.to(M) @ M
+            L, S, Q = rotation_sweep(L, S, mu, l1_L, recon=(self._features(samples, L), T0, rw))
+            M = Q.to(M) @ Ms.to(M) @ M
         return L, S, M
 
     def _ls_block(self, data, samples, L, S, A, c, b, f, rw, smooth_total, D, tol, scale):

@@ -11,8 +11,8 @@ from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, spectral_norm_sq, task_losses
 from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent_s_quadratic, prox_residual, \
     solve_block
-from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, shear_period, shear_sweep, \
-    valley_hint
+from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, rotation_sweep, shear_period, \
+    shear_sweep, valley_hint
 from ._polish import POLISH_AFTER, polish
 from ._newton import l_block_data, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
@@ -26,8 +26,8 @@ class _LatentFactorMTL(MultiTaskLinear):
     scales and singular per-task Gram matrices do not slow them down; the logistic and
     squared-hinge losses solve each block by proximal Newton (``_newton``: the designs X_t L
     and x_ti kron s_t), FISTA when the L-block's design is too large. Between the blocks the
-    factors move along the valley of W = L S (``_balance``: the exact best scales, and exact
-    shear steps), which the alternation alone crosses by tiny steps. L and S start from the
+    factors move along the valley of W = L S (``_balance``: the exact best scales, exact
+    shear steps and, with an l1 on S, exact Givens rotations), which the alternation alone crosses by tiny steps. L and S start from the
     SVD of the stacked single-task solutions. A small problem (at most
     ``_polish.POLISH_MAX_VARS`` unknowns) still unconverged after ``_polish.POLISH_AFTER``
     outer steps is finished by projected Newton on (L, S, b) at once (``_polish``: an l1
@@ -314,7 +314,9 @@ class GoMTL(_LatentFactorMTL):
     def _shear(self, L, S):
         if self.n_latent > SHEAR_MAX_LATENT:
             return super()._shear(L, S)
-        return shear_sweep(L, S, float(self.lam), float(self.l1_L), float(self.mu))
+        L, S, M = shear_sweep(L, S, float(self.lam), float(self.l1_L), float(self.mu))
+        L, S, Q = rotation_sweep(L, S, float(self.mu), float(self.l1_L))  # the Frobenius term is invariant
+        return L, S, Q.to(M) @ M
 
     def _polish_kinds(self, S):
         return {"L": "l1" if self.l1_L > 0 else "free", "S": "l1"}
