@@ -59,6 +59,7 @@ class TaskData:
     n_samples: Tensor | None = None
     offset: Tensor | None = None  # (T, n) added to every prediction (a block solve's fixed part)
     _XT: Tensor | None = field(default=None, repr=False)
+    _samples: Tensor | None = field(default=None, repr=False)
 
     @property
     def n_tasks(self) -> int:
@@ -69,8 +70,10 @@ class TaskData:
         return self.X.shape[-1]
 
     def features(self) -> Tensor:
-        """Every real sample's features, stacked (N, d) (no padding rows)."""
-        return self.X if self.shared else self.X[self.weight > 0]
+        """Every real sample's features, stacked (N, d) (no padding rows; made at the first call)."""
+        if self._samples is None:
+            self._samples = self.X if self.shared else self.X[self.weight > 0]
+        return self._samples
 
     def predict(self, W: Tensor, b: Tensor | None = None) -> Tensor:
         """Task-major predictions Z (T, n): z_ti = x_ti^T w_t + b_t.
