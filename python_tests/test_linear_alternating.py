@@ -288,3 +288,25 @@ def test_warm_start_continues_the_alternation(synthetic, make):
     quiet(first.set_params(max_outer=3), Xs, ys)
     assert first.objective_history_[0] == pytest.approx(end, rel=1e-12)
     assert first.objective_history_[-1] < end
+
+
+@pytest.mark.parametrize("hidden", ["linear", "relu"])
+def test_amtfl_caps_the_fista_block_only_with_the_linear_layer(synthetic, hidden, monkeypatch):
+    """AMTFL's (L, S, b) block (a classification loss) takes at most LS_BLOCK_ITER FISTA steps
+    an outer step with the linear layer (where more of them crawl along the valley of
+    W = L S: benchmarks/research/amtfl_raw_classification.py) and max_iter with the ReLU."""
+    import mtlkernels.linear._blocks as blocks
+    from mtlkernels.linear.amtfl import LS_BLOCK_ITER
+
+    caps, run = [], blocks.run_fista
+
+    def spy(est, smooth, prox, penalty, params, lr, desc, max_iter=None, **kw):
+        if desc == "AMTFL (L, S)":
+            caps.append(max_iter)
+        return run(est, smooth, prox, penalty, params, lr, desc, max_iter=max_iter, **kw)
+
+    monkeypatch.setattr(blocks, "run_fista", spy)
+    Xs, ys = synthetic
+    labels = [(y > np.median(y)).astype(int) for y in ys]
+    quiet(AMTFL(n_latent=2, loss="logistic", hidden=hidden, max_outer=2, max_iter=500), Xs[:3], labels[:3])
+    assert caps and set(caps) == {LS_BLOCK_ITER if hidden == "linear" else 500}

@@ -88,14 +88,15 @@ def keep_descent(res, start):
 
 
 def solve_block(est, smooth, prox_admm, prox_step, penalty, params, desc: str, scale: float, tol: float,
-                warm: dict | None = None):
+                warm: dict | None = None, max_iter: int | None = None):
     """One block to its optimum: ADMM when every smooth part is a :class:`Quadratic` with a
     resolvent, FISTA otherwise (``smooth`` a callable or a Quadratic without one).
     ``prox_admm(V, t)`` and ``prox_step(P, G, lr)`` act on the list of the block's tensors.
-    ``warm``: a dict keeping each block's ADMM state (duals, rho) between outer steps."""
+    ``warm``: a dict keeping each block's ADMM state (duals, rho) between outer steps.
+    ``max_iter``: a cap below the estimator's ``max_iter`` (default: that one)."""
     quads = smooth if isinstance(smooth, (list, tuple)) else [smooth]
     if all(isinstance(q, Quadratic) and q.inverse is not None for q in quads):
-        res = run_admm(est, quads, prox_admm, penalty, params, desc, scale=scale, tol=tol,
+        res = run_admm(est, quads, prox_admm, penalty, params, desc, max_iter=max_iter, scale=scale, tol=tol,
                        warm=None if warm is None else warm.get(desc))
         if warm is not None:
             warm[desc] = res.state
@@ -103,7 +104,7 @@ def solve_block(est, smooth, prox_admm, prox_step, penalty, params, desc: str, s
     if isinstance(smooth, (list, tuple)):
         raise ValueError("several smooth parts need resolvents (ADMM)")
     lr = quadratic_step(smooth, params[0]) if isinstance(smooth, Quadratic) else est._block_lr(params)
-    return run_fista(est, smooth, prox_step, penalty, params, lr, desc, scale=scale, tol=tol)
+    return run_fista(est, smooth, prox_step, penalty, params, lr, desc, max_iter=max_iter, scale=scale, tol=tol)
 
 
 def grad_at(fn, params) -> list[Tensor]:
