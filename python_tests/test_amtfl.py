@@ -334,3 +334,18 @@ def test_feedback_residual_takes_the_relu_kink_as_a_corner():
             assert plain > 0.9 and r <= 1e-12, (plain, r)
         else:
             assert abs(r - plain) <= 1e-9 * plain, (plain, r)
+
+
+def test_prox_residual_with_a_zero_gradient_is_the_penalty_subgradient():
+    """A block whose smooth part is flat (gradient exactly 0) is at its optimum only where 0
+    is in the penalty's subdifferential: with l1 weights thr at nonzero x the residual is
+    ||thr sign(x)|| (it was reported as 0, so that AMTFL's (A, c) block stopped at once on a
+    transfer matrix of 1e14 when the features were all zero)."""
+    from mtlkernels.linear._blocks import prox_residual
+
+    thr = torch.tensor([[0.5], [0.25], [2.0]], dtype=torch.float64)
+    X = torch.tensor([[3.0e4], [0.0], [-1.0]], dtype=torch.float64)
+    r = prox_residual(X, torch.zeros_like(X), None, lambda x, g, lr: ops.prox_grad_step(x, g, lr, thr))
+    assert r == pytest.approx((0.5**2 + 2.0**2) ** 0.5, rel=1e-6)
+    zero = torch.zeros_like(X)
+    assert prox_residual(zero, zero, None, lambda x, g, lr: ops.prox_grad_step(x, g, lr, thr)) == 0.0

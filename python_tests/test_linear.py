@@ -151,6 +151,21 @@ def test_fista_float32_and_nan_objective():
         fista(lambda p: p[0].sum() * float("nan"), lambda p, g, lr: p, lambda p: 0.0, [torch.zeros(2)])
 
 
+def test_fista_stall_stops_where_the_steps_shrink_at_a_kink():
+    """``stall=(window, rtol)`` ends a run whose last ``window`` iterations gained at most
+    rtol |F|: here a kink at x = 0.3 in the smooth part (|x - 0.3|, with ||x||^2 / 2) keeps the
+    steps shrinking (the line search reads the gradient's jump as curvature); without it
+    the run uses every step."""
+    smooth = lambda p: (p[0] - 0.3).abs().sum() + 0.5 * (p[0] ** 2).sum()  # noqa: E731
+    args = (smooth, lambda p, g, lr: [p[0] - lr * g[0]], lambda p: 0.0, [torch.tensor([2.0], dtype=torch.float64)])
+    full = fista(*args, max_iter=3000, tol=1e-12)
+    stopped = fista(*args, max_iter=3000, tol=1e-12, stall=(50, 1e-9))
+    assert full.n_iter == 3000 and not full.converged
+    assert stopped.n_iter < 3000 and not stopped.converged
+    assert stopped.objective == pytest.approx(full.objective, rel=1e-8)  # it had nothing left to gain
+    assert stopped.history[-51] - stopped.objective <= 1e-9 * abs(stopped.history[-51])
+
+
 # every device and dtype but the reference's own (CPU, float64)
 _OTHER_SETTINGS = [(d, t) for d in devices() for t in ("float64", "float32")]
 _OTHER_SETTINGS = [pytest.param(d.values[0], t, marks=d.marks) if hasattr(d, "values") else (d, t)

@@ -291,22 +291,39 @@ def test_warm_start_continues_the_alternation(synthetic, make):
 
 
 @pytest.mark.parametrize("hidden", ["linear", "relu"])
-def test_amtfl_caps_the_fista_block_only_with_the_linear_layer(synthetic, hidden, monkeypatch):
+def test_amtfl_caps_the_fista_block(synthetic, hidden, monkeypatch):
     """AMTFL's (L, S, b) block (a classification loss) takes at most LS_BLOCK_ITER FISTA steps
     an outer step with the linear layer (where more of them crawl along the valley of
-    W = L S: benchmarks/research/amtfl_raw_classification.py) and max_iter with the ReLU."""
+    W = L S: benchmarks/research/amtfl_raw_classification.py); with the ReLU up to max_iter,
+    stopped when LS_BLOCK_ITER steps gain at most LS_STALL (steps shrink at its kinks)."""
     import mtlkernels.linear._blocks as blocks
-    from mtlkernels.linear.amtfl import LS_BLOCK_ITER
+    from mtlkernels.linear.amtfl import LS_BLOCK_ITER, LS_STALL
 
-    caps, run = [], blocks.run_fista
+    calls, run = [], blocks.run_fista
 
-    def spy(est, smooth, prox, penalty, params, lr, desc, max_iter=None, **kw):
+    def spy(est, smooth, prox, penalty, params, lr, desc, max_iter=None, stall=None, **kw):
         if desc == "AMTFL (L, S)":
-            caps.append(max_iter)
-        return run(est, smooth, prox, penalty, params, lr, desc, max_iter=max_iter, **kw)
+            calls.append((max_iter, stall))
+        return run(est, smooth, prox, penalty, params, lr, desc, max_iter=max_iter, stall=stall, **kw)
 
     monkeypatch.setattr(blocks, "run_fista", spy)
     Xs, ys = synthetic
     labels = [(y > np.median(y)).astype(int) for y in ys]
     quiet(AMTFL(n_latent=2, loss="logistic", hidden=hidden, max_outer=2, max_iter=500), Xs[:3], labels[:3])
-    assert caps and set(caps) == {LS_BLOCK_ITER if hidden == "linear" else 500}
+    assert calls and set(calls) == {(LS_BLOCK_ITER if hidden == "linear" else 500, (LS_BLOCK_ITER, LS_STALL))}
+
+
+@pytest.mark.parametrize("hidden", ["linear", "relu"])
+def test_amtfl_on_constant_features_ends_at_the_intercept_only_optimum(hidden, seed=2):
+    """Constant columns leave only the intercepts: the optimum is sum_t H(p_t) (each task's
+    mean logistic loss at b_t = logit(p_t), p_t its share of positives) with L, S, A at 0.
+    The ReLU layer started from a least-squares transfer matrix of up to 1e14 there (Z S near 0;
+    F = 1.9e10 with this draw) and stayed there, its (A, c) block reporting a KKT residual of 0."""
+    rng = np.random.default_rng(seed)  # a draw that started the ReLU layer at 1.9e10
+    ys = [rng.permutation(np.r_[np.ones(k), np.zeros(n - k)]).astype(int) for n, k in [(10, 4), (20, 13), (15, 7)]]
+    Xs = [np.ones((len(y), 4)) for y in ys]
+    p = np.array([y.mean() for y in ys])
+    optimum = float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).sum())
+    est = AMTFL(n_latent=2, loss="logistic", hidden=hidden).fit(Xs, ys)
+    assert est.converged_
+    assert optimum * (1 - 1e-12) <= est.objective_history_[-1] <= optimum * (1 + 1e-6)

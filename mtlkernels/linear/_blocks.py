@@ -70,11 +70,12 @@ def prox_residual(x: Tensor, grad: Tensor, step: float | None, prox_step) -> flo
     that rounding (eps ||x|| / step = sqrt(eps) ||grad||) stays far below any tolerance."""
     if step is None:
         xn, gn = float(x.norm()), float(grad.norm())
-        if gn == 0:
-            return 0.0
-        step = torch.finfo(x.dtype).eps ** 0.5 * max(xn, 1e-300) / gn
-        if xn == 0:
-            step = 1e-8 / gn
+        if gn == 0:  # not 0 at once: the penalty's subgradient at x may be nonzero (l1 at x != 0)
+            step = torch.finfo(x.dtype).eps ** 0.5 * xn if xn > 0 else 1.0
+        else:
+            step = torch.finfo(x.dtype).eps ** 0.5 * max(xn, 1e-300) / gn
+            if xn == 0:
+                step = 1e-8 / gn
     return float((x - prox_step(x, grad, step)).norm()) / step
 
 
@@ -88,12 +89,13 @@ def keep_descent(res, start):
 
 
 def solve_block(est, smooth, prox_admm, prox_step, penalty, params, desc: str, scale: float, tol: float,
-                warm: dict | None = None, max_iter: int | None = None):
+                warm: dict | None = None, max_iter: int | None = None, stall=None):
     """One block to its optimum: ADMM when every smooth part is a :class:`Quadratic` with a
     resolvent, FISTA otherwise (``smooth`` a callable or a Quadratic without one).
     ``prox_admm(V, t)`` and ``prox_step(P, G, lr)`` act on the list of the block's tensors.
     ``warm``: a dict keeping each block's ADMM state (duals, rho) between outer steps.
-    ``max_iter``: a cap below the estimator's ``max_iter`` (default: that one)."""
+    ``max_iter``: a cap below the estimator's ``max_iter`` (default: that one); ``stall``:
+    FISTA's (window, rtol) stop on no progress."""
     quads = smooth if isinstance(smooth, (list, tuple)) else [smooth]
     if all(isinstance(q, Quadratic) and q.inverse is not None for q in quads):
         res = run_admm(est, quads, prox_admm, penalty, params, desc, max_iter=max_iter, scale=scale, tol=tol,
@@ -104,7 +106,8 @@ def solve_block(est, smooth, prox_admm, prox_step, penalty, params, desc: str, s
     if isinstance(smooth, (list, tuple)):
         raise ValueError("several smooth parts need resolvents (ADMM)")
     lr = quadratic_step(smooth, params[0]) if isinstance(smooth, Quadratic) else est._block_lr(params)
-    return run_fista(est, smooth, prox_step, penalty, params, lr, desc, max_iter=max_iter, scale=scale, tol=tol)
+    return run_fista(est, smooth, prox_step, penalty, params, lr, desc, max_iter=max_iter, scale=scale, tol=tol,
+                     stall=stall)
 
 
 def grad_at(fn, params) -> list[Tensor]:

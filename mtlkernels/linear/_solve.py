@@ -27,13 +27,13 @@ def plain_step(x: Tensor, g: Tensor, lr: float) -> Tensor:
 
 
 def run_fista(est, smooth, prox, penalty, params, lr, desc: str, max_iter: int | None = None,
-              scale: float | None = None, tol: float | None = None) -> FistaResult:
+              scale: float | None = None, tol: float | None = None, stall=None) -> FistaResult:
     """fista() with the estimator's max_iter (or the given cap), tol and verbose progress bar."""
     max_iter = est.max_iter if max_iter is None else max_iter
     bar = est._progress(max_iter, desc)
     try:
         return fista(smooth, prox, penalty, params, lr=lr, max_iter=max_iter, tol=est.tol if tol is None else tol,
-                     scale=scale, progress=bar)
+                     scale=scale, stall=stall, progress=bar)
     finally:
         if bar is not None:
             bar.close()

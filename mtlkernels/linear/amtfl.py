@@ -16,14 +16,18 @@ from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, r
 from ..optim import Quadratic
 from ._solve import latent_init, plain_step, squared_loss
 
-# FISTA steps per outer step on the nonconvex (L, S, b) block with a classification loss and
-# the linear layer: it crawls along the valley of W = L S, where the outer loop's exact valley
-# moves and its next visit do better than more of the same steps (on the 24 small raw fits of
-# benchmarks/research/amtfl_raw_classification.py: the same objectives and the same 14 fits at
-# their optimum as with 2000 steps, 67 s instead of 517 s). Not with the ReLU layer: there the
-# steps shrink at its kinks, and a capped block stops early (school_like: F 4638.48 after 5
-# outer steps, against 4585.12 with 2000 steps a block, which take 17 times longer)
+# AMTFL's nonconvex (L, S, b) block (a classification loss, or the ReLU layer) by FISTA. With
+# the linear layer at most LS_BLOCK_ITER steps an outer step: more of them crawl along the
+# valley of W = L S, where the outer loop's exact valley moves and its next visit do better
+# (the 24 small raw fits of benchmarks/research/amtfl_raw_classification.py: the same
+# objectives and the same 14 fits at their optimum as with 2000 steps, 67 s instead of 517 s).
+# With the ReLU layer up to max_iter steps, stopped once LS_BLOCK_ITER of them have lowered
+# the objective by at most LS_STALL (relative): near a kink of the ReLU its steps shrink to
+# ~1e-12 and 2000 of them gain ~1e-9 (3 tasks of 10-20 samples), while on school_like one
+# long run still gains percents (5 outer steps: F 4575.50 with this rule; 4638.48 with a cap
+# of 100 a visit, 4650 with restarts every 100 steps: a long run's momentum crosses kinks)
 LS_BLOCK_ITER = 100
+LS_STALL = 1e-9
 
 
 class AMTFL(MultiTaskLinear):
@@ -59,7 +63,7 @@ class AMTFL(MultiTaskLinear):
     them down; with A = 0 the reconstruction is free of S and a quadratic in L, solved with
     the loss exactly. Otherwise (L, S, b) is one block solved by FISTA (``ops.prox_grad_step``)
     in variables scaled by the diagonal of its Hessian (``_ls_block``), at most ``LS_BLOCK_ITER``
-    steps an outer step with the linear layer (``max_iter`` caps the other inner solvers).
+    steps an outer step with the linear layer, with the ReLU layer until they stall (``LS_STALL``).
     Each outer step starts with moves along the valley of W = L S (``_valley_steps``).
     The (A, c) block (L, S fixed, so the losses L_t are constants; ``_amtfl_blocks``) is
     solved by Gauss-Newton on the ReLU's pattern, one Levenberg-Marquardt damping per
@@ -150,8 +154,13 @@ class AMTFL(MultiTaskLinear):
         else:
             L, S, b = latent_init(self, data, k)
             Z0 = self._features(samples, L)
-            A = torch.linalg.lstsq(Z0 @ S, Z0).solution if N >= T else torch.zeros(T, k, **kw)
-            c = torch.zeros(k, **kw)
+            c, A = torch.zeros(k, **kw), torch.zeros(T, k, **kw)
+            if N >= T:  # the least-squares fit of Z by Z S, unless it starts worse than A = 0 (Z S
+                # near singular, e.g. dead ReLU features: entries of 1e14 and an objective to match)
+                A_ls = torch.linalg.lstsq(Z0 @ S, Z0).solution
+                if bool(torch.isfinite(A_ls).all()) and \
+                        self.objective(L, S, A_ls, c, b, data) <= self.objective(L, S, A, c, b, data):
+                    A = A_ls
 
         def task_L(L, S, b):
             return task_losses(self.loss, self._predict(data, L, S, b), data) + reliability
@@ -350,7 +359,8 @@ class AMTFL(MultiTaskLinear):
             lambda p: float(lam * ((P_L * p[0]) ** 2).sum() + l1_L * (P_L * p[0]).abs().sum()
                             + mu * (P_S * p[1]).abs().sum()),
             [L / P_L, S / P_S, b / p_b], "AMTFL (L, S)", scale, tol,
-            max_iter=self.max_iter if self.hidden == "relu" else min(self.max_iter, LS_BLOCK_ITER)).params
+            max_iter=self.max_iter if self.hidden == "relu" else min(self.max_iter, LS_BLOCK_ITER),
+            stall=(LS_BLOCK_ITER, LS_STALL)).params
         return P_L * U, P_S * V, p_b * beta
 
     def _raw_scores(self, X):

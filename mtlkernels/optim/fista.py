@@ -112,6 +112,7 @@ def fista(
     grow: float = 1.03,
     restart: bool = True,
     scale: float | None = None,
+    stall: tuple[int, float] | None = None,
     progress=None,
 ) -> FistaResult:
     """Minimise smooth(params) + penalty(params) by accelerated proximal gradient.
@@ -128,6 +129,9 @@ def fista(
         max_iter, tol, obj_tol, backtrack, grow, restart: see the module docstring.
         scale: what the residual is divided by (default: max(1, ||grad g(Z_0)||)); pass
             a fixed value to compare residuals across warm-started runs.
+        stall: ``(window, rtol)``: also stop (not converged) when the last ``window``
+            iterations lowered F by at most ``rtol * |F|`` (a nonsmooth function whose steps
+            have shrunk to nothing at its kinks).
         progress: optional tqdm-like object with ``update()`` / ``set_postfix()``.
     Returns:
         A :class:`FistaResult` with the final parameters, objective, history of F,
@@ -201,6 +205,9 @@ def fista(
             progress.set_postfix(objective=f"{F:.6g}", residual=f"{residual:.2e}")
         if residual <= tol or (obj_tol > 0 and rel_change <= obj_tol):
             converged = True
+            break
+        if stall is not None and len(history) > stall[0] and \
+                history[-1 - stall[0]] - F <= stall[1] * abs(history[-1 - stall[0]]):
             break
         y = g.extrapolate(x, prev, mom)  # its value is read with the next trial's numbers
         # try a longer step next time, but only while the line search can still tell
