@@ -202,7 +202,9 @@ class AMTFL(MultiTaskLinear):
         loop = OuterLoop(self, ("S", "L", "A") if sq is not None else ("LS", "A"))
         scales = {}
         for outer in range(self.max_outer):
-            L, S, A, c, M = self._valley_steps(samples, L, S, A, c, rw, (alpha * task_L(L, S, b)).detach(), loop.warm,
+            # the transfer weights alpha L_t, for the ReLU layer's joint scales of (L, S, A, c) only
+            weights = (alpha * task_L(L, S, b)).detach() if self.hidden == "relu" and bool(A.any()) else None
+            L, S, A, c, M = self._valley_steps(samples, L, S, A, c, rw, weights, loop.warm,
                                                shear=outer % shear_period(k) == 0)
             move_duals(loop.warm, M, "AMTFL S-step", "AMTFL L-step")
             f = 1 + alpha * A.abs().sum(1)
@@ -309,25 +311,24 @@ class AMTFL(MultiTaskLinear):
         first the scales of the features with their reconstruction, (L diag(s), diag(s)^-1 S,
         A diag(s), c s): Z S is unchanged and relu is positively homogeneous, so the
         reconstruction term of feature i scales by s_i^2, the transfer weights' l1 (``weights``
-        alpha L_t per row of A) by s_i, exactly (``_balance.balance_scales``; with raw features
-        of 1e6 the start put all the weight in A: an objective 20x the intercept-only one;
-        with the linear layer the same move changed which local minimum 4 of the 24 small raw
-        fits of amtfl_raw_classification.py reach, 2 lower and 2 higher, so not there). Then, A and c
-        fixed (the reconstruction's target relu(Z S A + c) fixed, Z S being fixed), the exact
+        alpha L_t per row of A, None to skip this move) by s_i, exactly
+        (``_balance.balance_scales``; with raw features of 1e6 the start put all the weight in
+        A: an objective 20x the intercept-only one; with the linear layer the same move
+        changed which local minimum 4 of the 24 small raw fits of amtfl_raw_classification.py
+        reach, 2 lower and 2 higher, so not there). Then, A and c fixed (the reconstruction's target relu(Z S A + c) fixed, Z S being fixed), the exact
         best scales of the factors (relu(Z s) = relu(Z) s for s > 0, so also with the ReLU
         layer) and, for the linear layer, a sweep of exact shear steps
         (``_balance.shear_sweep``) and one of exact Givens rotations
         (``_balance.rotation_sweep``). Returns (L M^-1, M S, A, c, M)."""
         lam, l1_L, mu = float(self.lam), float(self.l1_L), float(self.mu)
-        if bool(A.any()) and self.hidden == "relu":
-            Z = self._features(samples, L)
+        Z = self._features(samples, L)
+        if weights is not None:
             a = lam * (L**2).sum(0) + rw * ((Z - torch.relu(Z @ (S @ A) + c)) ** 2).sum(0)
             s3 = balance_scales(a, l1_L * L.abs().sum(0) + (weights[:, None] * A.abs()).sum(0), mu * S.abs().sum(1))
             if bool((s3 != 1).any()):
-                (L, S), A, c = rebalance(L, S, s3), A * s3, c * s3
+                (L, S), A, c, Z = rebalance(L, S, s3), A * s3, c * s3, Z * s3  # relu(X L s) = relu(X L) s
                 move_duals(warm, torch.diag(1 / s3), "AMTFL S-step", "AMTFL L-step")
                 warm.pop("feedback", None)  # the (A, c) block's ADMM duals do not follow this move
-        Z = self._features(samples, L)
         T0 = torch.relu(Z @ (S @ A) + c)
         a = lam * (L**2).sum(0) + rw * (Z**2).sum(0)
         b = l1_L * L.abs().sum(0) - 2 * rw * (Z * T0).sum(0)
