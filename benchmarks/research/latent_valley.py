@@ -87,6 +87,10 @@ their smooth curvature is indefinite, and the optimum is pinned by exact zeros o
    300 steps) but not its residual (1.6e-4): it jumps between pieces rather than settling.
    Rotations every outer step instead of every fourth: worse for Go-MTL (8.5e-5).
 
+10. Continuation in mu, a k-means start, an active-set Newton on the faces of S's sign
+   pattern and L-BFGS on the variable projection psi(L): ``latent_valley_more.py``
+   (2026-11-27, night). None reaches 1e-6; they walk the valley one face at a time too.
+
 Not yet in the estimators: a method that reaches 1e-6 on school_like within the 1 s target,
 for Go-MTL, LatentTaskMTL (group lasso on S, l1 + ridge on L) and AMTFL.
 
