@@ -95,12 +95,12 @@ def _min_convex(A: float, B: float, tau: np.ndarray, c: np.ndarray, mu: float, u
 
     def slope(t):  # t (n,): the slope (with sign(0) = 0 at a kink) and the curvature of the smooth part
         t = np.asarray(t, dtype=float)[:, None]
-        q = uu + 2 * t * uv + t * t * vv
-        n = np.sqrt(np.maximum(q, 0.0))
-        on = n > 0
-        nz = np.where(on, n, 1.0)
-        num = uv + t * vv
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a group norm near 0: h is inf
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a group norm near 0: h is inf;
+            q = uu + 2 * t * uv + t * t * vv  # a kink or bound far out (a tiny A): t * t overflows
+            n = np.sqrt(np.maximum(q, 0.0))
+            on = n > 0
+            nz = np.where(on, n, 1.0)
+            num = uv + t * vv
             g = (2 * A * t[:, 0] - 2 * B + np.sign(t - tau[None, :]) @ c
                  + mu * np.where(on, num / nz, 0.0).sum(1))
             h = 2 * A + mu * np.where(on, (vv * q - num * num) / nz / nz / nz, 0.0).sum(1)

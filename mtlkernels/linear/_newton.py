@@ -44,7 +44,7 @@ def newton_applies(est, data: TaskData) -> bool:
     """Whether proximal Newton suits: a non-quadratic loss, per-task Gram matrices small
     enough to store and to form each step (T n d^2 multiply-adds at most ``NEWTON_MAX_WORK``)."""
     d, T, n = data.n_features, data.n_tasks, data.Y.shape[1]
-    return (est.loss != "squared" and est.solver in ("auto", "admm") and d <= ADMM_MAX_FEATURES
+    return (est.loss != "squared" and getattr(est, "solver", "auto") in ("auto", "admm") and d <= ADMM_MAX_FEATURES
             and T * d * d * data.X.element_size() <= PER_TASK_GRAM_BYTES and T * n * d * d <= NEWTON_MAX_WORK)
 
 
@@ -70,12 +70,17 @@ class NewtonResult:
 
 
 def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list, b: Tensor, desc: str,
-                fit_intercept: bool, max_iter: int | None = None, tol: float | None = None) -> NewtonResult:
-    """min over ``params`` (blocks summed into W, (d, T) each) and b of sum_t L_t(W, b) + h.
+                fit_intercept: bool, max_iter: int | None = None, tol: float | None = None,
+                extra: Quadratic | None = None, scale: float | None = None) -> NewtonResult:
+    """min over ``params`` (blocks summed into W, (d, T) each) and b of sum_t L_t(W, b) + q(W) + h.
 
     ``prox_admm(V, t)`` and ``prox_step(P, G, lr)`` act on the list of blocks (as for
     :func:`mtlkernels.optim.admm` and the KKT residual), ``penalty(P)`` is h's value;
-    ``tol`` (default ``est.tol``) the relative KKT residual to stop at."""
+    ``tol`` (default ``est.tol``) the relative KKT residual to stop at. ``extra``: an
+    optional quadratic q in W with a resolvent (AMTL's gamma ||W - W B||^2), a part of every
+    step's model as it is (ADMM then splits the model into the two quadratics). ``scale``:
+    the residual's scale (default: the gradient's norm at W = 0, b = 0), for a caller that
+    measures the block's residual on its own scale."""
     max_iter = est.max_iter if max_iter is None else max_iter
     tol = float(est.tol) if tol is None else float(tol)
     X, Y, weight = data.X, data.Y, data.weight
@@ -87,13 +92,16 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
 
     def objective(P, bb) -> float:
         W = sum(P[1:], P[0])
-        return float(task_losses(est.loss, data.predict(W, bb if fit_intercept else None), data).sum()) + penalty(P)
+        q = float(extra([W])) if extra is not None else 0.0
+        return float(task_losses(est.loss, data.predict(W, bb if fit_intercept else None), data).sum()) + q + penalty(P)
 
     def grads(W, bb):
-        """Per-sample curvatures (weighted) and the gradients in W and b."""
+        """Per-sample curvatures (weighted) and the gradients in W (q's included) and b."""
         g, h = _derivatives(est.loss, data.predict(W, bb if fit_intercept else None), Y)
         g, h = g * weight, h * weight
         gW = torch.einsum(f"{xs},tn->dt", X, g)
+        if extra is not None:
+            gW = gW + extra.grad(W)
         gb = g.sum(1) if fit_intercept else torch.zeros_like(bb)
         return h, gW, gb
 
@@ -107,7 +115,7 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
     b = b.detach().clone()
     W = sum(P[1:], P[0])
     _, gW, gb = grads(torch.zeros_like(W), torch.zeros_like(b))
-    scale = max(1.0, float(torch.cat([gW.reshape(-1), gb]).norm()))
+    scale = max(1.0, float(torch.cat([gW.reshape(-1), gb]).norm())) if scale is None else float(scale)
     h, gW, gb = grads(W, b)
     F = objective(P, b)
     history = [F]
@@ -131,8 +139,11 @@ def prox_newton(est, data: TaskData, prox_admm, prox_step, penalty, params: list
             r = gW
         G = (G + G.mT) / 2 + tau * eye
         tg = TaskGram(G)
+        if extra is not None:  # q is in the model as it is: the loss part takes the rest of the gradient
+            r = r - extra.grad(W)
         linear = tg(W) - r  # the model in W' = W + dW: 1/2 W'^T A W' - W'^T (A W - r)
         quad = Quadratic(tg, linear, 0.0, tg.inverse, tg.mean_eigenvalue())
+        quad = quad if extra is None else [quad, extra]
         # the model to a tenth of the outer residual (an inexact Newton step), not below what
         # the dtype can resolve; a solve that did not converge passes on no duals
         tol_in = max(0.1 * max(tol, min(1e-2, 0.1 * residual)), 100 * eps)

@@ -3,6 +3,8 @@ Lee, Yang and Hwang (2018), eq. 4."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .. import ops
@@ -10,6 +12,7 @@ from ._base import MultiTaskLinear, lipschitz_guess, task_losses
 from ._balance import balance_scales, map_duals
 from ._polish import POLISH_AFTER, polish
 from ._blocks import OuterLoop, block_scale, factor_quadratic, prox_residual, right_quadratic, solve_block
+from ._newton import newton_applies, prox_newton
 from ._solve import plain_step, squared_loss
 
 
@@ -30,7 +33,9 @@ class AMTL(MultiTaskLinear):
     (B fixed, loss weights 1 + alpha ||b_t^o||_1 constants): for the squared loss, ADMM
     with exact solves of the two quadratic parts (per-task Gram matrices; gamma ||W (I -
     B)||^2 through the eigendecomposition of (I - B)(I - B)^T), prox ``ops.soft_threshold``;
-    FISTA (``ops.prox_grad_step``) for other losses. B-step (W, hence the losses, fixed):
+    for the logistic and squared-hinge losses proximal Newton (``_newton.prox_newton``: each
+    step's model, the per-task curvatures plus gamma ||W (I - B)||^2 as it is, by the same
+    ADMM), FISTA where the per-task Gram matrices are too large. B-step (W, hence the losses, fixed):
     a lasso in B with Gram matrix 2 gamma W^T W, by ADMM with prox ``ops.soft_threshold``
     (one threshold alpha L_t per row), the zero diagonal and, if ``nonneg``, B >= 0.
     After the B-step (squared loss) each task's (w_t, b_t^o) takes its exact best scale
@@ -155,6 +160,7 @@ class AMTL(MultiTaskLinear):
         sq = squared_loss(data, fit_b) if self.loss == "squared" else None
         if sq is not None and not sq.exact:
             sq = None  # too many features for exact solves: the W-step by FISTA through autograd
+        newton = sq is None and newton_applies(self, data)
         self._lr = lipschitz_guess(data, self.loss)
 
         def losses(W, b):
@@ -173,18 +179,24 @@ class AMTL(MultiTaskLinear):
                 return f, [sq.quadratic(f), recon], sq.linear * f
             return f, recon, None
 
-        def w_grad(W, b, B):
+        def w_grad(W, b, B, with_b=False):
+            """The W-block's gradient in W (and in the intercepts, ``with_b``; 0 for the squared
+            loss, whose intercepts are at their optimum for W)."""
             f, parts, _ = w_parts(B)
             if sq is not None:
-                return parts[0].grad(W) + parts[1].grad(W)
+                g = parts[0].grad(W) + parts[1].grad(W)
+                return (g, torch.zeros_like(b)) if with_b else g
             with torch.enable_grad():
-                Wg = W.detach().requires_grad_(True)
-                val = (f * losses(Wg, b)).sum() + gamma * ((Wg - Wg @ B) ** 2).sum()
-                return torch.autograd.grad(val, Wg)[0]
+                Wg, bg = W.detach().requires_grad_(True), b.detach().requires_grad_(fit_b)
+                val = (f * losses(Wg, bg)).sum() + gamma * ((Wg - Wg @ B) ** 2).sum()
+                g = torch.autograd.grad(val, [Wg, bg] if fit_b else [Wg])
+            return (g[0], g[1] if fit_b else torch.zeros_like(b)) if with_b else g[0]
 
         def w_residual(W, b, B, scale):
-            g = w_grad(W, b, B)
-            return prox_residual(W, g, None, lambda x, gg, lr: ops.prox_grad_step(x, gg, lr, mu)) / scale
+            """The W-block's KKT residual, with the intercepts' gradient (they are its variables too)."""
+            g, gb = w_grad(W, b, B, with_b=True)
+            r = prox_residual(W, g, None, lambda x, gg, lr: ops.prox_grad_step(x, gg, lr, mu))
+            return (r * r + float(gb.norm()) ** 2) ** 0.5 / scale
 
         def b_residual(W, B, b):
             K = 2 * gamma * (W.T @ W)
@@ -208,6 +220,15 @@ class AMTL(MultiTaskLinear):
                                   loop.warm)
                 W = res.params[0]
                 b = sq.intercept(W)
+            elif newton:  # logistic, squared hinge: proximal Newton (``_newton``), the weights f in the
+                # losses and gamma ||W (I - B)||^2 in every step's model as it is
+                scale_w = block_scale(w_grad(torch.zeros_like(W), b, B))
+                res = prox_newton(self, replace(data, weight=data.weight * f[:, None]),
+                                  lambda v, t: [ops.soft_threshold(v[0], t * mu)],
+                                  lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, mu)],
+                                  lambda p: float(mu * p[0].abs().sum()), [W], b, "AMTL W-step", fit_b,
+                                  tol=loop.inner_tol, extra=parts, scale=scale_w)
+                W, b = res.params[0], res.b
             else:
                 scale_w = block_scale(w_grad(torch.zeros_like(W), b, B))
                 res = solve_block(

@@ -168,7 +168,7 @@ class _LatentFactorMTL(MultiTaskLinear):
                 scale_s = block_scale(grad_at(lambda p: losses(L, p[0], b), [torch.zeros_like(S)])[0])
                 res = prox_newton(self, s_block_data(data, L), lambda v, t: [self._prox_S_admm(v[0], t)],
                                   lambda p, g, lr: [self._prox_S(p[0], g[0], lr)], lambda p: self._penalty_S(p[0]),
-                                  [S], b, f"{name} S-step", fit_b, tol=loop.inner_tol)
+                                  [S], b, f"{name} S-step", fit_b, tol=loop.inner_tol, scale=scale_s)
                 S, b = res.params[0], res.b
             else:
                 self._lr = lipschitz_guess(data, self.loss) / max(spectral_norm_sq(L), 1e-12)
@@ -215,7 +215,7 @@ class _LatentFactorMTL(MultiTaskLinear):
                     lambda v, t: [self._prox_L_admm(v[0].reshape(shape), t).reshape(-1, 1)],
                     lambda p, g, lr: [self._prox_L(p[0].reshape(shape), g[0].reshape(shape), lr).reshape(-1, 1)],
                     lambda p: self._penalty_L(p[0].reshape(shape)), [L.reshape(-1, 1)], b.new_zeros(1),
-                    f"{name} L-step", False, tol=loop.inner_tol)
+                    f"{name} L-step", False, tol=loop.inner_tol, scale=scale_l)
                 L = res.params[0].reshape(shape)
                 r_l = prox_residual(L, grad_at(lambda p: losses(p[0], S, b), [L])[0], None, self._prox_L) / scale_l
                 gS, gb = grad_at(lambda p: losses(L, p[0], p[1]), [S, b])
