@@ -335,27 +335,44 @@ def test_warm_start_continues_the_alternation(synthetic, make):
     assert first.objective_history_[-1] < end
 
 
-@pytest.mark.parametrize("hidden", ["linear", "relu"])
-def test_amtfl_caps_the_fista_block(synthetic, hidden, monkeypatch):
-    """AMTFL's (L, S, b) block (a classification loss) takes at most LS_BLOCK_ITER FISTA steps
-    an outer step with the linear layer (where more of them crawl along the valley of
-    W = L S: benchmarks/research/amtfl_raw_classification.py); with the ReLU up to max_iter,
-    stopped when LS_BLOCK_ITER steps gain at most LS_STALL (steps shrink at its kinks)."""
+@pytest.mark.parametrize("case", ["linear", "linear, too large for Newton", "relu"])
+def test_amtfl_classification_blocks(synthetic, case, monkeypatch):
+    """With a classification loss AMTFL's (L, S, b) blocks: with the linear layer an S-step and
+    an L-step by proximal Newton (``_amtfl_newton``), then LS_JOINT_ITER FISTA steps on
+    (L, S, b) together; where those designs are too large, and
+    with the ReLU layer, (L, S, b) together by FISTA, at most LS_BLOCK_ITER steps an outer step
+    with the linear layer (more of them crawl along the valley of W = L S:
+    benchmarks/research/amtfl_raw_classification.py), with the ReLU up to max_iter, stopped
+    when LS_BLOCK_ITER steps gain at most LS_STALL (its steps shrink at the kinks)."""
+    import mtlkernels.linear._amtfl_newton as amtfl_newton
     import mtlkernels.linear._blocks as blocks
-    from mtlkernels.linear.amtfl import LS_BLOCK_ITER, LS_STALL
+    import mtlkernels.linear.amtfl as amtfl
+    from mtlkernels.linear.amtfl import LS_BLOCK_ITER, LS_JOINT_ITER, LS_STALL
 
-    calls, run = [], blocks.run_fista
+    calls, newton, run, prox_newton = [], [], blocks.run_fista, amtfl_newton.prox_newton
 
     def spy(est, smooth, prox, penalty, params, lr, desc, max_iter=None, stall=None, **kw):
         if desc == "AMTFL (L, S)":
             calls.append((max_iter, stall))
         return run(est, smooth, prox, penalty, params, lr, desc, max_iter=max_iter, stall=stall, **kw)
 
+    def spy_newton(*args, **kw):
+        newton.append(args[7])
+        return prox_newton(*args, **kw)
+
     monkeypatch.setattr(blocks, "run_fista", spy)
+    monkeypatch.setattr(amtfl_newton, "prox_newton", spy_newton)
+    if case == "linear, too large for Newton":
+        monkeypatch.setattr(amtfl, "latent_newton_applies", lambda *a: False)
     Xs, ys = synthetic
     labels = [(y > np.median(y)).astype(int) for y in ys]
+    hidden = "relu" if case == "relu" else "linear"
     quiet(AMTFL(n_latent=2, loss="logistic", hidden=hidden, max_outer=2, max_iter=500), Xs[:3], labels[:3])
-    assert calls and set(calls) == {(LS_BLOCK_ITER if hidden == "linear" else 500, (LS_BLOCK_ITER, LS_STALL))}
+    if case == "linear":
+        assert newton == ["AMTFL S-step", "AMTFL L-step"] * 2 and set(calls) == {(LS_JOINT_ITER, (LS_BLOCK_ITER, LS_STALL))}
+    else:
+        assert not newton and calls
+        assert set(calls) == {(LS_BLOCK_ITER if hidden == "linear" else 500, (LS_BLOCK_ITER, LS_STALL))}
 
 
 @pytest.mark.parametrize("hidden", ["linear", "relu"])

@@ -14,7 +14,7 @@ from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, rotation_sweep, shear_period, \
     shear_sweep, valley_hint
 from ._polish import POLISH_AFTER, polish
-from ._newton import l_block_data, latent_newton_applies, prox_newton, s_block_data
+from ._newton import l_block_data, l_block_gram, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
 
 
@@ -215,7 +215,7 @@ class _LatentFactorMTL(MultiTaskLinear):
                     lambda v, t: [self._prox_L_admm(v[0].reshape(shape), t).reshape(-1, 1)],
                     lambda p, g, lr: [self._prox_L(p[0].reshape(shape), g[0].reshape(shape), lr).reshape(-1, 1)],
                     lambda p: self._penalty_L(p[0].reshape(shape)), [L.reshape(-1, 1)], b.new_zeros(1),
-                    f"{name} L-step", False, tol=loop.inner_tol, scale=scale_l)
+                    f"{name} L-step", False, tol=loop.inner_tol, scale=scale_l, gram=l_block_gram(data, S))
                 L = res.params[0].reshape(shape)
                 r_l = prox_residual(L, grad_at(lambda p: losses(p[0], S, b), [L])[0], None, self._prox_L) / scale_l
                 gS, gb = grad_at(lambda p: losses(L, p[0], p[1]), [S, b])
