@@ -1,0 +1,61 @@
+"""Research script (not a benchmark): every estimator of ``mtlkernels.linear`` at its defaults
+on small real datasets bundled with scikit-learn, raw columns, split into tasks as in
+``amtfl_real_classification.py`` (diabetes as regression, breast cancer and digits with the
+logistic loss, LatentTaskMTL with its squared hinge): fit time, whether it reached its
+optimum (every other fit must warn), the KKT residual and the training score.
+
+2026-11-27, night (two threads), after the proximal Newton blocks of AMTL and AMTFL: all 24 fits
+run; at their optimum: the convex four everywhere, AMTL on diabetes and breast cancer (1.7 s on the latter;
+112 s and unconverged before), Go-MTL on breast cancer. The others warn: Go-MTL, LatentTaskMTL
+and AMTFL on diabetes and digits, LatentTaskMTL and AMTFL on breast cancer (residuals 1.3e-6 to
+5.7e-3: the valley of W = L S), AMTL on digits (2.9e-5: the coupling of W and B).
+
+Usage (from python_tests/, after `make install`; about a minute):
+    ../.venv/bin/python ../benchmarks/research/real_sweep.py [EstimatorName ...]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import torch
+from sklearn.datasets import load_breast_cancer, load_diabetes
+
+from mtlkernels.linear import (AMTFL, AMTL, AdaptiveSharing, GoMTL, JointFeatureSelection, LatentTaskMTL,
+                               SingleTaskLinear, TraceNormMTL)
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from amtfl_real_classification import problems, tasks_by  # noqa: E402
+
+
+def estimators(classification: bool):
+    kw = {"loss": "logistic"} if classification else {}
+    return [SingleTaskLinear(**kw), AdaptiveSharing(**kw), TraceNormMTL(**kw), JointFeatureSelection(**kw),
+            GoMTL(**kw), LatentTaskMTL(**({} if classification else {"loss": "squared"})), AMTL(**kw), AMTFL(**kw)]
+
+
+def main():
+    torch.set_num_threads(2)
+    d, b = load_diabetes(scaled=False), load_breast_cancer()
+    data = [("diabetes/age4", False, *tasks_by(d.data, d.target, d.data[:, 0], 4)),
+            ("cancer/area3", True, *tasks_by(b.data, b.target, b.data[:, 3], 3))]
+    data += [(name, True, Xs, ys) for name, Xs, ys in problems() if name == "digits/5"]
+    only = [a for a in sys.argv[1:] if not a.startswith("-")]
+    for name, classification, Xs, ys in data:
+        for est in estimators(classification):
+            if only and type(est).__name__ not in only:
+                continue
+            t0 = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                est.fit(Xs, ys)
+            t = time.perf_counter() - t0
+            warned = any(w.category.__name__ == "ConvergenceWarning" for w in caught)
+            print(f"{name:14s} {type(est).__name__:22s} {t:6.2f} s  converged={est.converged_!s:5s} "
+                  f"warned={warned!s:5s} residual={est.residual_:.1e}  score={est.score(Xs, ys):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
