@@ -8,8 +8,9 @@ fixed). The reconstruction w ||Z - relu(Z S A + c)||^2, Z = X L, enters each blo
 ``prox_newton``'s smooth extra term: its gradient through autograd, and in every step's
 model its Gauss-Newton Hessian on the ReLU's current pattern M = [Z S A + c > 0]: for the
 L-block all of it (``_recon_gram_L``), for the S-block all of it too while S is small
-(``_recon_gram_S``; else a Kronecker bound on it, with a resolvent of its own). Raw, correlated features (columns of 1e-2 to 1e3)
-do not slow these blocks down as they do FISTA on (L, S, b) together (``AMTFL._ls_block``).
+(``_recon_gram_S``; else a Kronecker bound on it, with a resolvent of its own). Raw,
+correlated features (columns of 1e-2 to 1e3) do not slow these blocks down as they do FISTA
+on (L, S, b) together (``AMTFL._ls_block``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def newton_ls_blocks(est, data: TaskData, samples, L, S, A, c, b, f, rw: float, 
     res = prox_newton(
         est, l_block_data(weighted, S, b if fit_b else None),
         lambda v, t: [ops.elastic_net_prox(v[0].reshape(shape), t * l1_L, t * 2 * lam).reshape(-1, 1)],
-        lambda p, g, lr: [ops.prox_grad_step(p[0].reshape(shape), g[0].reshape(shape), lr, l1_L, 2 * lam).reshape(-1, 1)],
+        lambda p, g, lr: [ops.prox_grad_step(p[0].reshape(shape), g[0].reshape(shape), lr, l1_L,
+                                             2 * lam).reshape(-1, 1)],
         lambda p: float(lam * (p[0] ** 2).sum() + l1_L * p[0].abs().sum()), [L.reshape(-1, 1)], b.new_zeros(1),
         "AMTFL L-step", False, tol=tol, scale=scales["L"],
         extra=lambda v: rw * recon_loss(samples @ v.reshape(shape), S, A, c),

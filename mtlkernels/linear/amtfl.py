@@ -31,8 +31,9 @@ from ._solve import latent_init, plain_step, squared_loss
 LS_BLOCK_ITER = 100
 LS_STALL = 1e-9
 # With proximal Newton blocks (the linear layer), this many FISTA steps on (L, S, b) together
-# after them: moves of W = L S that exact blocks make by tiny steps (the 8 fits of the note
-# of 2026-11-27: objectives 1-6 % lower than with the Newton blocks alone on 6, in the same time)
+# after them: moves of W = L S that exact blocks make by tiny steps (the 8 fits of
+# benchmarks/research/amtfl_real_classification.py against the Newton blocks alone, 2026-11-27:
+# 0.3-6 % lower on 5, 0.7 % higher on 1, in about the same time; school_like 69.5475 against 69.5585)
 LS_JOINT_ITER = 20
 
 
@@ -70,9 +71,10 @@ class AMTFL(MultiTaskLinear):
     the loss exactly. With the logistic or squared-hinge loss and the linear layer, an S-step
     (with the intercepts) and an L-step by proximal Newton, the reconstruction in each step's
     model by its Gauss-Newton Hessian (``_amtfl_newton``), while their designs are small
-    enough, then ``LS_JOINT_ITER`` FISTA steps on (L, S, b) together. Otherwise (L, S, b) is one block solved by FISTA (``ops.prox_grad_step``)
-    in variables scaled by the diagonal of its Hessian (``_ls_block``), at most ``LS_BLOCK_ITER``
-    steps an outer step with the linear layer, with the ReLU layer until they stall (``LS_STALL``).
+    enough, then ``LS_JOINT_ITER`` FISTA steps on (L, S, b) together. Otherwise (L, S, b) is
+    one block solved by FISTA (``ops.prox_grad_step``) in variables scaled by the diagonal of
+    its Hessian (``_ls_block``), at most ``LS_BLOCK_ITER`` steps an outer step with the linear
+    layer, with the ReLU layer until they stall (``LS_STALL``).
     Each outer step starts with moves along the valley of W = L S (``_valley_steps``).
     The (A, c) block (L, S fixed, so the losses L_t are constants; ``_amtfl_blocks``) is
     solved by Gauss-Newton on the ReLU's pattern, one Levenberg-Marquardt damping per
