@@ -336,6 +336,18 @@ def test_feedback_residual_takes_the_relu_kink_as_a_corner():
             assert abs(r - plain) <= 1e-9 * plain, (plain, r)
 
 
+def test_feedback_residual_at_kinks_with_no_slope_to_choose_in_float32():
+    """Kinks whose samples have z = relu(u) = 0 leave the gradient free of the slope there:
+    the residual is the plain one, in float32 too (the kink search's step, 1 / 0, made it nan
+    there and the AMTFL fit raised: raw_problem([11, 57]) of test_linear_raw_fuzz, logistic)."""
+    from mtlkernels.linear._amtfl_blocks import feedback_residual
+
+    f32 = torch.float32
+    Z, S = torch.zeros(2, 1, dtype=f32), torch.zeros(1, 1, dtype=f32)  # every pre-activation is c = 0
+    X, thr = torch.tensor([[0.5], [0.0]], dtype=f32), torch.tensor([[0.1], [0.0]], dtype=f32)
+    assert feedback_residual(Z, S, X, 1.0, thr, 1.0) == pytest.approx(0.1, rel=1e-3)  # thr: A = 0.5 with g = 0
+
+
 def test_prox_residual_with_a_zero_gradient_is_the_penalty_subgradient():
     """A block whose smooth part is flat (gradient exactly 0) is at its optimum only where 0
     is in the penalty's subdifferential: with l1 weights thr at nonzero x the residual is

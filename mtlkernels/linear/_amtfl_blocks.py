@@ -81,8 +81,11 @@ def feedback_residual(Z: Tensor, S: Tensor, X: Tensor, w: float, thr: Tensor, sc
         r = torch.where(nonzero, v + thr * X.sign(), v.sign() * (v.abs() - thr).clamp_min(0))
         return r, torch.where(nonzero | (v.abs() > thr), r, torch.zeros_like(r))
 
+    dd = float((D * D).sum())
+    if not dd >= torch.finfo(X.dtype).tiny:  # the kinks' samples have z = relu(u) = 0: no slope matters
+        return plain  # (and 1 / dd would overflow the dtype: a float32 fit got nan here)
     theta = prev = theta0.clone()
-    step = 1.0 / max(2 * float((D * D).sum()), 1e-300)
+    step = 1.0 / (2 * dd)
     best = plain
     for it in range(1, 301):  # accelerated projected gradient on the convex ||dist(g(theta))||^2 over [0, 1]^K
         y = theta + (it - 1) / (it + 2) * (theta - prev)
