@@ -3,10 +3,11 @@ scales of the factors, the exact 1-D minimisers behind the shear steps, and a sw
 keeps L S and never raises the penalties. References: grids and brute force in numpy."""
 
 import numpy as np
+import pytest
 import torch
 
-from mtlkernels.linear._balance import _best_angle, _min_convex, _min_piecewise, balance_scales, rebalance, \
-    rotation_sweep, shear_sweep
+from mtlkernels.linear._balance import _best_angle, _min_convex, _min_piecewise, balance_scales, move_duals, \
+    rebalance, rotation_sweep, shear_sweep
 
 GRID = np.linspace(-20, 20, 400001)
 
@@ -144,3 +145,35 @@ def test_rotation_sweep_keeps_the_product_and_lowers_the_penalty():
         assert after <= before * (1 + 1e-12) + 1e-12
         moved += int(after < before * (1 - 1e-6))
     assert moved >= 10  # the sweep does move (random factors are far from the valley's best basis)
+
+
+def test_balance_scales_in_float32_stay_finite_and_positive():
+    """A column of L near 0 in float32 (a = 1e-40, a denormal; or a = b = 1e-38 against e = 1e30)
+    gave a scale of nan (c^3 overflowing float32): computed in float64 and kept within
+    max^(1/4) of the dtype, they stay finite, and an ordinary component keeps its exact optimum."""
+    a = torch.tensor([1e-40, 1e-38, 0.26], dtype=torch.float32)
+    b = torch.tensor([0.0, 1e-38, 0.0], dtype=torch.float32)
+    e = torch.tensor([1.0, 1e30, 0.54], dtype=torch.float32)
+    c = balance_scales(a, b, e)
+    assert c.dtype == torch.float32 and bool(torch.isfinite(c).all()) and bool((c > 0).all())
+    assert float(c[2]) == pytest.approx((0.54 / 0.52) ** (1 / 3), rel=1e-6)
+
+
+def test_move_duals_drops_the_duals_of_a_move_singular_to_the_dtype():
+    """A valley move singular to float32's precision (shears between components with an empty
+    row of S and a column of L near 0: Go-MTL, logistic, float32 on raw_problem([13, 11]) of
+    test_linear_raw_fuzz raised in linalg.inv) drops the blocks' ADMM duals, which then start
+    cold; a well-conditioned move maps them (M^-T G for S, G M^T for L)."""
+    M = torch.tensor([[0.99482, 0.856, -0.36755], [-1.2299e-07, 6.9237e6, -2.9729e6],
+                      [-1.0019e-14, -6.9237e6, 2.9729e6]], dtype=torch.float32)
+
+    def warm():
+        return {"S": ([[torch.ones(3, 2)]], 1.0), "L": ([[torch.ones(4, 3)]], 1.0), "other": 1}
+
+    w = warm()
+    move_duals(w, M, "S", "L")
+    assert set(w) == {"other"}
+    w, M = warm(), torch.diag(torch.tensor([2.0, 1.0, 0.5]))
+    move_duals(w, M, "S", "L")
+    assert torch.allclose(w["S"][0][0][0], torch.linalg.inv(M).T @ torch.ones(3, 2))
+    assert torch.allclose(w["L"][0][0][0], torch.ones(4, 3) @ M.T) and w["S"][1] == 1.0

@@ -34,7 +34,11 @@ def balance_scales(a: Tensor, b: Tensor, e: Tensor) -> Tensor:
     where b < 0): the positive root of p(c) = 2 a c^3 + b c^2 - e, by Newton's method from
     above (p is increasing and convex from its root on, so the iterates fall monotonically
     to it). Components with e = 0 (an empty row of S) or a = b = 0 (an empty column of L)
-    keep c = 1."""
+    keep c = 1. Computed in float64 (c^3 overflows float32 for a scale of 1e13) and kept
+    within max^(1/4) of the dtype either way (the objective is unimodal in c, so a scale
+    between 1 and the optimum still lowers it)."""
+    dtype = a.dtype
+    a, b, e = (v.double() for v in (a, b, e))
     live = (e > 0) & ((a > 0) | (b > 0))
     a, b, e = (torch.where(live, v, torch.ones_like(v)) for v in (a, b, e))
     big = torch.full_like(a, float("inf"))
@@ -53,7 +57,9 @@ def balance_scales(a: Tensor, b: Tensor, e: Tensor) -> Tensor:
         c = c - step
         if bool((step.abs() <= 1e-15 * c).all()):
             break
-    return torch.where(live, c, torch.ones_like(c))
+    c = torch.where(live & torch.isfinite(c) & (c > 0), c, torch.ones_like(c))
+    lim = torch.finfo(dtype).max ** 0.25
+    return c.clamp(1 / lim, lim).to(dtype)
 
 
 def shear_period(k: int) -> int:
@@ -276,7 +282,16 @@ def map_duals(warm: dict, key: str | None, fn) -> None:
 def move_duals(warm: dict, M: Tensor, s_key: str | None, l_key: str | None) -> None:
     """After a move (L M^-1, M S) along the valley, the blocks' ADMM duals (stored in
     ``warm``) follow it: they approximate minus the gradients of the smooth parts, which
-    transform as M^-T G for S and G M^T for L at the same L S."""
-    MinvT = torch.linalg.inv(M).T
+    transform as M^-T G for S and G M^T for L at the same L S. Where M is singular to the
+    dtype's precision (shears between components with an empty row of S and a column of L
+    near 0: entries of 1e7 in float32) the duals are dropped instead (the blocks start cold)."""
+    Minv, info = torch.linalg.inv_ex(M.double())
+    if int(info) != 0 or not bool(torch.isfinite(Minv).all()) or \
+            float(torch.linalg.matrix_norm(M.double(), 1) * torch.linalg.matrix_norm(Minv, 1)) * \
+            torch.finfo(M.dtype).eps > 1e-2:
+        for key in (s_key, l_key):
+            warm.pop(key, None)
+        return
+    MinvT = Minv.T.to(M.dtype)
     map_duals(warm, s_key, lambda y: MinvT @ y)
     map_duals(warm, l_key, lambda y: y @ M.T)
