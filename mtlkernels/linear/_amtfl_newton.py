@@ -81,11 +81,13 @@ def newton_ls_blocks(est, data: TaskData, samples, L, S, A, c, b, f, rw: float, 
         scales["S"] = block_scale(grad_at(lambda p: smooth_total(L, p[0], A, c, b, f), [torch.zeros_like(S)])[0])
         scales["L"] = block_scale(grad_at(lambda p: smooth_total(p[0], S, A, c, b, f), [torch.zeros_like(L)])[0])
     Z = samples @ L
+    if bool(A.any()):  # with A = 0 the reconstruction is free of S
+        extra, extra_gram = (lambda s: rw * recon_loss(Z, s, A, c)), (lambda s: _recon_gram_S(Z, s, A, c, rw))
+    else:
+        extra = extra_gram = None
     res = prox_newton(est, s_block_data(weighted, L), lambda v, t: [ops.soft_threshold(v[0], t * mu)],
                       lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, mu)], lambda p: float(mu * p[0].abs().sum()),
-                      [S], b, "AMTFL S-step", fit_b, tol=tol, scale=scales["S"],
-                      **({"extra": lambda s: rw * recon_loss(Z, s, A, c),
-                          "extra_gram": lambda s: _recon_gram_S(Z, s, A, c, rw)} if bool(A.any()) else {}))
+                      [S], b, "AMTFL S-step", fit_b, tol=tol, scale=scales["S"], extra=extra, extra_gram=extra_gram)
     S, b = res.params[0], res.b
     res = prox_newton(
         est, l_block_data(weighted, S, b if fit_b else None),

@@ -203,17 +203,20 @@ class AMTL(MultiTaskLinear):
             thr = (alpha * losses(W, b)).detach()[:, None]
             return prox_residual(B, K @ B - K, None, lambda x, g, lr: prox_B(x - lr * g, lr * thr)) / block_scale(K)
 
+        def w_scale(b, B, lin):
+            """The W-block's residual scale: its smooth part's gradient at W = 0."""
+            return block_scale(lin) if sq is not None else block_scale(w_grad(torch.zeros(d, T, **kw), b, B))
+
         def residuals(W, B, b):
             f, parts, lin = w_parts(B)
-            scale = block_scale(lin) if sq is not None else block_scale(w_grad(torch.zeros_like(W), b, B))
-            return {"W": w_residual(W, b, B, scale), "B": b_residual(W, B, b)}
+            return {"W": w_residual(W, b, B, w_scale(b, B, lin)), "B": b_residual(W, B, b)}
 
         history = [self.objective(W, B, b, data)]
         for outer in range(self.max_outer):
             # W-step (B fixed)
             f, parts, lin = w_parts(B)
+            scale_w = w_scale(b, B, lin)
             if sq is not None:
-                scale_w = block_scale(lin)
                 res = solve_block(self, parts, lambda v, t: [ops.soft_threshold(v[0], t * mu)],
                                   lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, mu)],
                                   lambda p: float(mu * p[0].abs().sum()), [W], "AMTL W-step", scale_w, loop.inner_tol,
@@ -222,7 +225,6 @@ class AMTL(MultiTaskLinear):
                 b = sq.intercept(W)
             elif newton:  # logistic, squared hinge: proximal Newton (``_newton``), the weights f in the
                 # losses and gamma ||W (I - B)||^2 in every step's model as it is
-                scale_w = block_scale(w_grad(torch.zeros_like(W), b, B))
                 res = prox_newton(self, replace(data, weight=data.weight * f[:, None]),
                                   lambda v, t: [ops.soft_threshold(v[0], t * mu)],
                                   lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, mu)],
@@ -230,7 +232,6 @@ class AMTL(MultiTaskLinear):
                                   tol=loop.inner_tol, extra=parts, scale=scale_w)
                 W, b = res.params[0], res.b
             else:
-                scale_w = block_scale(w_grad(torch.zeros_like(W), b, B))
                 res = solve_block(
                     self, lambda p: (f * losses(p[0], p[1])).sum() + gamma * ((p[0] - p[0] @ B) ** 2).sum(),
                     None, lambda p, g, lr: [ops.prox_grad_step(p[0], g[0], lr, mu),
