@@ -86,6 +86,37 @@ def test_load_malsar_reads_cell_arrays(tmp_path):
     assert load_malsar(tmp_path / "col.mat", x_key="Xc", y_key="Yc").n_tasks == 3
 
 
+def test_load_malsar_sparse_cells_and_labels(tmp_path):
+    """Sparse designs (text data) come back dense; labels in {-1, +1} make a classification
+    data set (MALSAR's Logistic_* convention) unless the caller says otherwise."""
+    sio = pytest.importorskip("scipy.io")
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(5)
+    dense = [np.where(rng.random((n, 6)) < 0.3, rng.integers(1, 5, (n, 6)), 0).astype(float) for n in (9, 14)]
+    cells_x, cells_y = np.empty((2, 1), dtype=object), np.empty((2, 1), dtype=object)
+    for t, x in enumerate(dense):
+        cells_x[t, 0] = sparse.csc_matrix(x)
+        cells_y[t, 0] = np.where(np.arange(len(x)) % 3 == 0, 1.0, -1.0)[:, None]
+    sio.savemat(tmp_path / "text.mat", {"X": cells_x, "Y": cells_y})
+    ds = load_malsar(tmp_path / "text.mat")
+    assert ds.task == "classification"
+    for t in range(2):
+        np.testing.assert_array_equal(ds.X["train"][t], dense[t])
+    assert load_malsar(tmp_path / "text.mat", task="regression").task == "regression"
+    cells_y[1, 0] = np.ones((14, 1))  # one class in one task only: still {-1, +1} overall
+    sio.savemat(tmp_path / "one.mat", {"X": cells_x, "Y": cells_y})
+    assert load_malsar(tmp_path / "one.mat").task == "classification"
+    cells_y[0, 0] = np.ones((9, 1))  # every label +1: nothing says classification
+    sio.savemat(tmp_path / "ones.mat", {"X": cells_x, "Y": cells_y})
+    assert load_malsar(tmp_path / "ones.mat").task == "regression"
+    with pytest.raises(ValueError, match="task must be"):
+        load_malsar(tmp_path / "ones.mat", task="binary")
+    cells_y[0, 0] = np.full((9, 1), np.nan)
+    sio.savemat(tmp_path / "nan.mat", {"X": cells_x, "Y": cells_y})
+    with pytest.raises(ValueError, match=r"Y\{1\} has NaN"):
+        load_malsar(tmp_path / "nan.mat")
+
+
 def test_load_malsar_errors(tmp_path):
     sio = pytest.importorskip("scipy.io")
     cells = np.empty((1, 2), dtype=object)

@@ -3,8 +3,9 @@
 MALSAR (Zhou, Chen and Ye, 2011) ships its data sets (``school.mat``, ...) as MATLAB
 files holding a cell array ``X`` of per-task designs, each (n_t, d), and a cell array
 ``Y`` of per-task targets, each (n_t, 1); the same layout its solvers take
-(``Least_Trace(X, Y, rho1)``). :func:`load_malsar` reads such a file (any MATLAB format
-up to v7; v7.3 files are HDF5 and need ``h5py``, which we do not depend on).
+(``Least_Trace(X, Y, rho1)``; its logistic solvers take labels in {-1, +1}).
+:func:`load_malsar` reads such a file (any MATLAB format up to v7, dense or sparse cells;
+v7.3 files are HDF5 and need ``h5py``, which we do not depend on).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def _cells(value, name: str, path) -> list[np.ndarray]:
                          f"{type(value).__name__} {getattr(value, 'dtype', '')}")
     out = []
     for t, cell in enumerate(value.reshape(-1)):
-        a = np.asarray(cell)
+        # a sparse cell (text data sets) comes back as a scipy.sparse matrix: densify it
+        a = cell.toarray() if hasattr(cell, "toarray") else np.asarray(cell)
         if a.dtype == object or not np.issubdtype(a.dtype, np.number):
             raise ValueError(f"{path}: {name}{{{t + 1}}} must be numeric, got dtype {a.dtype}")
         out.append(np.asarray(a, dtype=np.float64))
@@ -32,7 +34,7 @@ def _cells(value, name: str, path) -> list[np.ndarray]:
 
 
 def load_malsar(path, fractions=None, seed: int = 0, x_key: str = "X", y_key: str = "Y",
-                name: str | None = None) -> MultiTaskDataset:
+                name: str | None = None, task: str = "auto") -> MultiTaskDataset:
     """Read a MALSAR ``.mat`` file into a :class:`MultiTaskDataset` (regression).
 
     Args:
@@ -42,15 +44,21 @@ def load_malsar(path, fractions=None, seed: int = 0, x_key: str = "X", y_key: st
         seed: the split's seed.
         x_key, y_key: the names of the two cell arrays in the file.
         name: the data set's name (default: the file's stem).
+        task: "regression", "classification", or "auto" (default): classification when
+            every target is -1 or +1 (MALSAR's labels for its logistic solvers) and both
+            occur, regression otherwise.
     Returns:
         A dataset with one task per cell; targets as 1-D arrays. Designs are kept as
-        stored (School's last column is a constant 1).
+        stored (School's last column is a constant 1), sparse ones made dense.
     Raises:
         ValueError: a missing or malformed variable, task counts or sample counts that
-        differ between X and Y, or designs with different numbers of columns.
+        differ between X and Y, designs with different numbers of columns, non-finite
+        values, or an unknown ``task``.
     """
     from scipy.io import loadmat
 
+    if task not in ("auto", "regression", "classification"):
+        raise ValueError(f"task must be 'auto', 'regression' or 'classification', got {task!r}")
     path = Path(path)
     try:
         mat = loadmat(path)
@@ -74,7 +82,13 @@ def load_malsar(path, fractions=None, seed: int = 0, x_key: str = "X", y_key: st
             raise ValueError(f"{path}: {x_key}{{{t + 1}}} has {x.shape[1]} columns but {x_key}{{1}} has {d}")
         if y.size != x.shape[0]:
             raise ValueError(f"{path}: task {t + 1} has {x.shape[0]} samples in {x_key} but {y.size} targets in {y_key}")
+        for what, a in ((x_key, x), (y_key, y)):
+            if not np.isfinite(a).all():
+                raise ValueError(f"{path}: {what}{{{t + 1}}} has NaN or infinite values")
         ys[t] = y.reshape(-1)
+    if task == "auto":
+        labels = np.unique(np.concatenate(ys))
+        task = "classification" if labels.tolist() == [-1.0, 1.0] else "regression"
     X, y = split_tasks(Xs, ys, fractions, seed)
-    return MultiTaskDataset(name or path.stem, X, y, "regression", False, [f"task{t}" for t in range(len(Xs))],
+    return MultiTaskDataset(name or path.stem, X, y, task, False, [f"task{t}" for t in range(len(Xs))],
                             {"path": str(path), "seed": seed})
