@@ -26,18 +26,22 @@ from torch import Tensor
 from ._blocks import _value_grad
 
 POLISH_MAX_VARS = 256  # the exact Hessian costs one Hessian-vector product per unknown
+POLISH_MAX_VARS_EXACT = 512  # with the caller's Hessian (``hessian=``): the eigh of each step
 POLISH_AFTER = 5  # outer steps of block coordinate descent before the finish (which starts from their point)
 
 
-def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None):
+def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, hessian=None):
     """:func:`projected_newton` on named variables, each ``"free"``, ``"nonneg"`` (>= 0) or
     ``"l1"`` (carried as x+ - x-, both >= 0, so that |x| = x+ + x- is linear on the box).
 
     ``fun(values, absolute)`` gives the objective from the values and, for the ``"l1"`` and
     ``"nonneg"`` variables, their entrywise absolute values; ``residual(values)`` the
-    caller's stop measure; ``move(values) -> values`` an optional exact valley move.
+    caller's stop measure; ``move(values) -> values`` an optional exact valley move;
+    ``hessian(values) -> Tensor`` optionally the Hessian of ``fun`` in the values (the
+    variables flattened row-major in their order), which must then depend on the absolute
+    values linearly (as an l1 penalty does): batched autograd otherwise.
     Returns (values, residual, steps), or None when the problem has more than
-    ``POLISH_MAX_VARS`` unknowns."""
+    ``POLISH_MAX_VARS`` unknowns (``POLISH_MAX_VARS_EXACT`` with ``hessian``)."""
     names = list(variables)
     parts, bounded, slots = [], [], {}
     for name in names:
@@ -48,7 +52,7 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None):
         slots[name] = (len(parts), len(pieces))
         parts += pieces
         bounded += [torch.full_like(x, kind != "free", dtype=torch.bool)] * len(pieces)
-    if sum(p.numel() for p in parts) > POLISH_MAX_VARS:
+    if sum(p.numel() for p in parts) > (POLISH_MAX_VARS if hessian is None else POLISH_MAX_VARS_EXACT):
         return None
 
     def values(ps):
@@ -64,13 +68,31 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None):
             out += [x.clamp_min(0), (-x).clamp_min(0)] if slots[n][1] == 2 else [x]
         return out
 
+    hess = None
+    if hessian is not None:  # values = J parts (x = x+ - x- for an l1 variable): J^T H J
+        J = _value_jacobian([variables[n].numel() for n in names], [slots[n][1] for n in names], parts[0])
+
+        def hess(ps):
+            return J.T @ hessian(values(ps)) @ J
+
     out, r, steps = projected_newton(lambda ps: fun(values(ps), absolute(ps)), parts, bounded,
                                      lambda ps: residual(values(ps)), tol,
-                                     move=None if move is None else lambda ps: to_parts(move(values(ps))))
+                                     move=None if move is None else lambda ps: to_parts(move(values(ps))),
+                                     hessian=hess)
     return {n: v.detach() for n, v in values(out).items()}, r, steps
 
 
-def _hessian(fun, x: Tensor) -> Tensor:
+def _value_jacobian(sizes: list[int], pieces: list[int], like: Tensor) -> Tensor:
+    """d values / d parts: the identity for a variable in one part, [I, -I] for one carried
+    as x+ - x- (two parts)."""
+    blocks = []
+    for n, m in zip(sizes, pieces):
+        eye = torch.eye(n, dtype=like.dtype, device=like.device)
+        blocks.append(torch.cat([eye, -eye], 1) if m == 2 else eye)
+    return torch.block_diag(*blocks)
+
+
+def autograd_hessian(fun, x: Tensor) -> Tensor:
     """The exact Hessian, all Hessian-vector products in one batched backward pass (one
     pass per unknown where an operation does not batch)."""
     with torch.enable_grad():
@@ -85,14 +107,15 @@ def _hessian(fun, x: Tensor) -> Tensor:
 
 
 def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, tol: float, max_iter: int = 150,
-                     patience: int = 50, move=None):
+                     patience: int = 50, move=None, hessian=None):
     """min fun(parts) subject to parts[i][bounded[i]] >= 0, from ``parts``.
 
     ``fun`` maps a list of tensors (shapes of ``parts``) to a scalar tensor, smooth on the
     box; ``bounded`` holds a boolean mask per part; ``residual`` maps the parts to the
     caller's stop measure (its blocks' KKT residuals). ``move`` (optional) maps the parts
     to a point of no larger objective along a valley the caller knows exactly (taken after
-    each step when it does not increase the objective). Stops at ``tol``, after ``max_iter``
+    each step when it does not increase the objective); ``hessian`` (optional) maps the
+    parts to fun's Hessian (batched autograd otherwise). Stops at ``tol``, after ``max_iter``
     steps, when ``patience`` steps have not halved the best residual (a degenerate or
     unbounded problem, where Newton steps crawl too), or when a step did not lower the
     objective above rounding (a kink, where the quadratic model fails).
@@ -119,7 +142,7 @@ def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, 
         if r <= tol or since >= patience:
             return unflat(x), r, step - 1
         free = ~(lower & (x <= 0) & (g > 0))  # at the bound and pushed outwards: held there
-        H = _hessian(flat_fun, x)[free][:, free]
+        H = (autograd_hessian(flat_fun, x) if hessian is None else hessian(unflat(x)))[free][:, free]
         dscale = H.diagonal().abs()
         dscale = torch.where(dscale > 0, dscale, torch.ones_like(dscale)).rsqrt()  # Jacobi scaling
         ev, V = torch.linalg.eigh(H * dscale[:, None] * dscale[None, :])

@@ -13,7 +13,8 @@ from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent
     solve_block
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, rotation_sweep, shear_period, \
     shear_sweep, valley_hint
-from ._polish import POLISH_AFTER, polish
+from ._hessian import latent_data_hessian
+from ._polish import POLISH_AFTER, autograd_hessian, polish
 from ._newton import l_block_data, l_block_gram, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
 
@@ -29,10 +30,12 @@ class _LatentFactorMTL(MultiTaskLinear):
     factors move along the valley of W = L S (``_balance``: the exact best scales, exact
     shear steps and, with an l1 on S, exact Givens rotations), which the alternation alone crosses by tiny steps. L and S start from the
     SVD of the stacked single-task solutions. A small problem (at most
-    ``_polish.POLISH_MAX_VARS`` unknowns) still unconverged after ``_polish.POLISH_AFTER``
-    outer steps is finished by projected Newton on (L, S, b) at once (``_polish``: an l1
-    term as two non-negative parts, a group norm only while none of its groups is zero),
-    kept where it lowers the residual. The loop stops when the KKT residuals of both
+    ``_polish.POLISH_MAX_VARS`` unknowns, ``POLISH_MAX_VARS_EXACT`` without the squared
+    loss's exact blocks, where the data term's Hessian comes from weighted Gram matrices,
+    ``_hessian``) still unconverged after ``_polish.POLISH_AFTER`` outer steps is finished
+    by projected Newton on (L, S, b) at once (``_polish``: an l1 term as two non-negative
+    parts, a group norm only while none of its groups is zero), kept where it lowers the
+    residual. The loop stops when the KKT residuals of both
     blocks (with the intercepts' gradient) are at most ``tol`` (``block_residuals_``), else
     warns. Subclasses give the proximal maps and penalties."""
 
@@ -130,8 +133,24 @@ class _LatentFactorMTL(MultiTaskLinear):
             return v | {"L": Lx, "S": Sx}
 
         variables = {"L": L, "S": S} | ({"b": b} if fit_b else {})
+        hessian = None
+        if loss is None:  # the data term's exact Hessian from weighted Gram matrices (``_hessian``)
+            sizes = [x.numel() for x in variables.values()]
+
+            def hessian(v):
+                a = {n: x.detach().abs() for n, x in v.items()}  # the penalties are linear in these
+
+                def penalty(flat):
+                    parts = dict(zip(v, (c.reshape(x.shape) for c, x in zip(torch.split(flat, sizes), v.values()))))
+                    return self._smooth_penalty(parts, a) + 0 * flat.sum()  # a graph even without lam
+
+                flat = torch.cat([x.reshape(-1) for x in v.values()])
+                return (latent_data_hessian(self.loss, data, v["L"], v["S"], v["b"] if fit_b else None)
+                        + autograd_hessian(penalty, flat))
+
         out = polish(fun, variables, kinds | {"b": "free"},
-                     lambda v: max(self._residuals(data, *point(v), loss, losses).values()), float(self.tol), move=move)
+                     lambda v: max(self._residuals(data, *point(v), loss, losses).values()), float(self.tol), move=move,
+                     hessian=hessian)
         if out is None or out[1] > start:
             return None
         Ln, Sn, bn = point(out[0])

@@ -1,0 +1,69 @@
+"""The exact Hessian of a latent model's data term, from weighted per-task Gram matrices.
+
+For the factorised models (Go-MTL, Lee, Yang and Hwang 2018, eq. 3) the predictions are
+z_ti = x_ti^T L s_t + b_t and the data term is f = sum_t sum_i w_ti l(z_ti). With
+r_ti = w_ti l'(z_ti), D_ti = w_ti l''(z_ti) and, per task, G_t = X_t^T D_t X_t,
+m_t = X_t^T D_t 1, c_t = sum_i D_ti, u_t = X_t^T r_t:
+
+    d2f / dL_ai dL_bj   = sum_t G_t[a, b] s_ti s_tj
+    d2f / dL_ai ds_tj   = (G_t L)[a, j] s_ti + u_t[a] [i = j]
+    d2f / ds_t ds_t     = L^T G_t L          (no coupling between tasks)
+    d2f / dL_ai db_t    = m_t[a] s_ti,   d2f / ds_t db_t = L^T m_t,   d2f / db_t^2 = c_t
+
+One pass over the data (the T weighted Gram matrices) instead of one Hessian-vector
+product through the data per unknown: what lets ``_polish`` finish problems of a few
+hundred unknowns on thousands of samples (29 tasks of 445-690 samples, 9 columns, five
+latent bases: 0.56 s a Hessian by batched autograd, a few ms from the Gram matrices).
+The squared hinge's l'' is its generalised second derivative (2 where 1 - y z > 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._base import TaskData, elementwise_loss
+
+
+def loss_derivatives(kind: str, Z: Tensor, data: TaskData) -> tuple[Tensor, Tensor]:
+    """w * l'(z) and w * l''(z), each (T, n), at the predictions Z (T, n)."""
+    with torch.enable_grad():
+        z = Z.detach().requires_grad_(True)
+        (r,) = torch.autograd.grad((data.weight * elementwise_loss(kind, z, data.Y)).sum(), z, create_graph=True)
+        (D,) = torch.autograd.grad(r.sum(), z)  # l is elementwise: d r_ti / d z_ti alone
+    return r.detach(), D.detach()
+
+
+def latent_data_hessian(kind: str, data: TaskData, L: Tensor, S: Tensor, b: Tensor | None) -> Tensor:
+    """The Hessian of sum_t L_t(X_t L s_t + b_t) in (vec L, vec S[, b]), row-major
+    vectorisation; ``b=None``: no intercepts (none among the unknowns, none in z)."""
+    (d, k), T = L.shape, S.shape[1]
+    Z = data.predict(L @ S, b)
+    r, D = loss_derivatives(kind, Z, data)
+    X = data.X
+    if data.shared:  # X (n, d), every task on every sample
+        G, m, u = torch.einsum("tn,nd,ne->tde", D, X, X), D @ X, r @ X
+    else:  # X (T, n, d), zero-padded (zero weights there)
+        G, m, u = torch.einsum("tn,tnd,tne->tde", D, X, X), torch.einsum("tn,tnd->td", D, X), \
+            torch.einsum("tn,tnd->td", r, X)
+    GL = G @ L  # (T, d, k)
+    eye_k = torch.eye(k, dtype=L.dtype, device=L.device)
+    n_l, n_s = d * k, k * T
+    n = n_l + n_s + (T if b is not None else 0)
+    H = L.new_zeros(n, n)
+    H[:n_l, :n_l] = torch.einsum("tab,it,jt->aibj", G, S, S).reshape(n_l, n_l)
+    H_ls = torch.einsum("taj,it->aijt", GL, S) + torch.einsum("ta,ij->aijt", u, eye_k)
+    H[:n_l, n_l:n_l + n_s] = H_ls.reshape(n_l, n_s)
+    LGL = L.T @ GL  # (T, k, k)
+    t_idx = torch.arange(T, device=L.device)
+    H_ss = L.new_zeros(k, T, k, T)
+    H_ss[:, t_idx, :, t_idx] = LGL  # advanced indices first: (T, k, k)
+    H[n_l:n_l + n_s, n_l:n_l + n_s] = H_ss.reshape(n_s, n_s)
+    if b is not None:
+        H[:n_l, n_l + n_s:] = torch.einsum("ta,it->ait", m, S).reshape(n_l, T)
+        H_sb = L.new_zeros(k, T, T)
+        H_sb[:, t_idx, t_idx] = (m @ L).T  # (k, T): L^T m_t in column t
+        H[n_l:n_l + n_s, n_l + n_s:] = H_sb.reshape(n_s, T)
+        H[n_l + n_s:, n_l + n_s:] = torch.diag(D.sum(1))
+    upper = torch.triu(H, 1)
+    return H.diagonal().diag_embed() + upper + upper.T
