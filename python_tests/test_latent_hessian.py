@@ -10,9 +10,11 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from mtlkernels.linear import GoMTL, _inputs
+from mtlkernels.linear import GoMTL, LatentTaskMTL, _inputs
+from mtlkernels.linear import latent as latent_module
 from mtlkernels.linear._base import task_losses
 from mtlkernels.linear._hessian import latent_data_hessian
+from mtlkernels.linear._polish import autograd_hessian
 
 
 @pytest.mark.parametrize("kind", ["logistic", "squared_hinge", "squared"])
@@ -95,3 +97,37 @@ def test_logistic_gomtl_reaches_its_optimum_on_landmine_shaped_data():
     assert np.hypot(np.linalg.norm(vS), np.linalg.norm(gb)) / scale_S <= 2 * est.tol
     assert np.linalg.norm(gL) / scale_L <= 2 * est.tol
     assert (S == 0).any() and (S != 0).any()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GoMTL(n_latent=3, loss="logistic", l1_L=0.05, mu=0.01, lam=0.01),
+    lambda: GoMTL(n_latent=2, loss="squared_hinge", mu=0.01, lam=0.0, fit_intercept=False),
+    lambda: LatentTaskMTL(n_latent=3, mu=1e-3, gamma=0.05),
+], ids=["gomtl-logistic-l1L", "gomtl-hinge-no-intercept", "latent-task-mtl"])
+def test_the_finish_gets_the_hessian_of_its_objective(monkeypatch, make):
+    """The Hessian the estimators hand to ``_polish.polish`` (data term from Gram matrices,
+    penalties by autograd) is the Hessian of the objective it minimises, in its variables'
+    order, at the point where the finish starts."""
+    seen = []
+
+    def spy(fun, variables, kinds, residual, tol, move=None, hessian=None):
+        names, shapes = list(variables), [x.shape for x in variables.values()]
+        flat = torch.cat([x.detach().reshape(-1) for x in variables.values()])
+
+        def f(x):
+            v = dict(zip(names, (c.reshape(s) for c, s in zip(torch.split(x, [s.numel() for s in shapes]), shapes))))
+            return fun(v, {n: t.abs() for n, t in v.items()})
+
+        seen.append((hessian({n: x.detach() for n, x in variables.items()}), autograd_hessian(f, flat)))
+        return None  # no finish: the alternation goes on
+
+    monkeypatch.setattr(latent_module, "polish", spy)
+    rng = np.random.default_rng(2)
+    Xs = [rng.standard_normal((n, 5)) * np.logspace(-2, 2, 5) for n in (9, 20, 14)]
+    ys = [(rng.standard_normal(len(x)) > 0).astype(int) for x in Xs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        make().set_params(max_outer=6, tol=1e-14).fit(Xs, ys)
+    assert len(seen) == 1
+    H, expected = seen[0]
+    torch.testing.assert_close(H, expected, rtol=1e-9, atol=1e-12 * float(expected.abs().max()))
