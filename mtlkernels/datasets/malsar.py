@@ -81,7 +81,8 @@ def load_malsar(path, fractions=None, seed: int = 0, x_key: str = "X", y_key: st
         if x.shape[1] != d:
             raise ValueError(f"{path}: {x_key}{{{t + 1}}} has {x.shape[1]} columns but {x_key}{{1}} has {d}")
         if y.size != x.shape[0]:
-            raise ValueError(f"{path}: task {t + 1} has {x.shape[0]} samples in {x_key} but {y.size} targets in {y_key}")
+            raise ValueError(f"{path}: task {t + 1} has {x.shape[0]} samples in {x_key} but {y.size} targets in "
+                             f"{y_key}")
         for what, a in ((x_key, x), (y_key, y)):
             if not np.isfinite(a).all():
                 raise ValueError(f"{path}: {what}{{{t + 1}}} has NaN or infinite values")
