@@ -103,10 +103,14 @@ def test_logistic_gomtl_reaches_its_optimum_on_landmine_shaped_data():
     lambda: GoMTL(n_latent=3, loss="logistic", l1_L=0.05, mu=0.01, lam=0.01),
     lambda: GoMTL(n_latent=2, loss="squared_hinge", mu=0.01, lam=0.0, fit_intercept=False),
     lambda: LatentTaskMTL(n_latent=3, mu=1e-3, gamma=0.05),
-], ids=["gomtl-logistic-l1L", "gomtl-hinge-no-intercept", "latent-task-mtl"])
-def test_the_finish_gets_the_hessian_of_its_objective(monkeypatch, make):
+    lambda: GoMTL(n_latent=3, loss="squared", mu=0.01, lam=0.01),
+    lambda: GoMTL(n_latent=2, loss="squared", mu=0.01, lam=0.01, fit_intercept=False, task_weighting="sum"),
+], ids=["gomtl-logistic-l1L", "gomtl-hinge-no-intercept", "latent-task-mtl", "gomtl-squared-gram",
+        "gomtl-squared-sum-no-intercept"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_finish_gets_the_hessian_of_its_objective(monkeypatch, make, shared):
     """The Hessian the estimators hand to ``_polish.polish`` (data term from Gram matrices,
-    penalties by autograd) is the Hessian of the objective it minimises, in its variables'
+    the squared loss's with the intercepts eliminated, penalties by autograd) is the Hessian of the objective it minimises, in its variables'
     order, at the point where the finish starts."""
     seen = []
 
@@ -124,10 +128,14 @@ def test_the_finish_gets_the_hessian_of_its_objective(monkeypatch, make):
     monkeypatch.setattr(latent_module, "polish", spy)
     rng = np.random.default_rng(2)
     Xs = [rng.standard_normal((n, 5)) * np.logspace(-2, 2, 5) for n in (9, 20, 14)]
-    ys = [(rng.standard_normal(len(x)) > 0).astype(int) for x in Xs]
+    est = make()
+    ys = [rng.standard_normal(len(x)) * 50 + 20 if est.loss == "squared" else (rng.standard_normal(len(x)) > 0)
+          .astype(int) for x in Xs]
+    if shared:  # one design (n, d), targets (n, T)
+        Xs, ys = Xs[1], np.stack([ys[1], ys[1][::-1], np.roll(ys[1], 3)], 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        make().set_params(max_outer=6, tol=1e-14).fit(Xs, ys)
+        est.set_params(max_outer=6, tol=1e-14).fit(Xs, ys)
     assert len(seen) == 1
     H, expected = seen[0]
     torch.testing.assert_close(H, expected, rtol=1e-9, atol=1e-12 * float(expected.abs().max()))

@@ -13,7 +13,7 @@ from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent
     solve_block
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, rotation_sweep, shear_period, \
     shear_sweep, valley_hint
-from ._hessian import latent_data_hessian
+from ._hessian import latent_data_hessian, latent_quadratic_hessian
 from ._polish import POLISH_AFTER, autograd_hessian, polish
 from ._newton import l_block_data, l_block_gram, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
@@ -133,20 +133,18 @@ class _LatentFactorMTL(MultiTaskLinear):
             return v | {"L": Lx, "S": Sx}
 
         variables = {"L": L, "S": S} | ({"b": b} if fit_b else {})
-        hessian = None
-        if loss is None:  # the data term's exact Hessian from weighted Gram matrices (``_hessian``)
-            sizes = [x.numel() for x in variables.values()]
+        sizes = [x.numel() for x in variables.values()]
 
-            def hessian(v):
-                a = {n: x.detach().abs() for n, x in v.items()}  # the penalties are linear in these
+        def hessian(v):  # the data term's exact Hessian from (weighted) Gram matrices (``_hessian``)
+            a = {n: x.detach().abs() for n, x in v.items()}  # the penalties are linear in these
 
-                def penalty(flat):
-                    parts = dict(zip(v, (c.reshape(x.shape) for c, x in zip(torch.split(flat, sizes), v.values()))))
-                    return self._smooth_penalty(parts, a) + 0 * flat.sum()  # a graph even without lam
+            def penalty(flat):
+                parts = dict(zip(v, (c.reshape(x.shape) for c, x in zip(torch.split(flat, sizes), v.values()))))
+                return self._smooth_penalty(parts, a) + 0 * flat.sum()  # a graph even without lam
 
-                flat = torch.cat([x.reshape(-1) for x in v.values()])
-                return (latent_data_hessian(self.loss, data, v["L"], v["S"], v["b"] if fit_b else None)
-                        + autograd_hessian(penalty, flat))
+            data_h = (latent_quadratic_hessian(loss, v["L"], v["S"]) if loss is not None
+                      else latent_data_hessian(self.loss, data, v["L"], v["S"], v["b"] if fit_b else None))
+            return data_h + autograd_hessian(penalty, torch.cat([x.reshape(-1) for x in v.values()]))
 
         out = polish(fun, variables, kinds | {"b": "free"},
                      lambda v: max(self._residuals(data, *point(v), loss, losses).values()), float(self.tol), move=move,
