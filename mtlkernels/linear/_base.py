@@ -160,14 +160,16 @@ class MultiTaskLinear(BaseEstimator):
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be finite and non-negative, got {v!r}")
 
-    def _converged(self, converged: bool, n_iter: int, residual: float, limit: str) -> None:
+    def _converged(self, converged: bool, n_iter: int, residual: float, limit: str, detail: str | None = None) -> None:
         """Record ``n_iter_``, ``residual_`` and ``converged_``; warn when ``limit`` (the
-        name of the iteration cap that ran out) stopped the solver before ``tol``."""
+        name of the iteration cap that ran out) stopped the solver before ``tol``
+        (``detail``: what stopped short, when not the KKT residual)."""
         self.n_iter_, self.residual_, self.converged_ = int(n_iter), float(residual), bool(converged)
         if not converged:
+            detail = detail or f"a KKT residual of {residual:.3g} > tol={self.tol:g}"
             warnings.warn(
-                f"{type(self).__name__} stopped after {n_iter} iterations ({limit}={getattr(self, limit)}) with a "
-                f"KKT residual of {residual:.3g} > tol={self.tol:g}: the result is not at the optimum of its "
+                f"{type(self).__name__} stopped after {n_iter} iterations ({limit}={getattr(self, limit)}) with "
+                f"{detail}: the result is not at the optimum of its "
                 f"objective; raise {limit} (or tol){getattr(self, '_convergence_hint', '')}", ConvergenceWarning,
                 stacklevel=3)
 

@@ -280,7 +280,7 @@ class AMTFL(MultiTaskLinear):
                 if polished is not None:
                     (L, S, A, c, b), res = polished
                     history.append(self.objective(L, S, A, c, b, data))
-            if loop.update(outer, res):
+            if loop.update(outer, res, history):
                 break
         self.L_, self.S_, self.A_ = L.cpu().numpy(), S.cpu().numpy(), A.cpu().numpy()
         self.recon_bias_ = c.cpu().numpy()

@@ -272,7 +272,7 @@ class AMTL(MultiTaskLinear):
                     W, B, b = polished
                     history.append(self.objective(W, B, b, data))
                     res = residuals(W, B, b)
-            if loop.update(outer, res):
+            if loop.update(outer, res, history):
                 break
         self.B_ = B.cpu().numpy()
         self.objective_history_ = history

@@ -254,7 +254,7 @@ class _LatentFactorMTL(MultiTaskLinear):
                 if polished is not None:
                     (L, S, b), res = polished
                     history.append(self.objective(L, S, b, data))
-            if loop.update(outer, res):
+            if loop.update(outer, res, history):
                 break
         self.L_ = L.cpu().numpy()
         self.S_ = S.cpu().numpy()
