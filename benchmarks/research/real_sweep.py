@@ -38,6 +38,21 @@ def estimators(classification: bool):
             GoMTL(**kw), LatentTaskMTL(**({} if classification else {"loss": "squared"})), AMTL(**kw), AMTFL(**kw)]
 
 
+def sweep(name: str, classification: bool, Xs, ys, only=()) -> None:
+    """Fit every estimator (or those named in ``only``) on (Xs, ys); one line each."""
+    for est in estimators(classification):
+        if only and type(est).__name__ not in only:
+            continue
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est.fit(Xs, ys)
+        t = time.perf_counter() - t0
+        warned = any(w.category.__name__ == "ConvergenceWarning" for w in caught)
+        print(f"{name:14s} {type(est).__name__:22s} {t:6.2f} s  converged={est.converged_!s:5s} "
+              f"warned={warned!s:5s} residual={est.residual_:.1e}  score={est.score(Xs, ys):.3f}", flush=True)
+
+
 def main():
     torch.set_num_threads(2)
     d, b = load_diabetes(scaled=False), load_breast_cancer()
@@ -46,17 +61,7 @@ def main():
     data += [(name, True, Xs, ys) for name, Xs, ys in problems() if name == "digits/5"]
     only = [a for a in sys.argv[1:] if not a.startswith("-")]
     for name, classification, Xs, ys in data:
-        for est in estimators(classification):
-            if only and type(est).__name__ not in only:
-                continue
-            t0 = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                est.fit(Xs, ys)
-            t = time.perf_counter() - t0
-            warned = any(w.category.__name__ == "ConvergenceWarning" for w in caught)
-            print(f"{name:14s} {type(est).__name__:22s} {t:6.2f} s  converged={est.converged_!s:5s} "
-                  f"warned={warned!s:5s} residual={est.residual_:.1e}  score={est.score(Xs, ys):.3f}", flush=True)
+        sweep(name, classification, Xs, ys, only)
 
 
 if __name__ == "__main__":

@@ -28,16 +28,13 @@ Usage (from python_tests/, after `make install`; about a minute each):
 from __future__ import annotations
 
 import sys
-import time
-import warnings
 
 import numpy as np
 import torch
 
-from mtlkernels.linear import (AMTFL, AMTL, AdaptiveSharing, GoMTL, JointFeatureSelection, LatentTaskMTL,
-                               SingleTaskLinear, TraceNormMTL)
-
 sys.path.insert(0, ".")  # python_tests/
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from real_sweep import sweep  # noqa: E402
 from test_latent_hessian import landmine_like  # noqa: E402
 
 
@@ -50,28 +47,11 @@ def sarcos_like(seed=0, n=20000, d=21, T=7):
     return X, np.sin(X / scales) @ W * 10 + 5 * rng.standard_normal((n, T)) + 30
 
 
-def estimators(classification: bool):
-    kw = {"loss": "logistic"} if classification else {}
-    return [SingleTaskLinear(**kw), AdaptiveSharing(**kw), TraceNormMTL(**kw), JointFeatureSelection(**kw),
-            GoMTL(**kw), LatentTaskMTL(**({} if classification else {"loss": "squared"})), AMTL(**kw), AMTFL(**kw)]
-
-
 def main():
     torch.set_num_threads(2)
     landmine = "--sarcos" not in sys.argv
     X, Y = landmine_like() if landmine else sarcos_like()
-    only = [a for a in sys.argv[1:] if not a.startswith("-")]
-    for est in estimators(landmine):
-        if only and type(est).__name__ not in only:
-            continue
-        t0 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            est.fit(X, Y)
-        t = time.perf_counter() - t0
-        warned = any(w.category.__name__ == "ConvergenceWarning" for w in caught)
-        print(f"{type(est).__name__:22s} {t:6.2f} s  converged={est.converged_!s:5s} warned={warned!s:5s} "
-              f"residual={est.residual_:.1e}  score={est.score(X, Y):.4f}", flush=True)
+    sweep("landmine" if landmine else "sarcos", landmine, X, Y, [a for a in sys.argv[1:] if not a.startswith("-")])
 
 
 if __name__ == "__main__":
