@@ -212,7 +212,8 @@ class OuterLoop:
     """The outer loop's bookkeeping for an alternating estimator: the block tolerances
     (inexact early: each block to 0.3 times the last outer residual, from 1e-2 down to
     ``tol``, which makes the early outer steps cheap), the blocks' ADMM states carried
-    between outer steps, the stop rule (every block's KKT residual at most ``tol``) and,
+    between outer steps, the stop rule (every block's KKT residual at most ``tol``, and
+    an objective that has stopped falling: :meth:`update`) and,
     at the end, ``n_iter_``, ``residual_``, ``block_residuals_``, ``converged_`` and the
     ``ConvergenceWarning`` naming ``max_outer``."""
 

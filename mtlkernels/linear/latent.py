@@ -30,14 +30,14 @@ class _LatentFactorMTL(MultiTaskLinear):
     factors move along the valley of W = L S (``_balance``: the exact best scales, exact
     shear steps and, with an l1 on S, exact Givens rotations), which the alternation alone crosses by tiny steps. L and S start from the
     SVD of the stacked single-task solutions. A small problem (at most
-    ``_polish.POLISH_MAX_VARS`` unknowns, ``POLISH_MAX_VARS_EXACT`` without the squared
-    loss's exact blocks, where the data term's Hessian comes from weighted Gram matrices,
-    ``_hessian``) still unconverged after ``_polish.POLISH_AFTER`` outer steps is finished
-    by projected Newton on (L, S, b) at once (``_polish``: an l1 term as two non-negative
-    parts, a group norm only while none of its groups is zero), kept where it lowers the
-    residual. The loop stops when the KKT residuals of both
-    blocks (with the intercepts' gradient) are at most ``tol`` (``block_residuals_``), else
-    warns. Subclasses give the proximal maps and penalties."""
+    ``_polish.POLISH_MAX_VARS_EXACT`` unknowns: the data term's Hessian comes from
+    (weighted) per-task Gram matrices, ``_hessian``) still unconverged after
+    ``_polish.POLISH_AFTER`` outer steps is finished by projected Newton on (L, S, b) at once
+    (``_polish``: an l1 term as two non-negative parts, a group norm only while none of its
+    groups is zero), kept where it lowers the residual. The loop stops when the KKT
+    residuals of both blocks (with the intercepts' gradient) are at most ``tol``
+    (``block_residuals_``) and the objective has stopped falling (``_blocks.OuterLoop``),
+    else warns. Subclasses give the proximal maps and penalties."""
 
     def _prox_S(self, S, g, lr):
         raise NotImplementedError
