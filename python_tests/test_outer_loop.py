@@ -5,7 +5,9 @@ the objective by 1e-5 a step: AMTL (logistic) on a Landmine-shaped problem repor
 ``converged_`` after 276 outer steps with 1 % of its objective still to fall
 (``benchmarks/research/shapes_sweep.py --landmine``); it now warns."""
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_breast_cancer
 from sklearn.exceptions import ConvergenceWarning
 
 from mtlkernels.linear import AMTL
@@ -39,3 +41,28 @@ def test_a_residual_below_tol_with_a_falling_objective_warns():
     assert not loop.update(1, {"W": 5e-7, "B": 1e-7}, history + [8.5])  # stalled once: the step before
     assert loop.update(2, {"W": 5e-7, "B": 1e-7}, history + [8.5, 8.5])  # twice: at its optimum
     assert not loop.update(2, {"W": 2e-6, "B": 1e-7}, history + [8.5, 8.5])  # the residual still counts
+
+
+def test_amtl_warns_where_the_residual_scale_hides_a_block_far_from_its_optimum():
+    """Breast cancer in three tasks (terciles of mean area), raw columns, the logistic loss:
+    the W-block's residual, relative to its gradient at W = 0 (large: areas of 1e3), met tol
+    at a fit whose objective still falls along the scale of (W, b) with B fixed, checked here
+    in numpy (the W-block is convex, so its optimum is lower still). It used to report
+    ``converged_``; it must warn and name that slope."""
+    data = load_breast_cancer()
+    key = data.data[:, 3]
+    g = np.searchsorted(np.quantile(key, [1 / 3, 2 / 3]), key)
+    Xs, ys = [data.data[g == i] for i in range(3)], [data.target[g == i] for i in range(3)]
+    est = AMTL(loss="logistic")
+    with pytest.warns(ConvergenceWarning, match=r"scale of \(W, b\)"):
+        est.fit(Xs, ys)
+    assert not est.converged_ and est.residual_ <= est.tol
+
+    def objective(c):  # eq. 4 with mu = 0, the losses' means, labels in {-1, +1}
+        W, b, B = c * est.coef_, c * est.intercept_, est.B_
+        losses = np.array([np.logaddexp(0, -(2 * y - 1) * (X @ W[:, t] + b[t])).mean()
+                           for t, (X, y) in enumerate(zip(Xs, ys))])
+        return ((1 + est.alpha * np.abs(B).sum(1)) * losses).sum() + est.gamma * ((W - W @ B) ** 2).sum()
+
+    assert objective(1.0) == pytest.approx(est.objective_history_[-1], rel=1e-9)
+    assert objective(1.01) < objective(1.0) * (1 - 1e-3)

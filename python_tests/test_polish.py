@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import nnls
 from sklearn.linear_model import Lasso
 
-from mtlkernels.linear._polish import POLISH_MAX_VARS, polish, projected_newton
+from mtlkernels.linear._polish import POLISH_MAX_VARS, POLISH_MAX_VARS_EXACT, _value_index, polish, projected_newton
 
 
 def projected_gradient(x, g, lower):
@@ -36,10 +36,14 @@ def test_bounds_match_nnls_on_badly_scaled_columns():
     assert (x.numpy() >= 0).all() and (x.numpy() == 0).sum() == (ref == 0).sum()
 
 
-def test_l1_variables_match_sklearn_lasso():
+@pytest.mark.parametrize("given_hessian", [False, True], ids=["autograd", "caller"])
+def test_l1_variables_match_sklearn_lasso(given_hessian):
+    """Also with the Hessian in the values handed in (``hessian=``), mapped to the free parts
+    by index and sign; columns of scales 1e-2..1e2, so that several coefficients sit near
+    zero on the way (the epsilon-active set)."""
     rng = np.random.default_rng(1)
-    X = rng.standard_normal((30, 8))
-    y = X @ np.array([3.0, 0, 0, -2, 0, 0, 1, 0]) + 0.1 * rng.standard_normal(30)
+    X = rng.standard_normal((30, 8)) * np.logspace(-2, 2, 8)
+    y = X @ (np.array([3.0, 0, 0, -2, 0, 0, 1, 0]) / np.logspace(-2, 2, 8)) + 0.1 * rng.standard_normal(30)
     alpha = 0.2
     Xt, yt = torch.tensor(X), torch.tensor(y)
 
@@ -51,10 +55,12 @@ def test_l1_variables_match_sklearn_lasso():
         g = X.T @ (X @ w - y) / len(y)
         return float(np.linalg.norm(w - np.sign(w - g) * np.maximum(np.abs(w - g) - alpha, 0)))
 
-    out, r, _ = polish(fun, {"w": torch.zeros(8, dtype=torch.float64)}, {"w": "l1"}, residual, 1e-12)
+    H = torch.tensor(X.T @ X / len(y))
+    out, r, _ = polish(fun, {"w": torch.zeros(8, dtype=torch.float64)}, {"w": "l1"}, residual, 1e-12,
+                       hessian=(lambda v: H) if given_hessian else None)
     ref = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=100_000).fit(X, y).coef_
     assert r <= 1e-12
-    np.testing.assert_allclose(out["w"].numpy(), ref, atol=1e-9)
+    np.testing.assert_allclose(out["w"].numpy(), ref, atol=1e-9, rtol=1e-7)
     assert ((out["w"].numpy() == 0) == (ref == 0)).all()
 
 
@@ -97,3 +103,28 @@ def test_size_cap_and_bad_kind():
     assert polish(lambda v, a: (v["x"] ** 2).sum(), big, {"x": "free"}, lambda v: 1.0, 1e-6) is None
     with pytest.raises(ValueError, match="'box'.*'x'"):
         polish(lambda v, a: v["x"].sum(), {"x": torch.zeros(2)}, {"x": "box"}, lambda v: 1.0, 1e-6)
+
+
+def test_value_index_is_the_jacobian_of_the_split():
+    """(J^T H J)[p, q] = sign[p] sign[q] H[index[p], index[q]] for the parts of a free
+    variable of 3 and an l1 variable of 2 (x = x+ - x-)."""
+    index, sign = _value_index([3, 2], [1, 2], torch.zeros(1, dtype=torch.float64))
+    J = torch.zeros(5, 7, dtype=torch.float64)
+    J[index, torch.arange(7)] = sign
+    np.testing.assert_array_equal(J.numpy(), np.block([[np.eye(3), np.zeros((3, 4))],
+                                                       [np.zeros((2, 3)), np.eye(2), -np.eye(2)]]))
+    H = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(H[index][:, index] * sign[:, None] * sign[None, :], J.T @ H @ J)
+
+
+def test_exact_hessian_cap_counts_values():
+    """With ``hessian=`` the cap is on the values (an l1 variable's two parts count once)."""
+    n = POLISH_MAX_VARS_EXACT // 2 + 1  # 2n parts > the cap, n values below it
+    x = torch.linspace(-1, 1, n, dtype=torch.float64)
+    out = polish(lambda v, a: ((v["x"] - x) ** 2).sum() + 0.1 * a["x"].sum(), {"x": torch.zeros(n, dtype=torch.float64)},
+                 {"x": "l1"}, lambda v: float((v["x"] - torch.sign(x) * (x.abs() - 0.05).clamp_min(0)).norm()), 1e-12,
+                 hessian=lambda v: 2 * torch.eye(n, dtype=torch.float64))
+    assert out is not None and out[1] <= 1e-12
+    big = {"x": torch.zeros(POLISH_MAX_VARS_EXACT + 1, dtype=torch.float64)}
+    assert polish(lambda v, a: (v["x"] ** 2).sum(), big, {"x": "free"}, lambda v: 1.0, 1e-6,
+                  hessian=lambda v: torch.eye(POLISH_MAX_VARS_EXACT + 1, dtype=torch.float64)) is None

@@ -50,7 +50,8 @@ def sweep(name: str, classification: bool, Xs, ys, only=()) -> None:
         t = time.perf_counter() - t0
         warned = any(w.category.__name__ == "ConvergenceWarning" for w in caught)
         print(f"{name:14s} {type(est).__name__:22s} {t:6.2f} s  converged={est.converged_!s:5s} "
-              f"warned={warned!s:5s} residual={est.residual_:.1e}  score={est.score(Xs, ys):.3f}", flush=True)
+              f"warned={warned!s:5s} residual={est.residual_:.1e}  score={est.score(Xs, ys):.3f}  "
+              f"F={est.objective_history_[-1]:.10g}", flush=True)
 
 
 def main():

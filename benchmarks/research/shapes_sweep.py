@@ -20,6 +20,11 @@ AMTL on --landmine reported ``converged_`` after 276 outer steps (max_outer=400)
 objective still falling by 1e-5 a step (8.0770; 8.0084 after 2000 steps, still falling): the
 stop rule now also asks the objective to have stopped falling (``_blocks.OuterLoop.update``),
 and the fit warns.
+2026-11-28, two threads, before -> after the finish's epsilon-active set (``linear/_polish.py``):
+Go-MTL --landmine 1.4-1.6 s -> 0.8 s, --sarcos 2.2 s -> 0.5-0.6 s, both at the same optimum (F
+10.26696 and 150047.31, now printed); LatentTaskMTL --landmine 1.0-1.2 s either way. Keeping an
+l1 variable's two parts from both being positive (tried too) sent Go-MTL --landmine to another
+local optimum 1.2 % higher (F 10.39282): not kept.
 
 Usage (from python_tests/, after `make install`; about a minute each):
     ../.venv/bin/python ../benchmarks/research/shapes_sweep.py --landmine|--sarcos [EstimatorName ...]

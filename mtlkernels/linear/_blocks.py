@@ -230,6 +230,7 @@ class OuterLoop:
         self._prev = None
         self._beta = 1.0
         self.n_extrapolated = 0
+        self.detail = None  # what stopped a fit short, where the caller found it (else the residuals say)
         self._value = None  # the objective at the point extrapolate() returned or kept
 
     def extrapolate(self, current: list, objective, project=None):
@@ -286,8 +287,8 @@ class OuterLoop:
     def finish(self) -> None:
         self.est.block_residuals_ = dict(self.residuals)
         r = max(self.residuals.values())
-        detail = None
-        if not self.converged and r <= self.est.tol:
+        detail = self.detail
+        if detail is None and not self.converged and r <= self.est.tol:
             detail = (f"a KKT residual of {r:.3g} <= tol={self.est.tol:g} but an objective still falling (about "
                       f"{self.still_falling:.2g} of it, relative, still to come at the rate of its last steps)")
         self.est._converged(self.converged, self.n_outer, r, "max_outer", detail)

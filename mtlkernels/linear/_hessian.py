@@ -59,22 +59,32 @@ def latent_quadratic_hessian(loss, L: Tensor, S: Tensor) -> Tensor:
     return latent_hessian(G, u, L, S, None)
 
 
+def latent_hessian_blocks(G: Tensor, u: Tensor, L: Tensor, S: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The blocks of the Hessian of sum_t f_t(L s_t) (no intercepts): H_LL (dk, dk) in vec L,
+    H_LS (dk, k, T) with H_LS[:, :, t] the cross block of L and s_t, and H_SS (T, k, k), the
+    blocks of the tasks' s_t (no coupling between tasks)."""
+    k = L.shape[1]
+    GL = G @ L  # (T, d, k)
+    H_ll = torch.einsum("tab,it,jt->aibj", G, S, S).reshape(L.numel(), L.numel())
+    H_ls = torch.einsum("taj,it->aijt", GL, S) + torch.einsum("ta,ij->aijt", u, torch.eye(k, dtype=L.dtype,
+                                                                                           device=L.device))
+    return H_ll, H_ls.reshape(L.numel(), k, -1), L.T @ GL
+
+
 def latent_hessian(G: Tensor, u: Tensor, L: Tensor, S: Tensor, intercept: tuple | None) -> Tensor:
     """The Hessian in (vec L, vec S[, b]) of a data term sum_t f_t(L s_t[, b_t]) from each
     task's curvature G_t (T, d, d) and gradient u_t (T, d) in w_t, and with intercepts
     ``intercept`` = (m (T, d), c (T,)): the curvature's cross terms with b_t and in b_t."""
     (d, k), T = L.shape, S.shape[1]
-    GL = G @ L  # (T, d, k)
-    eye_k = torch.eye(k, dtype=L.dtype, device=L.device)
     n_l, n_s = d * k, k * T
     n = n_l + n_s + (T if intercept is not None else 0)
     H = L.new_zeros(n, n)
-    H[:n_l, :n_l] = torch.einsum("tab,it,jt->aibj", G, S, S).reshape(n_l, n_l)
-    H_ls = torch.einsum("taj,it->aijt", GL, S) + torch.einsum("ta,ij->aijt", u, eye_k)
+    H_ll, H_ls, H_tt = latent_hessian_blocks(G, u, L, S)
+    H[:n_l, :n_l] = H_ll
     H[:n_l, n_l:n_l + n_s] = H_ls.reshape(n_l, n_s)
     t_idx = torch.arange(T, device=L.device)
     H_ss = L.new_zeros(k, T, k, T)
-    H_ss[:, t_idx, :, t_idx] = L.T @ GL  # advanced indices first: (T, k, k)
+    H_ss[:, t_idx, :, t_idx] = H_tt  # advanced indices first: (T, k, k)
     H[n_l:n_l + n_s, n_l:n_l + n_s] = H_ss.reshape(n_s, n_s)
     if intercept is not None:
         m, c = intercept

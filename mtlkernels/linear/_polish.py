@@ -10,7 +10,10 @@ projected Newton method of Bertsekas (1982) applies: the variables at their boun
 gradient pushing outwards are held there, a Levenberg-Marquardt Newton step (the Hessian
 shifted past its most negative eigenvalue, so nonconvex problems get descent steps) moves
 the others, and an Armijo search along the projection arc keeps every step a descent.
-The exact Hessian costs one Hessian-vector product per unknown (batched), hence the size cap.
+The exact Hessian costs one Hessian-vector product per unknown (batched), hence the size cap;
+with the caller's Hessian (``hessian=``, from Gram matrices) the cap is each step's eigh.
+Bertsekas's epsilon-active set (a bounded unknown that its own diagonal Newton step would
+take to its bound moves by that step, outside the Newton system) lets the active set settle.
 
 Bertsekas, D. P. (1982). Projected Newton methods for optimization problems with simple
 constraints. SIAM Journal on Control and Optimization 20(2), 221-246.
@@ -26,7 +29,7 @@ from torch import Tensor
 from ._blocks import _value_grad
 
 POLISH_MAX_VARS = 256  # the exact Hessian costs one Hessian-vector product per unknown
-POLISH_MAX_VARS_EXACT = 512  # with the caller's Hessian (``hessian=``): the eigh of each step
+POLISH_MAX_VARS_EXACT = 512  # values, with the caller's Hessian (``hessian=``): one eigh a step
 POLISH_AFTER = 5  # outer steps of block coordinate descent before the finish (which starts from their point)
 
 
@@ -41,7 +44,7 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, h
     variables flattened row-major in their order), which must then depend on the absolute
     values linearly (as an l1 penalty does): batched autograd otherwise.
     Returns (values, residual, steps), or None when the problem has more than
-    ``POLISH_MAX_VARS`` unknowns (``POLISH_MAX_VARS_EXACT`` with ``hessian``)."""
+    ``POLISH_MAX_VARS`` unknowns (``POLISH_MAX_VARS_EXACT`` values with ``hessian``)."""
     names = list(variables)
     parts, bounded, slots = [], [], {}
     for name in names:
@@ -52,7 +55,8 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, h
         slots[name] = (len(parts), len(pieces))
         parts += pieces
         bounded += [torch.full_like(x, kind != "free", dtype=torch.bool)] * len(pieces)
-    if sum(p.numel() for p in parts) > (POLISH_MAX_VARS if hessian is None else POLISH_MAX_VARS_EXACT):
+    n_values = sum(variables[n].numel() for n in names)
+    if (sum(p.numel() for p in parts) > POLISH_MAX_VARS) if hessian is None else n_values > POLISH_MAX_VARS_EXACT:
         return None
 
     def values(ps):
@@ -69,11 +73,12 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, h
         return out
 
     hess = None
-    if hessian is not None:  # values = J parts (x = x+ - x- for an l1 variable): J^T H J
-        J = _value_jacobian([variables[n].numel() for n in names], [slots[n][1] for n in names], parts[0])
+    if hessian is not None:  # values = J parts (x = x+ - x- for an l1 variable): J^T H J, by indexing
+        index, sign = _value_index([variables[n].numel() for n in names], [slots[n][1] for n in names], parts[0])
 
-        def hess(ps):
-            return J.T @ hessian(values(ps)) @ J
+        def hess(ps, free):
+            i, s = index[free], sign[free]
+            return hessian(values(ps))[i][:, i] * s[:, None] * s[None, :]
 
     out, r, steps = projected_newton(lambda ps: fun(values(ps), absolute(ps)), parts, bounded,
                                      lambda ps: residual(values(ps)), tol,
@@ -82,14 +87,18 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, h
     return {n: v.detach() for n, v in values(out).items()}, r, steps
 
 
-def _value_jacobian(sizes: list[int], pieces: list[int], like: Tensor) -> Tensor:
-    """d values / d parts: the identity for a variable in one part, [I, -I] for one carried
-    as x+ - x- (two parts)."""
-    blocks = []
+def _value_index(sizes: list[int], pieces: list[int], like: Tensor) -> tuple[Tensor, Tensor]:
+    """d values / d parts as (index, sign) per part: J[index[p], p] = sign[p], J = 0 elsewhere
+    (the identity for a variable in one part, [I, -I] for one carried as x+ - x-), so that
+    (J^T H J)[p, q] = sign[p] sign[q] H[index[p], index[q]]."""
+    index, sign, start = [], [], 0
     for n, m in zip(sizes, pieces):
-        eye = torch.eye(n, dtype=like.dtype, device=like.device)
-        blocks.append(torch.cat([eye, -eye], 1) if m == 2 else eye)
-    return torch.block_diag(*blocks)
+        ids = torch.arange(start, start + n, device=like.device)
+        index += [ids] * m
+        sign += [torch.ones(n, dtype=like.dtype, device=like.device)] + (
+            [-torch.ones(n, dtype=like.dtype, device=like.device)] if m == 2 else [])
+        start += n
+    return torch.cat(index), torch.cat(sign)
 
 
 def autograd_hessian(fun, x: Tensor) -> Tensor:
@@ -115,7 +124,8 @@ def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, 
     caller's stop measure (its blocks' KKT residuals). ``move`` (optional) maps the parts
     to a point of no larger objective along a valley the caller knows exactly (taken after
     each step when it does not increase the objective); ``hessian`` (optional) maps the
-    parts to fun's Hessian (batched autograd otherwise). Stops at ``tol``, after ``max_iter``
+    parts and a mask of the free unknowns to fun's Hessian among those (batched autograd
+    otherwise). Stops at ``tol``, after ``max_iter``
     steps, when ``patience`` steps have not halved the best residual (a degenerate or
     unbounded problem, where Newton steps crawl too), or when a step did not lower the
     objective above rounding (a kink, where the quadratic model fails).
@@ -142,17 +152,18 @@ def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, 
         if r <= tol or since >= patience:
             return unflat(x), r, step - 1
         free = ~(lower & (x <= 0) & (g > 0))  # at the bound and pushed outwards: held there
-        H = (autograd_hessian(flat_fun, x) if hessian is None else hessian(unflat(x)))[free][:, free]
-        dscale = H.diagonal().abs()
-        dscale = torch.where(dscale > 0, dscale, torch.ones_like(dscale)).rsqrt()  # Jacobi scaling
-        ev, V = torch.linalg.eigh(H * dscale[:, None] * dscale[None, :])
-        gt = V.T @ (g[free] * dscale)
+        H = autograd_hessian(flat_fun, x)[free][:, free] if hessian is None else hessian(unflat(x), free)
+        # Bertsekas's epsilon-active set: a bounded unknown that its own diagonal Newton step
+        # would take to the bound moves by that step alone, so the active set settles
+        idx, hd, gf = free.nonzero()[:, 0], H.diagonal(), g[free]
+        near = lower[free] & (gf > 0) & (hd > 0) & (x[free] * hd <= gf)
+        newton = _newton_direction(H[~near][:, ~near], gf[~near])
         moved = False
         with torch.no_grad():
             for attempt in range(40):  # Levenberg-Marquardt: more damping until a short arc search descends
-                shift = max(0.0, -float(ev[0])) + lm * float(ev[-1].abs().clamp_min(1e-300))
                 d = torch.zeros_like(x)
-                d[free] = -(V @ (gt / (ev + shift))) * dscale
+                d[idx[~near]] = newton(lm)
+                d[idx[near]] = -gf[near] / hd[near]
                 for t in (1.0, 0.5, 0.25) if attempt < 20 else [0.5**i for i in range(40)]:
                     xn = project(x + t * d)
                     Fn = float(flat_fun(xn))
@@ -175,3 +186,16 @@ def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, 
         r = residual(unflat(x))
         best, since = (r, 0) if r <= 0.5 * best else (best, patience if flat else since + 1)
     return unflat(x), r, max_iter
+
+
+def _newton_direction(H: Tensor, g: Tensor):
+    """lm -> -(H + shift I)^-1 g in Jacobi-scaled variables, the shift past H's most negative
+    eigenvalue plus lm times its largest (Levenberg-Marquardt); one eigh for every lm."""
+    if H.numel() == 0:
+        return lambda lm: g.new_zeros(0)
+    dscale = H.diagonal().abs()
+    dscale = torch.where(dscale > 0, dscale, torch.ones_like(dscale)).rsqrt()  # Jacobi scaling
+    ev, V = torch.linalg.eigh(H * dscale[:, None] * dscale[None, :])
+    gt = V.T @ (g * dscale)
+    floor, top = max(0.0, -float(ev[0])), float(ev[-1].abs().clamp_min(1e-300))
+    return lambda lm: -(V @ (gt / (ev + floor + lm * top))) * dscale

@@ -46,7 +46,11 @@ class AMTL(MultiTaskLinear):
     blocks are at most ``tol``, else warns. Where a task's few samples can be fitted
     exactly, its row of B carries no penalty at that fit and the objective may have no
     minimiser (it keeps falling as B grows): the warning then names those tasks, and
-    ``delta > 0`` penalises their rows whatever the fit.
+    ``delta > 0`` penalises their rows whatever the fit. With the residuals at ``tol``, the
+    slope of the W-block's objective along the scale of (W, b) (0 at its optimum: the block is
+    convex and its l1 homogeneous) must be at most sqrt(tol) of it, else the fit warns: on
+    raw columns the residual's scale (the gradient at W = 0) can hide a block far from its
+    optimum.
 
     Learned: ``coef_`` (W), ``B_`` (n_tasks, n_tasks), ``objective_history_`` (per outer
     step), ``n_iter_`` (outer steps), ``residual_`` (the larger block residual),
@@ -198,6 +202,14 @@ class AMTL(MultiTaskLinear):
             r = prox_residual(W, g, None, lambda x, gg, lr: ops.prox_grad_step(x, gg, lr, mu))
             return (r * r + float(gb.norm()) ** 2) ** 0.5 / scale
 
+        def scale_slope(W, b, B):
+            """d/dc of the W-block's objective at (c W, c b), c = 1, relative to it: 0 at the
+            block's optimum (convex, with an l1 term homogeneous in c)."""
+            g, gb = w_grad(W, b, B, with_b=True)
+            f = 1 + alpha * B.abs().sum(1)
+            value = float((f * losses(W, b)).sum() + gamma * ((W - W @ B) ** 2).sum() + mu * W.abs().sum())
+            return (float((g * W).sum() + (gb * b).sum()) + mu * float(W.abs().sum())) / max(abs(value), 1e-300)
+
         def b_residual(W, B, b):
             K = 2 * gamma * (W.T @ W)
             thr = (alpha * losses(W, b)).detach()[:, None]
@@ -210,6 +222,19 @@ class AMTL(MultiTaskLinear):
         def residuals(W, B, b):
             f, parts, lin = w_parts(B)
             return {"W": w_residual(W, b, B, w_scale(b, B, lin)), "B": b_residual(W, B, b)}
+
+        def b_step(W, b, B, warm):
+            """B to its optimum (W, hence the losses, fixed): gamma ||W - W B||^2 = 0.5 <B, K B> -
+            <B, K> + gamma ||W||^2, one l1 threshold alpha L_t per row. Returns (B, residual, scale)."""
+            thresholds = (alpha * losses(W, b)).detach()[:, None]
+            K = 2 * gamma * (W.T @ W)
+            scale = block_scale(K)
+            res = solve_block(self, factor_quadratic((2 * gamma) ** 0.5 * W, K, gamma * float((W**2).sum())),
+                              lambda v, t: [prox_B(v[0], t * thresholds)],
+                              lambda p, g, lr: [prox_B(p[0] - lr * g[0], lr * thresholds)],
+                              lambda p: float((thresholds * p[0].abs()).sum()), [B], "AMTL B-step", scale,
+                              loop.inner_tol, warm)
+            return res.params[0], res.residual, scale
 
         history = [self.objective(W, B, b, data)]
         for outer in range(self.max_outer):
@@ -238,17 +263,7 @@ class AMTL(MultiTaskLinear):
                                             plain_step(p[1], g[1], lr) if fit_b else p[1]],
                     lambda p: float(mu * p[0].abs().sum()), [W, b], "AMTL W-step", scale_w, loop.inner_tol)
                 W, b = res.params
-            # B-step (W, hence the losses, fixed): gamma ||W - W B||^2 = 0.5 <B, K B> - <B, K> + gamma ||W||^2
-            thresholds = (alpha * losses(W, b)).detach()[:, None]  # one per row of B
-            K = 2 * gamma * (W.T @ W)
-            scale_b = block_scale(K)
-            res = solve_block(self, factor_quadratic((2 * gamma) ** 0.5 * W, K, gamma * float((W**2).sum())),
-                              lambda v, t: [prox_B(v[0], t * thresholds)],
-                              lambda p, g, lr: [prox_B(p[0] - lr * g[0], lr * thresholds)],
-                              lambda p: float((thresholds * p[0].abs()).sum()), [B], "AMTL B-step", scale_b,
-                              loop.inner_tol, loop.warm)
-            B = res.params[0]
-            r_b = res.residual
+            B, r_b, scale_b = b_step(W, b, B, loop.warm)
             if sq is not None:  # the exact best scale of each task's (w_t, row t of B) (``_balance``)
                 W, B = self._task_scales(W, B, lambda V: losses(V, sq.intercept(V)), loop.warm)
                 b = sq.intercept(W)
@@ -283,5 +298,13 @@ class AMTL(MultiTaskLinear):
                                   f"their losses can reach 0 and with them the penalty on their rows of B: the "
                                   f"objective may have no minimiser (B growing without bound); delta > 0 (the "
                                   f"reliability term) penalises those rows whatever the fit" if exact and self.delta == 0 else "")
+        slope = scale_slope(W, b, B) if loop.converged else 0.0
+        if abs(slope) > float(self.tol) ** 0.5:  # the residual's scale hid a block far from its optimum
+            loop.converged = False
+            loop.detail = (f"a KKT residual of {max(loop.residuals.values()):.3g} <= tol={self.tol:g}, but an "
+                           f"objective that still changes along the scale of (W, b): d/dc F(c W, c b) at c = 1 is "
+                           f"{slope:.2g} of F (raw columns of very different scales make the gradient at W = 0, "
+                           f"the residual's scale, large next to the gradient at the fit)")
+            self._convergence_hint += "; a lower tol, or standardised columns, would take it further"
         loop.finish()
         return W, b
