@@ -1,7 +1,10 @@
 """Research script (not a benchmark): variable projection for the W = L S valley, a negative
-result. Go-MTL and AMTFL (squared loss, A = 0) on raw ``school_like`` at the issue's settings,
-with and without a finish that replaces the projected Newton of ``linear/_polish.py`` (capped
-at 512 values: these problems have 1670) after ``POLISH_AFTER`` outer steps:
+result. The same family as ``latent_valley.py`` items 3 and 5 and ``latent_valley_more.py
+--varpro`` / ``--face`` (Go-MTL only, without the valley moves); new here are AMTFL (squared
+loss, A = 0, c eliminated) and the outer loop's exact valley moves after every Newton step.
+Go-MTL and AMTFL on raw ``school_like`` at the issue's settings, with and without a finish
+that replaces the projected Newton of ``linear/_polish.py`` (capped at 512 values: these
+problems have 1670) after ``POLISH_AFTER`` outer steps:
 
 * S at its optimum for every trial L, exactly: the tasks' lassos
   0.5 s^T B_t s - q_t^T s + mu ||s||_1 (B_t = c_t L^T G_t L) by feature-sign search (Lee,

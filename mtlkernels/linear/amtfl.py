@@ -169,7 +169,9 @@ class AMTFL(MultiTaskLinear):
             c, A = torch.zeros(k, **kw), torch.zeros(T, k, **kw)
             if N >= T:  # the least-squares fit of Z by Z S, unless it starts worse than A = 0 (Z S
                 # near singular, e.g. dead ReLU features: entries of 1e14 and an objective to match)
-                A_ls = torch.linalg.lstsq(Z0 @ S, Z0).solution
+                # gelsd (SVD): gelsy, the CPU default, gives results 1 ulp apart from one call to
+                # the next (its buffers' alignment), which an unconverged fit amplifies
+                A_ls = torch.linalg.lstsq(Z0 @ S, Z0, driver="gelsd" if Z0.device.type == "cpu" else None).solution
                 if bool(torch.isfinite(A_ls).all()) and \
                         self.objective(L, S, A_ls, c, b, data) <= self.objective(L, S, A, c, b, data):
                     A = A_ls
