@@ -206,8 +206,7 @@ class AMTL(MultiTaskLinear):
             """d/dc of the W-block's objective at (c W, c b), c = 1, relative to it: 0 at the
             block's optimum (convex, with an l1 term homogeneous in c)."""
             g, gb = w_grad(W, b, B, with_b=True)
-            f = 1 + alpha * B.abs().sum(1)
-            value = float((f * losses(W, b)).sum() + gamma * ((W - W @ B) ** 2).sum() + mu * W.abs().sum())
+            value = self.objective(W, B, b, data)  # B's penalty is in the weights f: the W-block's
             return (float((g * W).sum() + (gb * b).sum()) + mu * float(W.abs().sum())) / max(abs(value), 1e-300)
 
         def b_residual(W, B, b):
