@@ -12,7 +12,7 @@ from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent
 from ._amtfl_blocks import feedback_residual, feedback_step, recon_loss
 from ._amtfl_newton import newton_ls_blocks
 from ._newton import latent_newton_applies
-from ._polish import POLISH_AFTER, polish
+from ._polish import POLISH_AFTER, keep_polished, polish
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, rotation_sweep, shear_period, \
     shear_sweep, valley_hint
 from ..optim import Quadratic
@@ -319,10 +319,10 @@ class AMTFL(MultiTaskLinear):
         variables = {"L": L, "S": S, "A": A, "c": c} | ({"b": b} if fit_b else {})
         kinds = {"L": "l1" if self.l1_L > 0 else "free", "S": "l1", "A": "l1", "c": "free", "b": "free"}
         out = polish(fun, variables, kinds, lambda v: max(residuals(*unpack(v)).values()), float(self.tol))
-        if out is None or out[1] > start:
+        if out is None:
             return None
         new = unpack(out[0])
-        if self.objective(*new, data) > self.objective(*point, data):
+        if not keep_polished(start, out[1], self.objective(*point, data), self.objective(*new, data), self.tol):
             return None
         return new, residuals(*new)
 

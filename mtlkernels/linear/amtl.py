@@ -10,7 +10,7 @@ import torch
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
 from ._balance import balance_scales, map_duals
-from ._polish import POLISH_AFTER, polish
+from ._polish import POLISH_AFTER, keep_polished, polish
 from ._blocks import OuterLoop, block_scale, factor_quadratic, prox_residual, right_quadratic, solve_block
 from ._newton import newton_applies, prox_newton
 from ._solve import plain_step, squared_loss
@@ -142,11 +142,12 @@ class AMTL(MultiTaskLinear):
         kinds = {"W": "l1" if mu > 0 else "free", "B": "nonneg" if self.nonneg else "l1", "b": "free"}
         out = polish(fun, variables, kinds, lambda v: max(residuals(*point(v)).values()), float(self.tol),
                      move=move if sq is not None and mu == 0 and self.nonneg else None)
-        if out is None or out[1] > start:
+        if out is None:
             return None
         Wn, Bn, bn = point(out[0])
-        if self.objective(Wn, Bn, bn, data) > self.objective(W, B, b, data):
-            return None  # (an unbounded or degenerate problem): keep the alternation's point
+        # never at a higher objective (an unbounded or degenerate problem): the alternation's point
+        if not keep_polished(start, out[1], self.objective(W, B, b, data), self.objective(Wn, Bn, bn, data), self.tol):
+            return None
         return Wn, Bn, bn
 
     def _fit(self, data, W0, b0):

@@ -14,7 +14,7 @@ from ._blocks import OuterLoop, block_scale, grad_at, latent_l_quadratic, latent
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, rotation_sweep, shear_period, \
     shear_sweep, valley_hint
 from ._hessian import latent_data_hessian, latent_quadratic_hessian
-from ._polish import POLISH_AFTER, autograd_hessian, polish
+from ._polish import POLISH_AFTER, autograd_hessian, keep_polished, polish
 from ._newton import l_block_data, l_block_gram, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
 
@@ -149,10 +149,10 @@ class _LatentFactorMTL(MultiTaskLinear):
         out = polish(fun, variables, kinds | {"b": "free"},
                      lambda v: max(self._residuals(data, *point(v), loss, losses).values()), float(self.tol), move=move,
                      hessian=hessian)
-        if out is None or out[1] > start:
+        if out is None:
             return None
         Ln, Sn, bn = point(out[0])
-        if self.objective(Ln, Sn, bn, data) > self.objective(L, S, b, data):
+        if not keep_polished(start, out[1], self.objective(L, S, b, data), self.objective(Ln, Sn, bn, data), self.tol):
             return None
         return (Ln, Sn, bn), self._residuals(data, Ln, Sn, bn, loss, losses)
 
