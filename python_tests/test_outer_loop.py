@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from mtlkernels.linear import AMTL
 from mtlkernels.linear import amtl as amtl_module
-from mtlkernels.linear._blocks import OuterLoop, remaining_decrease
+from mtlkernels.linear._blocks import STALL_STEPS, OuterLoop, remaining_decrease
 from mtlkernels.linear._polish import keep_polished
 
 
@@ -51,6 +51,28 @@ def cancer_in_three_tasks():
     key = data.data[:, 3]
     g = np.searchsorted(np.quantile(key, [1 / 3, 2 / 3]), key)
     return [data.data[g == i] for i in range(3)], [data.target[g == i] for i in range(3)]
+
+
+def test_a_loop_that_moves_neither_objective_nor_residual_stops_short():
+    """STALL_STEPS outer steps with the objective flat to rounding and the residual above its
+    best stop the loop with a warning that says so; a flat objective alone (near an optimum
+    it moves by the square of the step) or a rise of the residual after a new best do not."""
+    est = AMTL(max_outer=100)
+    loop = OuterLoop(est, ["W", "B"])
+    history = [10.0, 9.0]
+    assert not loop.update(0, {"W": 1e-3, "B": 1e-7}, history)
+    for i in range(1, STALL_STEPS):  # flat, the residual no better: not yet
+        history.append(9.0 * (1 + 1e-16 * (i % 2)))
+        assert not loop.update(i, {"W": 1e-3, "B": 1e-7}, history)
+    history.append(9.0)
+    assert loop.update(STALL_STEPS, {"W": 2e-3, "B": 1e-7}, history)
+    with pytest.warns(ConvergenceWarning, match=r"residual of 0.002 > tol=1e-06, and an objective that has not fallen "
+                                                rf"in {STALL_STEPS} outer steps, nor its residual"):
+        loop.finish()
+    assert not est.converged_
+    loop = OuterLoop(est, ["W", "B"])
+    for i in range(3 * STALL_STEPS):  # flat objective, the residual falling: goes on
+        assert not loop.update(i, {"W": 1e-3 * 0.9**i, "B": 1e-7}, [9.0, 9.0])
 
 
 def amtl_objective(est, Xs, ys, c=1.0):

@@ -8,7 +8,8 @@ import torch
 from scipy.optimize import nnls
 from sklearn.linear_model import Lasso
 
-from mtlkernels.linear._polish import POLISH_MAX_VARS, POLISH_MAX_VARS_EXACT, _value_index, polish, projected_newton
+from mtlkernels.linear._polish import POLISH_MAX_VARS, POLISH_MAX_VARS_EXACT, _value_index, autograd_hessian, \
+    parts_hessian, polish, projected_newton
 
 
 def projected_gradient(x, g, lower):
@@ -96,6 +97,55 @@ def test_move_is_taken_only_when_it_does_not_raise_the_objective():
                        lambda v: float((v["x"] - 3.0).norm()), 1e-12, move=move)
     assert calls and r <= 1e-12
     np.testing.assert_allclose(out["x"].numpy(), 3.0)
+
+
+def value_abs_hessian(fun, variables):
+    """fun(values, absolute)'s Hessian with the values and the absolute values as independent
+    unknowns: (d2 / d values^2, d2 / d values d absolute), the latter indexed like the values."""
+    names, shapes = list(variables), [x.shape for x in variables.values()]
+    sizes = [s.numel() for s in shapes]
+    n = sum(sizes)
+
+    def split(x):
+        return dict(zip(names, (c.reshape(s) for c, s in zip(torch.split(x, sizes), shapes))))
+
+    flat = torch.cat([x.detach().reshape(-1) for x in variables.values()])
+    H = autograd_hessian(lambda x: fun(split(x[:n]), split(x[n:])), torch.cat([flat, flat.abs()]))
+    return H[:n, :n], H[:n, n:]
+
+
+def test_cross_terms_of_values_and_absolute_values():
+    """``hessian=`` returning (H, C), C the cross derivatives of the values and the absolute
+    values (weights 1 + |x| on a loss, as AMTL's), mapped to the parts (``parts_hessian``):
+    the parts' Hessian by autograd, for a free, an l1 and a non-negative variable; and the
+    finish's iterates the same with it as with autograd's."""
+    g = torch.Generator().manual_seed(4)
+    A, c, M = (torch.randn(*s, dtype=torch.float64, generator=g) for s in ((6, 4), (6,), (4, 5)))
+
+    def fun(v, a):
+        loss = torch.nn.functional.softplus(A @ v["w"] - c).sum()
+        u = torch.cat([v["x"], v["z"]])
+        return (1 + 0.4 * a["x"].sum() + 0.3 * a["z"].sum()) * loss + 0.5 * ((v["w"] - M @ u) ** 2).sum() \
+            + 0.1 * a["x"].sum()
+
+    f64 = {"dtype": torch.float64}
+    start = {"w": torch.randn(4, **f64, generator=g), "x": torch.tensor([0.5, -0.2, 0.7], **f64),
+             "z": torch.tensor([0.3, 0.1], **f64)}
+    kinds = {"w": "free", "x": "l1", "z": "nonneg"}
+    # parts: w (4), x+ (3), x- (3), z (2)
+    parts = torch.cat([start["w"], start["x"].clamp_min(0), (-start["x"]).clamp_min(0), start["z"]])
+
+    def in_parts(q):
+        return fun({"w": q[:4], "x": q[4:7] - q[7:10], "z": q[10:]}, {"x": q[4:7] + q[7:10], "z": q[10:]})
+
+    index, sign = _value_index([4, 3, 2], [1, 2, 1], parts)
+    has_abs = torch.tensor([0.0] * 4 + [1.0] * 8, dtype=torch.float64)
+    torch.testing.assert_close(parts_hessian(value_abs_hessian(fun, start), index, sign, has_abs),
+                               autograd_hessian(in_parts, parts), rtol=1e-10, atol=1e-12)
+    runs = [polish(fun, start, kinds, lambda v: 1.0, 1e-12, hessian=h)
+            for h in (None, lambda v: value_abs_hessian(fun, v))]
+    for n in start:
+        torch.testing.assert_close(runs[1][0][n], runs[0][0][n], rtol=1e-9, atol=1e-12)
 
 
 def test_size_cap_and_bad_kind():

@@ -11,6 +11,14 @@ and AMTFL on diabetes and digits, LatentTaskMTL and AMTFL on breast cancer (resi
 5.7e-3: the valley of W = L S), AMTL on digits (2.9e-5: the coupling of W and B).
 2026-11-27, late: Go-MTL on digits now at its optimum too (0.25 s; 3.7 s and 8.8e-6 before), its
 projected-Newton finish taking the data term's Hessian from weighted Gram matrices (``_hessian``).
+2026-11-28 (two threads): the finish kept where it lowers the objective (``_polish.keep_polished``),
+and AMTL's finish with its Hessian from each task's loss to second order: AMTL on breast cancer F
+0.0637 -> 0.0480 (still warning: the objective keeps falling, raw areas of 1e3 and a nearly separable
+problem), on digits at its optimum in 4.1 s (F 0.18978 and a warning at 2.9e-5 in 3.0 s before);
+Go-MTL on diabetes F 5094.2613 -> 5094.2257 (still warning). The others as they were. AMTFL on
+breast cancer is the farthest from its optimum: F 0.417 after its 100 outer steps, 0.291 after
+1200 (warm restarts, ``max_outer=200`` each) and still falling; its finish (261 unknowns, above the
+autograd cap of 256) lowers it to 0.363 in 50 steps when allowed, at 0.1 s a step.
 
 Usage (from python_tests/, after `make install`; about a minute):
     ../.venv/bin/python ../benchmarks/research/real_sweep.py [EstimatorName ...]

@@ -1,4 +1,5 @@
-"""The exact Hessian of a latent model's data term, from weighted per-task Gram matrices.
+"""The exact Hessian of a latent model's data term, from weighted per-task Gram matrices
+(and AMTL's whole objective, from each task's loss to second order: :func:`amtl_hessian`).
 
 For the factorised models (Go-MTL, Lee, Yang and Hwang 2018, eq. 3) the predictions are
 z_ti = x_ti^T L s_t + b_t and the data term is f = sum_t sum_i w_ti l(z_ti). With
@@ -48,6 +49,52 @@ def latent_data_hessian(kind: str, data: TaskData, L: Tensor, S: Tensor, b: Tens
         G, m, u = torch.einsum("tn,tnd,tne->tde", D, X, X), torch.einsum("tn,tnd->td", D, X), \
             torch.einsum("tn,tnd->td", r, X)
     return latent_hessian(G, u, L, S, (m, D.sum(1)) if b is not None else None)
+
+
+def task_loss_models(kind: str, data: TaskData, W: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Each task's loss L_t to second order at (w_t, b_t): its gradient (T, d + 1) and
+    Hessian (T, d + 1, d + 1) in (w_t, b_t), from X_t^T r_t and X_t^T D_t X_t with a column
+    of ones; in w_t alone (d) with ``b=None`` (no intercepts)."""
+    r, D = loss_derivatives(kind, data.predict(W, b), data)
+    X = data.X
+    if b is not None:
+        X = torch.cat([X, torch.ones_like(X[..., :1])], -1)  # padded rows carry zero weights
+    if data.shared:
+        return r @ X, torch.einsum("tn,nd,ne->tde", D, X, X)
+    return torch.einsum("tn,tnd->td", r, X), torch.einsum("tn,tnd,tne->tde", D, X, X)
+
+
+def amtl_hessian(g: Tensor, H: Tensor, W: Tensor, B: Tensor, off: Tensor, alpha: float, gamma: float):
+    """AMTL's objective sum_t (1 + alpha ||b_t||_1) L_t(w_t, b_t) + gamma ||W - W B||^2
+    (Lee, Yang and Hwang 2016, eq. 4; the l1 of W adds nothing) to second order, from each
+    task's loss model (:func:`task_loss_models`: g (T, p), H (T, p, p), p = d + 1 with
+    intercepts, d without). Unknowns: vec W (row-major), B's entries at ``off`` (indices
+    into vec B), the intercepts. Returns (Hv, C): the Hessian in those values, and
+    C[i, j] = d2 / d value_i d |B|_j (the weights' cross term alpha grad L_t, nonzero where
+    j is an entry of row t of B), with C's columns indexed like the values."""
+    d, T = W.shape
+    p, nW, nB = g.shape[1], d * T, off.numel()
+    n = nW + nB + (T if p > d else 0)
+    ids = torch.arange(d, device=W.device)[None, :] * T + torch.arange(T, device=W.device)[:, None]  # (T, d): w_t
+    if p > d:
+        ids = torch.cat([ids, nW + nB + torch.arange(T, device=W.device)[:, None]], 1)
+    Hv, C = W.new_zeros(n, n), W.new_zeros(n, n)
+    f = 1 + alpha * B.abs().sum(1)
+    Hv.index_put_((ids[:, :, None].expand(T, p, p), ids[:, None, :].expand(T, p, p)), f[:, None, None] * H,
+                  accumulate=True)
+    IB = torch.eye(T, dtype=W.dtype, device=W.device) - B
+    E = W @ IB  # gamma ||E||^2: its Hessian in (W, B) in closed form
+    eye_d, eye_T = torch.eye(d, dtype=W.dtype, device=W.device), torch.eye(T, dtype=W.dtype, device=W.device)
+    Hv[:nW, :nW] += 2 * gamma * torch.kron(eye_d, IB @ IB.T)
+    sB = slice(nW, nW + nB)
+    Hv[sB, sB] += 2 * gamma * torch.kron(W.T @ W, eye_T)[off][:, off]
+    WB = -2 * gamma * (torch.einsum("st,au->atsu", eye_T, E) + torch.einsum("as,tu->atsu", W, IB))
+    WB = WB.reshape(nW, T * T)[:, off]
+    Hv[:nW, sB] += WB
+    Hv[sB, :nW] += WB.T
+    rows = torch.div(off, T, rounding_mode="floor")  # the task of each entry of B
+    C.index_put_((ids[rows], (nW + torch.arange(nB, device=W.device))[:, None].expand(nB, p)), alpha * g[rows])
+    return Hv, C
 
 
 def latent_quadratic_hessian(loss, L: Tensor, S: Tensor) -> Tensor:

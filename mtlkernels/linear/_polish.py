@@ -40,9 +40,11 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, h
     ``fun(values, absolute)`` gives the objective from the values and, for the ``"l1"`` and
     ``"nonneg"`` variables, their entrywise absolute values; ``residual(values)`` the
     caller's stop measure; ``move(values) -> values`` an optional exact valley move;
-    ``hessian(values) -> Tensor`` optionally the Hessian of ``fun`` in the values (the
-    variables flattened row-major in their order), which must then depend on the absolute
-    values linearly (as an l1 penalty does): batched autograd otherwise.
+    ``hessian(values)`` optionally gives fun's second derivatives, for a ``fun`` affine in
+    the absolute values (an l1 penalty, AMTL's weights 1 + alpha ||b_t||_1 on the losses):
+    H (the Hessian in the values, the variables flattened row-major in their order), or
+    (H, C) with C[i, j] = d2 fun / d value_i d absolute_j (indexed like the values);
+    batched autograd otherwise.
     Returns (values, residual, steps), or None when the problem has more than
     ``POLISH_MAX_VARS`` unknowns (``POLISH_MAX_VARS_EXACT`` values with ``hessian``)."""
     names = list(variables)
@@ -75,10 +77,11 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, h
     hess = None
     if hessian is not None:  # values = J parts (x = x+ - x- for an l1 variable): J^T H J, by indexing
         index, sign = _value_index([variables[n].numel() for n in names], [slots[n][1] for n in names], parts[0])
+        has_abs = torch.cat([torch.full((variables[n].numel() * slots[n][1],), kinds[n] != "free", dtype=sign.dtype,
+                                        device=sign.device) for n in names])
 
         def hess(ps, free):
-            i, s = index[free], sign[free]
-            return hessian(values(ps))[i][:, i] * s[:, None] * s[None, :]
+            return parts_hessian(hessian(values(ps)), index[free], sign[free], has_abs[free])
 
     out, r, steps = projected_newton(lambda ps: fun(values(ps), absolute(ps)), parts, bounded,
                                      lambda ps: residual(values(ps)), tol,
@@ -98,6 +101,19 @@ def keep_polished(res_start: float, res_new: float, F_start: float, F_new: float
     if not F_new <= F_start:
         return False
     return res_new <= res_start or F_start - F_new > tol * abs(F_start)
+
+
+def parts_hessian(H, index: Tensor, sign: Tensor, has_abs: Tensor) -> Tensor:
+    """The Hessian in the parts from H (in the values) or (H, C) (C: values x absolute
+    values), values = J parts and absolute values = A parts (J by ``index`` and ``sign``,
+    A[index[p], p] = has_abs[p]; a function affine in the absolute values):
+    J^T H J + J^T C A + A^T C^T J, by indexing."""
+    H, C = H if isinstance(H, tuple) else (H, None)
+    out = H[index][:, index] * sign[:, None] * sign[None, :]
+    if C is None:
+        return out
+    cross = C[index][:, index] * sign[:, None] * has_abs[None, :]
+    return out + cross + cross.T
 
 
 def _value_index(sizes: list[int], pieces: list[int], like: Tensor) -> tuple[Tensor, Tensor]:

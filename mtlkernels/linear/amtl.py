@@ -12,6 +12,7 @@ from ._base import MultiTaskLinear, lipschitz_guess, task_losses
 from ._balance import balance_scales, map_duals
 from ._polish import POLISH_AFTER, keep_polished, polish
 from ._blocks import OuterLoop, block_scale, factor_quadratic, prox_residual, right_quadratic, solve_block
+from ._hessian import amtl_hessian, task_loss_models
 from ._newton import newton_applies, prox_newton
 from ._solve import plain_step, squared_loss
 
@@ -40,10 +41,12 @@ class AMTL(MultiTaskLinear):
     (one threshold alpha L_t per row), the zero diagonal and, if ``nonneg``, B >= 0.
     After the B-step (squared loss) each task's (w_t, b_t^o) takes its exact best scale
     (``_task_scales``: W B is unchanged), a direction the alternation crosses by tiny steps
-    when the targets' scale is large. A small problem (at most 256 unknowns) still
+    when the targets' scale is large. A small problem (at most 512 values with the
+    classification losses, their Hessian from each task's loss to second order,
+    ``_hessian.amtl_hessian``; 256 unknowns by autograd with the squared loss) still
     unconverged after 5 outer steps is finished by projected Newton on (W, B) at once
-    (``_polish``), kept where it lowers the residual. Stops when the KKT residuals of both
-    blocks are at most ``tol``, else warns. Where a task's few samples can be fitted
+    (``_polish``), kept where it lowers the residual or the objective. Stops when the KKT
+    residuals of both blocks are at most ``tol``, else warns. Where a task's few samples can be fitted
     exactly, its row of B carries no penalty at that fit and the objective may have no
     minimiser (it keeps falling as B grows): the warning then names those tasks, and
     ``delta > 0`` penalises their rows whatever the fit. With the residuals at ``tol``, the
@@ -114,7 +117,8 @@ class AMTL(MultiTaskLinear):
         off-diagonal entries >= 0 (or as l1 variables without ``nonneg``), W an l1 variable
         when mu > 0, the intercepts free (at their optimum for W with the squared loss), the
         exact task scales between the steps. Returns (W, B, b), or None when the problem is
-        too large or the finish ends with a residual above ``start`` (the alternation's)."""
+        too large or the finish ends neither at a residual below ``start`` (the
+        alternation's) nor at a lower objective (``keep_polished``)."""
         T = W.shape[1]
         mu, alpha, gamma = float(self.mu), float(self.alpha), float(self.gamma)
         fit_b = self.fit_intercept and sq is None
@@ -134,6 +138,11 @@ class AMTL(MultiTaskLinear):
             return (((1 + alpha * full(a["B"]).sum(1)) * losses(Wx, bx)).sum() + gamma * ((Wx - Wx @ Bx) ** 2).sum()
                     + l1_w)
 
+        def hessian(v):  # from each task's loss to second order (``_hessian.amtl_hessian``)
+            Wx, Bx, bx = point(v)
+            g, H = task_loss_models(self.loss, data, Wx, bx if fit_b else None)
+            return amtl_hessian(g, H, Wx, Bx, idx, alpha, gamma)
+
         def move(v):  # the exact best scale of each task's (w_t, row t of B), as between the blocks
             Wx, Bx = self._task_scales(v["W"], full(v["B"]), lambda V: losses(V, sq.intercept(V)), {})
             return {"W": Wx, "B": Bx.reshape(-1)[idx]}
@@ -141,7 +150,8 @@ class AMTL(MultiTaskLinear):
         variables = {"W": W, "B": B.reshape(-1)[idx]} | ({"b": b} if fit_b else {})
         kinds = {"W": "l1" if mu > 0 else "free", "B": "nonneg" if self.nonneg else "l1", "b": "free"}
         out = polish(fun, variables, kinds, lambda v: max(residuals(*point(v)).values()), float(self.tol),
-                     move=move if sq is not None and mu == 0 and self.nonneg else None)
+                     move=move if sq is not None and mu == 0 and self.nonneg else None,
+                     hessian=hessian if sq is None else None)
         if out is None:
             return None
         Wn, Bn, bn = point(out[0])
