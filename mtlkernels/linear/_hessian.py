@@ -40,15 +40,11 @@ def loss_derivatives(kind: str, Z: Tensor, data: TaskData) -> tuple[Tensor, Tens
 def latent_data_hessian(kind: str, data: TaskData, L: Tensor, S: Tensor, b: Tensor | None) -> Tensor:
     """The Hessian of sum_t L_t(X_t L s_t + b_t) in (vec L, vec S[, b]), row-major
     vectorisation; ``b=None``: no intercepts (none among the unknowns, none in z)."""
-    Z = data.predict(L @ S, b)
-    r, D = loss_derivatives(kind, Z, data)
-    X = data.X
-    if data.shared:  # X (n, d), every task on every sample
-        G, m, u = torch.einsum("tn,nd,ne->tde", D, X, X), D @ X, r @ X
-    else:  # X (T, n, d), zero-padded (zero weights there)
-        G, m, u = torch.einsum("tn,tnd,tne->tde", D, X, X), torch.einsum("tn,tnd->td", D, X), \
-            torch.einsum("tn,tnd->td", r, X)
-    return latent_hessian(G, u, L, S, (m, D.sum(1)) if b is not None else None)
+    g, H = task_loss_models(kind, data, L @ S, b)  # in (w_t[, b_t]): G_t, m_t, c_t and u_t are its blocks
+    d = L.shape[0]
+    if b is None:
+        return latent_hessian(H, g, L, S, None)
+    return latent_hessian(H[:, :d, :d], g[:, :d], L, S, (H[:, :d, d], H[:, d, d]))
 
 
 def task_loss_models(kind: str, data: TaskData, W: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor]:
