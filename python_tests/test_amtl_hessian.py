@@ -18,7 +18,7 @@ from mtlkernels.testing import devices
 from test_polish import value_abs_hessian
 
 
-@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge", "squared"])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("kw", [{}, {"fit_intercept": False, "mu": 0.01}, {"nonneg": False, "task_weighting": "sum"}],
                          ids=["defaults", "no-intercept-l1", "signed-B-sum"])

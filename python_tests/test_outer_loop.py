@@ -96,7 +96,9 @@ def test_amtl_warns_where_the_residual_scale_hides_a_block_far_from_its_optimum(
     assert not est.converged_ and est.residual_ <= est.tol
 
     assert amtl_objective(est, Xs, ys) == pytest.approx(est.objective_history_[-1], rel=1e-9)
-    assert amtl_objective(est, Xs, ys, 1.01) < amtl_objective(est, Xs, ys) * (1 - 1e-3)
+    # 1 % more scale lowers F by 0.1 % (2026-11-28, morning), 0.098 % once the finish also
+    # tried saddle-free Newton steps (a lower F): far above rounding either way
+    assert amtl_objective(est, Xs, ys, 1.01) < amtl_objective(est, Xs, ys) * (1 - 1e-4)
 
 
 def test_the_finish_is_kept_where_it_lowers_the_objective_though_not_the_residual(monkeypatch):

@@ -8,8 +8,8 @@ import torch
 from scipy.optimize import nnls
 from sklearn.linear_model import Lasso
 
-from mtlkernels.linear._polish import POLISH_MAX_VARS, POLISH_MAX_VARS_EXACT, _value_index, autograd_hessian, \
-    parts_hessian, polish, projected_newton
+from mtlkernels.linear._polish import POLISH_MAX_VARS, POLISH_MAX_VARS_EXACT, _newton_direction, _value_index, \
+    autograd_hessian, parts_hessian, polish, projected_newton
 
 
 def projected_gradient(x, g, lower):
@@ -178,3 +178,23 @@ def test_exact_hessian_cap_counts_values():
     big = {"x": torch.zeros(POLISH_MAX_VARS_EXACT + 1, dtype=torch.float64)}
     assert polish(lambda v, a: (v["x"] ** 2).sum(), big, {"x": "free"}, lambda v: 1.0, 1e-6,
                   hessian=lambda v: torch.eye(POLISH_MAX_VARS_EXACT + 1, dtype=torch.float64)) is None
+
+
+def test_saddle_free_direction():
+    """On an indefinite H the "abs" mode is Newton's step with |eigenvalues| (in the Jacobi
+    scaled variables), a descent direction; the "shift" mode damps every direction by the
+    most negative eigenvalue. A positive semidefinite H (or ``saddle_free=False``) has the
+    "shift" mode alone."""
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    H = torch.tensor(Q @ np.diag([-2.0, 1e-3, 1.0, 3.0]) @ Q.T)
+    g = torch.tensor(rng.standard_normal(4))
+    newton = _newton_direction(H, g, saddle_free=True)
+    assert newton.modes == ("shift", "abs")
+    s = H.diagonal().abs().rsqrt()
+    ev, V = torch.linalg.eigh(H * s[:, None] * s[None, :])
+    expect = -(V @ ((V.T @ (g * s)) / ev.abs())) * s
+    torch.testing.assert_close(newton(0.0, "abs"), expect, rtol=1e-12, atol=0)
+    assert float(g @ newton(0.0, "abs")) < 0
+    assert _newton_direction(H, g).modes == ("shift",)
+    assert _newton_direction(H @ H, g, saddle_free=True).modes == ("shift",)

@@ -14,9 +14,17 @@ The exact Hessian costs one Hessian-vector product per unknown (batched), hence 
 with the caller's Hessian (``hessian=``, from Gram matrices) the cap is each step's eigh.
 Bertsekas's epsilon-active set (a bounded unknown that its own diagonal Newton step would
 take to its bound moves by that step, outside the Newton system) lets the active set settle.
+Where the problem is known to curve downwards (the latent models: their penalties along the
+valley's rotations), each step also tries the saddle-free direction (every eigenvalue by its
+absolute value) and keeps the lower objective: the shift past the most negative eigenvalue
+damps every other direction by it, and on raw diabetes data (Go-MTL, 5 bases for 4 tasks)
+those steps zigzagged at half length for 50 steps.
 
 Bertsekas, D. P. (1982). Projected Newton methods for optimization problems with simple
 constraints. SIAM Journal on Control and Optimization 20(2), 221-246.
+Dauphin, Y. N., Pascanu, R., Gulcehre, C., Cho, K., Ganguli, S. and Bengio, Y. (2014).
+Identifying and attacking the saddle point problem in high-dimensional non-convex
+optimization. NIPS 27.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ POLISH_MAX_VARS_EXACT = 512  # values, with the caller's Hessian (``hessian=``):
 POLISH_AFTER = 5  # outer steps of block coordinate descent before the finish (which starts from their point)
 
 
-def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, hessian=None):
+def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, hessian=None,
+           saddle_free: bool = False):
     """:func:`projected_newton` on named variables, each ``"free"``, ``"nonneg"`` (>= 0) or
     ``"l1"`` (carried as x+ - x-, both >= 0, so that |x| = x+ + x- is linear on the box).
 
@@ -44,7 +53,7 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, h
     the absolute values (an l1 penalty, AMTL's weights 1 + alpha ||b_t||_1 on the losses):
     H (the Hessian in the values, the variables flattened row-major in their order), or
     (H, C) with C[i, j] = d2 fun / d value_i d absolute_j (indexed like the values);
-    batched autograd otherwise.
+    batched autograd otherwise. ``saddle_free``: see :func:`projected_newton`.
     Returns (values, residual, steps), or None when the problem has more than
     ``POLISH_MAX_VARS`` unknowns (``POLISH_MAX_VARS_EXACT`` values with ``hessian``)."""
     names = list(variables)
@@ -86,7 +95,7 @@ def polish(fun, variables: dict, kinds: dict, residual, tol: float, move=None, h
     out, r, steps = projected_newton(lambda ps: fun(values(ps), absolute(ps)), parts, bounded,
                                      lambda ps: residual(values(ps)), tol,
                                      move=None if move is None else lambda ps: to_parts(move(values(ps))),
-                                     hessian=hess)
+                                     hessian=hess, saddle_free=saddle_free)
     return {n: v.detach() for n, v in values(out).items()}, r, steps
 
 
@@ -145,7 +154,7 @@ def autograd_hessian(fun, x: Tensor) -> Tensor:
 
 
 def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, tol: float, max_iter: int = 150,
-                     patience: int = 50, move=None, hessian=None):
+                     patience: int = 50, move=None, hessian=None, saddle_free: bool = False):
     """min fun(parts) subject to parts[i][bounded[i]] >= 0, from ``parts``.
 
     ``fun`` maps a list of tensors (shapes of ``parts``) to a scalar tensor, smooth on the
@@ -154,7 +163,8 @@ def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, 
     to a point of no larger objective along a valley the caller knows exactly (taken after
     each step when it does not increase the objective); ``hessian`` (optional) maps the
     parts and a mask of the free unknowns to fun's Hessian among those (batched autograd
-    otherwise). Stops at ``tol``, after ``max_iter``
+    otherwise); ``saddle_free``: where the Hessian is indefinite, a saddle-free Newton step
+    is tried too (:func:`_newton_direction`). Stops at ``tol``, after ``max_iter``
     steps, when ``patience`` steps have not halved the best residual (a degenerate or
     unbounded problem, where Newton steps crawl too), or when a step did not lower the
     objective above rounding (a kink, where the quadratic model fails).
@@ -186,20 +196,25 @@ def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, 
         # would take to the bound moves by that step alone, so the active set settles
         idx, hd, gf = free.nonzero()[:, 0], H.diagonal(), g[free]
         near = lower[free] & (gf > 0) & (hd > 0) & (x[free] * hd <= gf)
-        newton = _newton_direction(H[~near][:, ~near], gf[~near])
+        newton = _newton_direction(H[~near][:, ~near], gf[~near], saddle_free)
         moved = False
         with torch.no_grad():
             for attempt in range(40):  # Levenberg-Marquardt: more damping until a short arc search descends
-                d = torch.zeros_like(x)
-                d[idx[~near]] = newton(lm)
-                d[idx[near]] = -gf[near] / hd[near]
-                for t in (1.0, 0.5, 0.25) if attempt < 20 else [0.5**i for i in range(40)]:
-                    xn = project(x + t * d)
-                    Fn = float(flat_fun(xn))
-                    if math.isfinite(Fn) and Fn <= F + 1e-4 * float(g @ (xn - x)):
-                        moved = True
-                        break
-                if moved:
+                best_step = None
+                for mode in newton.modes:  # each mode's arc search, the lower objective kept
+                    d = torch.zeros_like(x)
+                    d[idx[~near]] = newton(lm, mode)
+                    d[idx[near]] = -gf[near] / hd[near]
+                    for t in (1.0, 0.5, 0.25) if attempt < 20 else [0.5**i for i in range(40)]:
+                        xc = project(x + t * d)
+                        Fc = float(flat_fun(xc))
+                        if math.isfinite(Fc) and Fc <= F + 1e-4 * float(g @ (xc - x)):
+                            if best_step is None or Fc < best_step[1]:
+                                best_step = (xc, Fc, t)
+                            break
+                if best_step is not None:
+                    xn, Fn, t = best_step
+                    moved = True
                     break
                 lm *= 10
         if not moved or torch.equal(xn, x):
@@ -217,14 +232,26 @@ def projected_newton(fun, parts: list[Tensor], bounded: list[Tensor], residual, 
     return unflat(x), r, max_iter
 
 
-def _newton_direction(H: Tensor, g: Tensor):
-    """lm -> -(H + shift I)^-1 g in Jacobi-scaled variables, the shift past H's most negative
-    eigenvalue plus lm times its largest (Levenberg-Marquardt); one eigh for every lm."""
+def _newton_direction(H: Tensor, g: Tensor, saddle_free: bool = False):
+    """(lm, mode) -> a Newton direction in Jacobi-scaled variables, from one eigh of H:
+    ``"shift"`` -(H + shift I)^-1 g, the shift past H's most negative eigenvalue plus lm
+    times its largest (Levenberg-Marquardt); ``"abs"`` (only where H is indefinite) each
+    eigenvalue replaced by its absolute value plus that lm term (saddle-free Newton,
+    Dauphin et al. 2014: Newton's step along the positive curvature however negative the
+    rest, a descent step along the negative). ``.modes`` lists the modes that differ."""
     if H.numel() == 0:
-        return lambda lm: g.new_zeros(0)
+        out = lambda lm, mode="shift": g.new_zeros(0)  # noqa: E731
+        out.modes = ("shift",)
+        return out
     dscale = H.diagonal().abs()
     dscale = torch.where(dscale > 0, dscale, torch.ones_like(dscale)).rsqrt()  # Jacobi scaling
     ev, V = torch.linalg.eigh(H * dscale[:, None] * dscale[None, :])
     gt = V.T @ (g * dscale)
     floor, top = max(0.0, -float(ev[0])), float(ev[-1].abs().clamp_min(1e-300))
-    return lambda lm: -(V @ (gt / (ev + floor + lm * top))) * dscale
+
+    def out(lm, mode="shift"):
+        curv = ev + floor if mode == "shift" else ev.abs()
+        return -(V @ (gt / (curv + lm * top))) * dscale
+
+    out.modes = ("shift", "abs") if saddle_free and floor > 1e-8 * top else ("shift",)  # below: rounding
+    return out

@@ -41,12 +41,12 @@ class AMTL(MultiTaskLinear):
     (one threshold alpha L_t per row), the zero diagonal and, if ``nonneg``, B >= 0.
     After the B-step (squared loss) each task's (w_t, b_t^o) takes its exact best scale
     (``_task_scales``: W B is unchanged), a direction the alternation crosses by tiny steps
-    when the targets' scale is large. A small problem (at most 512 values with the
-    classification losses, their Hessian from each task's loss to second order,
-    ``_hessian.amtl_hessian``; 256 unknowns by autograd with the squared loss) still
-    unconverged after 5 outer steps is finished by projected Newton on (W, B) at once
-    (``_polish``), kept where it lowers the residual or the objective. Stops when the KKT
-    residuals of both blocks are at most ``tol``, else warns. Where a task's few samples can be fitted
+    when the targets' scale is large. A small problem (at most 512 values; the Hessian from
+    each task's loss to second order, ``_hessian.amtl_hessian``, the squared loss's
+    intercepts at their optimum by a Schur complement) still unconverged after 5 outer
+    steps is finished by projected Newton on (W, B) at once (``_polish``), kept where it
+    lowers the residual or the objective. Stops when the KKT residuals of both blocks are
+    at most ``tol``, else warns. Where a task's few samples can be fitted
     exactly, its row of B carries no penalty at that fit and the objective may have no
     minimiser (it keeps falling as B grows): the warning then names those tasks, and
     ``delta > 0`` penalises their rows whatever the fit. With the residuals at ``tol``, the
@@ -140,6 +140,11 @@ class AMTL(MultiTaskLinear):
 
         def hessian(v):  # from each task's loss to second order (``_hessian.amtl_hessian``)
             Wx, Bx, bx = point(v)
+            if sq is not None and self.fit_intercept:  # b_t at its optimum for w_t: the Schur complement
+                g, H = task_loss_models(self.loss, data, Wx, bx)
+                d = Wx.shape[0]
+                H = H[:, :d, :d] - H[:, :d, d:] * H[:, d:, :d] / H[:, d:, d:].clamp_min(torch.finfo(H.dtype).tiny)
+                return amtl_hessian(g[:, :d], H, Wx, Bx, idx, alpha, gamma)
             g, H = task_loss_models(self.loss, data, Wx, bx if fit_b else None)
             return amtl_hessian(g, H, Wx, Bx, idx, alpha, gamma)
 
@@ -151,7 +156,7 @@ class AMTL(MultiTaskLinear):
         kinds = {"W": "l1" if mu > 0 else "free", "B": "nonneg" if self.nonneg else "l1", "b": "free"}
         out = polish(fun, variables, kinds, lambda v: max(residuals(*point(v)).values()), float(self.tol),
                      move=move if sq is not None and mu == 0 and self.nonneg else None,
-                     hessian=hessian if sq is None else None)
+                     hessian=hessian)
         if out is None:
             return None
         Wn, Bn, bn = point(out[0])

@@ -95,11 +95,13 @@ class LatentTaskMTL(_LatentFactorMTL):
         return float(self.mu * self._group_norms(S).sum())
 
     def _polish_kinds(self, S):
-        # the group norms are smooth away from 0: S free when no group of it is (nearly) zero
-        norms = self._group_norms(S)
-        if bool((norms <= 1e-8 * float(norms.max().clamp_min(1e-300))).any()):
-            return None
+        # the group norms are smooth away from 0: S free, its (nearly) zero groups held at 0
         return {"L": "l1" if self.gamma > 0 else "free", "S": "free"}
+
+    def _polish_held(self, S):
+        norms = self._group_norms(S)
+        zero = norms <= 1e-8 * float(norms.max().clamp_min(1e-300))  # (n_latent, n_groups)
+        return zero.expand_as(S) if self._labels is None else zero[:, self._labels]
 
     def _smooth_penalty(self, v, a):
         l1 = self.gamma * a["L"].sum() if "L" in a else 0.0

@@ -33,8 +33,10 @@ class _LatentFactorMTL(MultiTaskLinear):
     ``_polish.POLISH_MAX_VARS_EXACT`` unknowns: the data term's Hessian comes from
     (weighted) per-task Gram matrices, ``_hessian``) still unconverged after
     ``_polish.POLISH_AFTER`` outer steps is finished by projected Newton on (L, S, b) at once
-    (``_polish``: an l1 term as two non-negative parts, a group norm only while none of its
-    groups is zero), kept where it lowers the residual. The loop stops when the KKT
+    (``_polish``: an l1 term as two non-negative parts, a group norm smooth on its nonzero
+    groups, its zero groups held at zero; saddle-free Newton steps tried too, as the penalties along the valley's
+    rotations curve the objective downwards), kept where it lowers the residual or clearly
+    the objective (``_polish.keep_polished``). The loop stops when the KKT
     residuals of both blocks (with the intercepts' gradient) are at most ``tol``
     (``block_residuals_``) and the objective has stopped falling (``_blocks.OuterLoop``),
     else warns. Subclasses give the proximal maps and penalties."""
@@ -92,6 +94,10 @@ class _LatentFactorMTL(MultiTaskLinear):
         penalties are not smooth on a box around S (by default)."""
         return None
 
+    def _polish_held(self, S):
+        """A boolean mask of the entries of S that ``_polish`` keeps at zero, or None."""
+        return None
+
     def _smooth_penalty(self, v: dict, a: dict):
         """The penalties as a tensor from the values ``v`` and absolute values ``a`` of
         ``_polish`` (smooth on its box)."""
@@ -113,42 +119,59 @@ class _LatentFactorMTL(MultiTaskLinear):
 
     def _polish(self, data, L, S, b, loss, losses, start):
         """For a small problem, both blocks at once by projected Newton (``_polish``), the
-        intercepts free (at their optimum for L S with the squared loss). Returns
-        ((L, S, b), residuals), or None (too large, a group norm, or no better than ``start``)."""
+        intercepts free (at their optimum for L S with the squared loss), the entries of S
+        that ``_polish_held`` names kept at zero. Returns ((L, S, b), residuals), or None
+        (too large, or no better than ``start``)."""
         kinds = self._polish_kinds(S)
         if kinds is None:
             return None
         fit_b = self.fit_intercept and loss is None
+        held = self._polish_held(S)
+        keep = None if held is None or not bool(held.any()) else ~held  # the entries of S among the unknowns
+
+        def full_S(s):  # S from its entries among the unknowns
+            return s if keep is None else torch.zeros(S.shape, dtype=s.dtype, device=s.device).masked_scatter(keep, s)
+
+        def whole(v):  # values (or absolute values) with S whole
+            return v | ({"S": full_S(v["S"])} if "S" in v else {})
 
         def point(v):
-            return v["L"], v["S"], v["b"] if fit_b else (loss.intercept(v["L"] @ v["S"]) if loss is not None else b)
+            Lx, Sx = v["L"], full_S(v["S"])
+            return Lx, Sx, v["b"] if fit_b else (loss.intercept(Lx @ Sx) if loss is not None else b)
 
         def fun(v, a):
             Lx, Sx, bx = point(v)
-            return losses(Lx, Sx, bx) + self._smooth_penalty(v, a)
+            return losses(Lx, Sx, bx) + self._smooth_penalty(whole(v), whole(a))
 
         def move(v):  # the exact valley moves of the outer loop: best scales, then shears
-            Lx, Sx = rebalance(v["L"], v["S"], balance_scales(*self._scale_terms(v["L"], v["S"])))
+            Lx, Sx = rebalance(v["L"], full_S(v["S"]), balance_scales(*self._scale_terms(v["L"], full_S(v["S"]))))
             Lx, Sx, _ = self._shear(Lx, Sx)
-            return v | {"L": Lx, "S": Sx}
+            return v | {"L": Lx, "S": Sx if keep is None else Sx[keep]}  # (a move off the held zeros: dropped)
 
-        variables = {"L": L, "S": S} | ({"b": b} if fit_b else {})
+        variables = {"L": L, "S": S if keep is None else S[keep]} | ({"b": b} if fit_b else {})
         sizes = [x.numel() for x in variables.values()]
+        # the unknowns among (vec L, vec S, b): the data term's Hessian is formed for S whole
+        index = None if keep is None else torch.cat([
+            torch.arange(L.numel(), device=S.device), L.numel() + keep.reshape(-1).nonzero().squeeze(1),
+            L.numel() + S.numel() + torch.arange(b.numel() if fit_b else 0, device=S.device)])
 
         def hessian(v):  # the data term's exact Hessian from (weighted) Gram matrices (``_hessian``)
-            a = {n: x.detach().abs() for n, x in v.items()}  # the penalties are linear in these
+            a = whole({n: x.detach().abs() for n, x in v.items()})  # the penalties are linear in these
 
             def penalty(flat):
                 parts = dict(zip(v, (c.reshape(x.shape) for c, x in zip(torch.split(flat, sizes), v.values()))))
-                return self._smooth_penalty(parts, a) + 0 * flat.sum()  # a graph even without lam
+                return self._smooth_penalty(whole(parts), a) + 0 * flat.sum()  # a graph even without lam
 
-            data_h = (latent_quadratic_hessian(loss, v["L"], v["S"]) if loss is not None
-                      else latent_data_hessian(self.loss, data, v["L"], v["S"], v["b"] if fit_b else None))
+            Lx, Sx = v["L"], full_S(v["S"])
+            data_h = (latent_quadratic_hessian(loss, Lx, Sx) if loss is not None
+                      else latent_data_hessian(self.loss, data, Lx, Sx, v["b"] if fit_b else None))
+            if index is not None:
+                data_h = data_h[index][:, index]
             return data_h + autograd_hessian(penalty, torch.cat([x.reshape(-1) for x in v.values()]))
 
         out = polish(fun, variables, kinds | {"b": "free"},
                      lambda v: max(self._residuals(data, *point(v), loss, losses).values()), float(self.tol), move=move,
-                     hessian=hessian)
+                     hessian=hessian, saddle_free=True)  # the valley's rotations: negative curvature
         if out is None:
             return None
         Ln, Sn, bn = point(out[0])
