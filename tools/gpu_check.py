@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "python_tests"
 WHOLE_FILES = {"test_build.py"}
+WORKERS = 6  # test files at once (4 took 116 s on the H200, 2026-11-27)
 STAGES = ("exceptions", "tests", "sanitizer", "profile", "bench")
 # seconds each stage usually takes, kept for it while earlier ones run (H200, 2026-11-28:
 # build 72, exceptions 19, tests about 100 (6 workers), memcheck about 80 before its two
@@ -148,7 +149,7 @@ def stage_tests(out: Path, timeout: float, only: list[str] | None = None) -> dic
         marker = [] if name in WHOLE_FILES else ["-m", "cuda"]
         cmd = [sys.executable, "-m", "pytest", name, *marker, "-q", "-p", "no:cacheprovider", "-rfE",
                f"--junitxml={xml}"]
-        rc, secs, text = run(cmd, out / "tests" / f"{stem}.log", timeout=timeout, cwd=TESTS)
+        rc, secs, text = run(cmd, out / "tests" / f"{stem}.log", timeout=timeout, cwd=TESTS, env=env)
         c = junit_counts(xml) if rc != 124 else None
         if rc == 5:  # no test selected: the file has no CUDA test
             return stem, {"tests": 0, "seconds": round(secs, 1)}
@@ -158,7 +159,10 @@ def stage_tests(out: Path, timeout: float, only: list[str] | None = None) -> dic
         c["exit"] = rc
         return stem, c
 
-    with cf.ThreadPoolExecutor(max_workers=6) as pool:  # 4 took 116 s on the H200 (2026-11-27)
+    # each process its share of the cores: 6 processes of torch's default 16 threads each ran a
+    # CPU fit that takes 5.5 s alone for more than 80 s (H200, 2026-11-28, second run)
+    env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or WORKERS) // WORKERS))}
+    with cf.ThreadPoolExecutor(max_workers=WORKERS) as pool:
         results = dict(pool.map(one, files))
     bad = any(r.get("crashed") or r.get("failures") or r.get("errors") for r in results.values())
     passed = sum(r.get("passed", 0) for r in results.values())
