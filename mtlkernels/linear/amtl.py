@@ -10,7 +10,7 @@ import torch
 from .. import ops
 from ._base import MultiTaskLinear, lipschitz_guess, task_losses
 from ._balance import balance_scales, map_duals
-from ._polish import POLISH_AFTER, keep_polished, polish
+from ._polish import POLISH_AFTER, POLISH_MAX_VARS, keep_polished, polish
 from ._blocks import OuterLoop, block_scale, factor_quadratic, prox_residual, right_quadratic, solve_block
 from ._hessian import amtl_hessian, task_loss_models
 from ._newton import newton_applies, prox_newton
@@ -41,9 +41,10 @@ class AMTL(MultiTaskLinear):
     (one threshold alpha L_t per row), the zero diagonal and, if ``nonneg``, B >= 0.
     After the B-step (squared loss) each task's (w_t, b_t^o) takes its exact best scale
     (``_task_scales``: W B is unchanged), a direction the alternation crosses by tiny steps
-    when the targets' scale is large. A small problem (at most 512 values; the Hessian from
-    each task's loss to second order, ``_hessian.amtl_hessian``, the squared loss's
-    intercepts at their optimum by a Schur complement) still unconverged after 5 outer
+    when the targets' scale is large. A small problem (at most 512 values, 256 unknowns
+    with the squared loss; the Hessian from each task's loss to second order,
+    ``_hessian.amtl_hessian``, the squared loss's intercepts at their optimum by a Schur
+    complement) still unconverged after 5 outer
     steps is finished by projected Newton on (W, B) at once (``_polish``), kept where it
     lowers the residual or the objective. Stops when the KKT residuals of both blocks are
     at most ``tol``, else warns. Where a task's few samples can be fitted
@@ -122,6 +123,12 @@ class AMTL(MultiTaskLinear):
         T = W.shape[1]
         mu, alpha, gamma = float(self.mu), float(self.alpha), float(self.gamma)
         fit_b = self.fit_intercept and sq is None
+        parts = W.numel() * (2 if mu > 0 else 1) + T * (T - 1) * (1 if self.nonneg else 2)
+        if sq is not None and parts > POLISH_MAX_VARS:
+            # the squared loss's finish, closed-form Hessian or not, at its autograd size: on the
+            # synthetic set of Lee et al. 2018 (300-500 parts) it added 2-10 s a fit for no fit
+            # more at its optimum and a higher objective on 3 of 12 (2026-11-28)
+            return None
         idx = (~torch.eye(T, dtype=torch.bool, device=W.device)).reshape(-1).nonzero().squeeze(1)
 
         def full(v):  # T x T with v off the diagonal
