@@ -44,13 +44,12 @@ class AMTL(MultiTaskLinear):
     when the targets' scale is large. A small problem (at most 512 values, 256 unknowns
     with the squared loss; the Hessian from each task's loss to second order,
     ``_hessian.amtl_hessian``, the squared loss's intercepts at their optimum by a Schur
-    complement) still unconverged after 5 outer
-    steps is finished by projected Newton on (W, B) at once (``_polish``), kept where it
-    lowers the residual or the objective. Stops when the KKT residuals of both blocks are
-    at most ``tol``, else warns. Where a task's few samples can be fitted
-    exactly, its row of B carries no penalty at that fit and the objective may have no
-    minimiser (it keeps falling as B grows): the warning then names those tasks, and
-    ``delta > 0`` penalises their rows whatever the fit. With the residuals at ``tol``, the
+    complement) still unconverged after 5 outer steps is finished by projected Newton on
+    (W, B) at once (``_polish``), kept where it lowers the residual or the objective. Stops
+    when the KKT residuals of both blocks are at most ``tol``, else warns. Where a task's
+    few samples can be fitted exactly, its row of B carries no penalty at that fit and the
+    objective may have no minimiser (it keeps falling as B grows): the warning then names
+    those tasks, and ``delta > 0`` penalises their rows whatever the fit. With the residuals at ``tol``, the
     slope of the W-block's objective along the scale of (W, b) (0 at its optimum: the block is
     convex and its l1 homogeneous) must be at most sqrt(tol) of it, else the fit warns: on
     raw columns the residual's scale (the gradient at W = 0) can hide a block far from its

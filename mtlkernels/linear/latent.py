@@ -34,11 +34,11 @@ class _LatentFactorMTL(MultiTaskLinear):
     (weighted) per-task Gram matrices, ``_hessian``) still unconverged after
     ``_polish.POLISH_AFTER`` outer steps is finished by projected Newton on (L, S, b) at once
     (``_polish``: an l1 term as two non-negative parts, a group norm smooth on its nonzero
-    groups, its zero groups held at zero; saddle-free Newton steps tried too, as the penalties along the valley's
-    rotations curve the objective downwards), kept where it lowers the residual or clearly
-    the objective (``_polish.keep_polished``). The loop stops when the KKT
-    residuals of both blocks (with the intercepts' gradient) are at most ``tol``
-    (``block_residuals_``) and the objective has stopped falling (``_blocks.OuterLoop``),
+    groups, its zero groups held at zero; saddle-free Newton steps tried too, as the
+    penalties along the valley's rotations curve the objective downwards), kept where it
+    lowers the residual or clearly the objective (``_polish.keep_polished``). The loop
+    stops when the KKT residuals of both blocks (with the intercepts' gradient) are at
+    most ``tol`` (``block_residuals_``) and the objective has stopped falling (``_blocks.OuterLoop``),
     else warns. Subclasses give the proximal maps and penalties."""
 
     def _prox_S(self, S, g, lr):
