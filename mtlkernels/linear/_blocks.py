@@ -270,19 +270,21 @@ class OuterLoop:
         value, self._value = self._value, None
         return compute() if value is None else value
 
-    def update(self, outer: int, residuals: dict, history: list | None = None) -> bool:
+    def update(self, outer: int, residuals: dict, history: list | None = None, joint: bool = False) -> bool:
         """Record the block residuals after outer step ``outer``; True when all are at most
         tol and the objective (``history``, one value or more per outer step) has stopped
         falling: the decrease still to come, extrapolated from the last two outer steps
         (:func:`remaining_decrease`), at most tol relative to the objective. On badly scaled
         raw columns a block's KKT residual can sit below tol while the alternation still
         lowers the objective by 1e-5 a step (AMTL, logistic, Landmine-shaped data: 1 %
-        more to go after its residual first met tol)."""
+        more to go after its residual first met tol). ``joint``: the point comes from a
+        finish that moves every block at once (``_reduced_newton``), whose residual is
+        the whole problem's: no extrapolation from its drop."""
         self.n_outer = outer + 1
         self.residuals = dict(residuals)
         r = max(residuals.values())
         history = history or []
-        self.still_falling = remaining_decrease(history)
+        self.still_falling = 0.0 if joint else remaining_decrease(history)
         tol = float(self.est.tol)
         if r <= tol and self.still_falling <= tol:
             self.converged = True

@@ -13,6 +13,7 @@ from ._amtfl_blocks import feedback_residual, feedback_step, recon_loss
 from ._amtfl_newton import newton_ls_blocks
 from ._newton import latent_newton_applies
 from ._polish import POLISH_AFTER, keep_polished, polish
+from ._reduced_newton import REDUCED_AFTER, amtfl_reduced_finish
 from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, rotation_sweep, shear_period, \
     shear_sweep, valley_hint
 from ..optim import Quadratic
@@ -82,7 +83,8 @@ class AMTFL(MultiTaskLinear):
     ReLU's kink as a corner (``feedback_residual``). A small problem (at most 256 unknowns)
     still unconverged after 5 outer steps is finished by projected Newton on every block at
     once (``_polish``; S and A as two non-negative parts each), kept where it lowers the
-    residual (the linear hidden layer only). L and S start
+    residual (the linear hidden layer only); a larger one with the squared loss and A = 0
+    after 50, by proximal Newton on S with L eliminated (``_reduced_newton``). L and S start
     from the SVD of single-task solutions (as for Go-MTL), A from the least-squares fit
     of Z by Z S; with ``warm_start=True`` every factor starts from the previous fit's.
 
@@ -282,7 +284,14 @@ class AMTFL(MultiTaskLinear):
                 if polished is not None:
                     (L, S, A, c, b), res = polished
                     history.append(self.objective(L, S, A, c, b, data))
-            if loop.update(outer, res, history):
+            finished = None
+            if max(res.values()) > self.tol and outer + 1 == REDUCED_AFTER and sq is not None:
+                finished = amtfl_reduced_finish(self, sq, samples, rw, (L, S, A, c, b), residuals,
+                                                lambda *p: self.objective(*p, data))
+                if finished is not None:
+                    (L, S, A, c, b), res = finished
+                    history.append(self.objective(L, S, A, c, b, data))
+            if loop.update(outer, res, history, joint=finished is not None):
                 break
         self.L_, self.S_, self.A_ = L.cpu().numpy(), S.cpu().numpy(), A.cpu().numpy()
         self.recon_bias_ = c.cpu().numpy()
