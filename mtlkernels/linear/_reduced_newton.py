@@ -1,5 +1,6 @@
-"""A finish for shallow AMTFL with the squared loss and A = 0 (School's case) on problems
-too large for ``_polish``: proximal Newton on S alone, L eliminated exactly.
+"""A finish for Go-MTL and shallow AMTFL (A = 0, School's case) with the squared loss and no
+l1 on L, on problems too large for ``_polish``: proximal Newton on S alone, L eliminated
+exactly, from the alternation's ``REDUCED_AFTER``-th outer step.
 
 With the squared loss and a ridge on L the objective is quadratic in L for a fixed S, so
 L(S) is one Cholesky solve of its d k normal equations, and
@@ -20,12 +21,15 @@ rotation's tangent is linear and psi concave, so the step should run on to the m
 kink), with a backtracking search on the plain saddle-free step as the fallback. Where the
 face of S's signs holds (every zero's gradient within mu, the Hessian on the nonzeros
 positive definite) a plain Newton step on it comes first: the modified model alone
-converges only linearly at the end. A model's eigendecomposition serves ``MODEL_AGE`` steps.
-On ``school_like`` at the settings of issue 11 AMTFL reaches its optimum this way (about
-150 steps from the alternation's 50th, 40 s on one thread; the alternation alone: a residual
-of 2.7e-4 after its 100 outer steps); Go-MTL at mu = lam = 1e-3 does not within
-``REDUCED_STEPS`` (a residual of 3e-6 after 300 steps, 65 s), so Go-MTL does not call it.
-Measured in ``benchmarks/research/latent_reduced_newton.py``.
+converges only linearly at the end; after a face whose Hessian is not positive definite the
+next tries wait 1, 2, 4, ... steps. A model's eigendecomposition serves ``MODEL_AGE`` steps,
+the dense Hessian is formed only for a new model or a face step, and each ADMM starts from
+the last accepted step's multiplier and penalty.
+On ``school_like`` at the settings of issue 11 both reach their optimum this way, from the
+alternation's 50th outer step, in about 100-150 steps of 0.2-0.3 s (one thread; the
+alternation alone stops at a residual of 5.2e-5 (Go-MTL, 200 outer steps) and 2.7e-4 (AMTFL,
+100)); ``benchmarks/research/latent_reduced_newton.py`` has the measurements and what else
+was tried. The path is chaotic: other step rules reach other local optima, 1e-5 apart.
 
 Golub, G. H. and Pereyra, V. (1973). The differentiation of pseudo-inverses and nonlinear
 least squares problems whose variables separate. SIAM J. Numer. Anal. 10(2), 413-432.
@@ -89,32 +93,37 @@ class LatentQuadratic:
         rhs = self.B @ S.T + (self.El if self.El is not None else 0)
         return torch.cholesky_solve(rhs.reshape(-1, 1), factor).reshape(rhs.shape)
 
-    def derivatives(self, L: Tensor, S: Tensor, factor: Tensor) -> tuple[Tensor, Tensor]:
-        """psi's gradient (T k,) and Hessian (T k, T k) at S, entries ordered task by task."""
-        T, k, d = S.shape[1], S.shape[0], L.shape[0]
+    def gradient(self, L: Tensor, S: Tensor) -> Tensor:
+        """psi's gradient (T k,) at S (L = L(S)), entries ordered task by task: L^T r_t."""
         R = torch.einsum("tab,bt->ta", self.G, L @ S) - self.B.T  # (T, d): G_t w_t - b_t
-        g = (R @ L).reshape(-1)  # (T k,): L^T r_t task by task
+        return (R @ L).reshape(-1)
+
+    def hessian(self, L: Tensor, S: Tensor, factor: Tensor) -> Tensor:
+        """psi's Hessian (T k, T k) at S, H_SS - H_SL H_LL^-1 H_LS (``factor``: H_LL's)."""
+        T, k, d = S.shape[1], S.shape[0], L.shape[0]
+        R = torch.einsum("tab,bt->ta", self.G, L @ S) - self.B.T
         GL = torch.einsum("tab,bk->tak", self.G, L)
-        blocks = L.T @ GL  # (T, k, k): L^T G_t L
         eye = torch.eye(k, dtype=L.dtype, device=L.device)
         # d2 / dL[a, i] ds_t[j] = (G_t L)[a, j] s_t[i] + r_t[a] delta_ij
         cross = torch.einsum("taj,it->aitj", GL, S) + torch.einsum("ta,ij->aitj", R, eye)
         cross = cross.reshape(d * k, T * k)
         H = -cross.T @ torch.cholesky_solve(cross, factor)
         idx = torch.arange(T * k, device=S.device).reshape(T, k)
-        H[idx[:, :, None], idx[:, None, :]] += blocks
-        return g, (H + H.T) / 2
+        H[idx[:, :, None], idx[:, None, :]] += L.T @ GL  # the blocks L^T G_t L
+        return (H + H.T) / 2
 
 
 def _soft(x: Tensor, t: float) -> Tensor:
     return torch.sign(x) * (x.abs() - t).clamp_min(0)
 
 
-def _model_step(s: Tensor, g: Tensor, ev: Tensor, V: Tensor, mu: float, dual: Tensor, tol: float):
+def _model_step(s: Tensor, g: Tensor, ev: Tensor, V: Tensor, mu: float, dual: Tensor, tol: float,
+                rho: float | None = None):
     """argmin_x g^T (x - s) + 0.5 (x - s)^T V diag(ev) V^T (x - s) + mu ||x||_1 by ADMM
     (x = z, the x-update in the eigenbasis, rho balanced every 25 steps); ``dual`` (the
-    scaled-free multiplier of the last step) warm-starts it. Returns (z, multiplier)."""
-    rho = float(ev.median().clamp_min(1e-300))
+    multiplier of the last step, unscaled) and ``rho`` (its penalty) warm-start it.
+    Returns (z, multiplier, rho)."""
+    rho = float(ev.median().clamp_min(1e-300)) if rho is None else rho
     Vs = V.T @ s
     z, y = s.clone(), dual.clone()
     base = ev * Vs - V.T @ g
@@ -131,10 +140,10 @@ def _model_step(s: Tensor, g: Tensor, ev: Tensor, V: Tensor, mu: float, dual: Te
                 rho *= 2
             elif dual_r > 10 * primal:
                 rho /= 2
-    return z, y
+    return z, y, rho
 
 
-def _face_step(s: Tensor, g: Tensor, H: Tensor, mu: float) -> Tensor | None:
+def _face_step(s: Tensor, g: Tensor, hessian, mu: float) -> Tensor | None:
     """Newton on the face of S's sign pattern, where it holds: every zero's gradient within
     mu and the Hessian on the nonzeros positive definite; the step stops where an entry
     first reaches zero (that entry set to zero). None where the face does not hold."""
@@ -142,7 +151,7 @@ def _face_step(s: Tensor, g: Tensor, H: Tensor, mu: float) -> Tensor | None:
     if not bool(free.any()) or bool((g[~free].abs() > mu).any()):
         return None
     idx = free.nonzero().squeeze(1)
-    factor, info = torch.linalg.cholesky_ex(H[idx][:, idx])
+    factor, info = torch.linalg.cholesky_ex(hessian()[idx][:, idx])
     if int(info) != 0:
         return None
     sign = torch.sign(s[idx])
@@ -174,27 +183,41 @@ def reduced_newton(q: LatentQuadratic, L: Tensor, S: Tensor, residual, tol: floa
     s = S.T.reshape(-1).clone()  # task by task
     dual = torch.zeros_like(s)
     model, age, steps, history, residuals = None, 0, 0, [F], [r]
+    face_after, face_wait, rho, long_steps = 0, 1, None, True
     for steps in range(1, max_steps + 1):
         if r <= tol:
             return L, S, r, steps - 1
         if len(history) > STALL_STEPS and history[-STALL_STEPS - 1] - F <= 0.1 * tol * abs(F) and \
                 min(residuals[-STALL_STEPS:]) >= min(residuals[:-STALL_STEPS]):
             return L, S, r, steps - 1  # neither the objective nor the residual falls: a crawl
-        g, H = q.derivatives(L, S, factor)
-        face = _face_step(s, g, H, q.mu)
-        accepted = None if face is None else _try(q, face, T, k, F)
+        g, H = q.gradient(L, S), []
+
+        def hessian():  # formed only for a face step or a new model
+            if not H:
+                H.append(q.hessian(L, S, factor))
+            return H[0]
+
+        accepted = None
+        if steps >= face_after:  # after a face that was no minimum, wait (1, 2, 4, ... steps)
+            face = _face_step(s, g, hessian, q.mu)
+            accepted = None if face is None else _try(q, face, T, k, F)
+            if face is not None and accepted is None or face is None and H:
+                face_wait = min(2 * face_wait, 32)
+                face_after = steps + face_wait
+            elif accepted is not None:
+                face_wait = 1
         fresh = False
         for attempt in range(2):  # the last model first (if young enough), then this point's
             if accepted is not None or (attempt == 1 and fresh):
                 break
             if model is None or age >= MODEL_AGE or attempt == 1:
-                model, age, fresh = torch.linalg.eigh(H), 0, True
+                model, age, fresh = torch.linalg.eigh(hessian()), 0, True
             ev, V = model
             age += 1 if attempt == 0 else 0
             top = float(ev.abs().max().clamp_min(1e-300))
-            for scale in (NEG_SCALE, 1.0):
+            for scale in (NEG_SCALE, 1.0) if long_steps else (1.0,):
                 em = torch.where(ev < 0, -ev * scale, ev).clamp_min(1e-10 * top)
-                x, y = _model_step(s, g, em, V, q.mu, dual, 1e-8)
+                x, y, rho_new = _model_step(s, g, em, V, q.mu, dual, 1e-8, rho)
                 # the full step, and for the plain saddle-free model a backtracking search
                 # along it (a descent direction of the objective: Lee, Sun and Saunders 2014)
                 for t in (1.0,) if scale != 1.0 else BACKTRACK:
@@ -202,7 +225,8 @@ def reduced_newton(q: LatentQuadratic, L: Tensor, S: Tensor, residual, tol: floa
                     if accepted is not None:
                         break
                 if accepted is not None:
-                    dual = y
+                    dual, rho = y, rho_new
+                    long_steps = scale != 1.0 or t == 1.0  # a step the model cut short: no long one next
                     break
         if accepted is None:
             return L, S, r, steps - 1

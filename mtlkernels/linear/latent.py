@@ -15,6 +15,7 @@ from ._balance import SHEAR_MAX_LATENT, balance_scales, move_duals, rebalance, r
     shear_sweep, valley_hint
 from ._hessian import latent_data_hessian, latent_quadratic_hessian
 from ._polish import POLISH_AFTER, autograd_hessian, keep_polished, polish
+from ._reduced_newton import REDUCED_AFTER, reduced_finish
 from ._newton import l_block_data, l_block_gram, latent_newton_applies, prox_newton, s_block_data
 from ._solve import latent_init, plain_step, squared_loss
 
@@ -96,6 +97,11 @@ class _LatentFactorMTL(MultiTaskLinear):
 
     def _polish_held(self, S):
         """A boolean mask of the entries of S that ``_polish`` keeps at zero, or None."""
+        return None
+
+    def _reduced(self, data, L, S, b, loss, losses, start):
+        """The finish of ``_reduced_newton`` (the squared loss, l1 on S, a ridge on L only):
+        ((L, S, b), residuals) when kept, else None. Go-MTL's; None by default."""
         return None
 
     def _smooth_penalty(self, v: dict, a: dict):
@@ -277,7 +283,13 @@ class _LatentFactorMTL(MultiTaskLinear):
                 if polished is not None:
                     (L, S, b), res = polished
                     history.append(self.objective(L, S, b, data))
-            if loop.update(outer, res, history):
+            finished = None
+            if loss is not None and max(res.values()) > self.tol and outer + 1 == REDUCED_AFTER:
+                finished = self._reduced(data, L, S, b, loss, losses, max(res.values()))
+                if finished is not None:
+                    (L, S, b), res = finished
+                    history.append(self.objective(L, S, b, data))
+            if loop.update(outer, res, history, joint=finished is not None):
                 break
         self.L_ = L.cpu().numpy()
         self.S_ = S.cpu().numpy()
@@ -299,7 +311,9 @@ class GoMTL(_LatentFactorMTL):
     Alternating exact blocks: S by ADMM with prox ``ops.soft_threshold`` (squared loss;
     proximal Newton, or FISTA with ``ops.prox_grad_step``, otherwise), L in closed form
     (squared loss, no l1: the ridge system (K + 2 lam I) vec(L) = vec(B S^T)), else by ADMM /
-    proximal Newton / FISTA with the elastic-net prox; valley moves between them.
+    proximal Newton / FISTA with the elastic-net prox; valley moves between them. With the
+    squared loss and no l1 on L, a fit still above ``tol`` after 50 outer steps is finished by
+    proximal Newton on S with L eliminated (``_reduced_newton``).
     Learned: ``L_``, ``S_``, ``coef_`` = L S, ``intercept_``, ``objective_history_`` (per
     outer step), ``n_iter_`` (outer steps), ``residual_``, ``block_residuals_``, ``converged_``.
     """
@@ -360,6 +374,18 @@ class GoMTL(_LatentFactorMTL):
 
     def _polish_kinds(self, S):
         return {"L": "l1" if self.l1_L > 0 else "free", "S": "l1"}
+
+    def _reduced(self, data, L, S, b, loss, losses, start):
+        if self.l1_L != 0:
+            return None
+        out = reduced_finish(loss, L, S, self.lam, self.mu, lambda Lx, Sx: max(
+            self._residuals(data, Lx, Sx, b, loss, losses).values()), float(self.tol))
+        if out is None:
+            return None
+        new = (out[0], out[1], loss.intercept(out[0] @ out[1]))
+        if not keep_polished(start, out[2], self.objective(L, S, b, data), self.objective(*new, data), self.tol):
+            return None
+        return new, self._residuals(data, *new, loss, losses)
 
     def _smooth_penalty(self, v, a):
         l1 = self.l1_L * a["L"].sum() if "L" in a else 0.0
