@@ -1,6 +1,6 @@
 """A finish for Go-MTL and shallow AMTFL (A = 0, School's case) with the squared loss and no
 l1 on L, on problems too large for ``_polish``: proximal Newton on S alone, L eliminated
-exactly, from the alternation's ``REDUCED_AFTER``-th outer step.
+exactly, from the alternation's ``REDUCED_AFTER``-th outer step (in float64 only).
 
 With the squared loss and a ridge on L the objective is quadratic in L for a fixed S, so
 L(S) is one Cholesky solve of its d k normal equations, and
@@ -49,6 +49,7 @@ REDUCED_MAX_S = 2048  # entries of S: one eigh of that size every few steps
 REDUCED_MAX_L = 1024  # entries of L: one Cholesky of that size a step
 REDUCED_AFTER = 50  # outer steps of the alternation before this finish (``_polish``'s comes after 5)
 REDUCED_STEPS = 300
+C_ROUNDS = 5  # AMTFL: rounds of the finish and its reconstruction bias c
 STALL_STEPS = 40  # steps in which the objective must fall by tol / 10 (relative) or the residual reach a new low
 NEG_SCALE = 0.01  # the model's curvature along the negative eigenvalues, times their absolute value
 ADMM_ITER = 100
@@ -60,8 +61,9 @@ MODEL_AGE = 6  # steps a model eigendecomposition serves (recomputed early when 
 class LatentQuadratic:
     """The latent model's objective in (L, S) with the squared loss and the intercepts
     eliminated: G (T, d, d) the tasks' Gram matrices times their weights, B (d, T) the linear
-    term, ``const``, E (d, d) or None a curvature on every column of L (AMTFL's reconstruction
-    with A = 0), El (d, k) or None its linear term, then lam ||L||^2 + mu ||S||_1."""
+    term, ``const``, E (d, d) or None a curvature on every column of L (or (k, d, d), one a
+    column: AMTFL's reconstruction with A = 0), El (d, k) or None its linear term, then
+    lam ||L||^2 + mu ||S||_1."""
 
     G: Tensor
     B: Tensor
@@ -76,7 +78,8 @@ class LatentQuadratic:
         GW = torch.einsum("tab,bt->at", self.G, W)
         out = 0.5 * (W * GW).sum() - (self.B * W).sum() + self.lam * (L * L).sum() + self.mu * S.abs().sum()
         if self.E is not None:
-            out = out + 0.5 * (L * (self.E @ L)).sum() - (self.El * L).sum()
+            EL = self.E @ L if self.E.dim() == 2 else torch.einsum("iab,bi->ai", self.E, L)
+            out = out + 0.5 * (L * EL).sum() - (self.El * L).sum()
         return float(out) + self.const
 
     def l_system(self, S: Tensor) -> Tensor | None:
@@ -84,7 +87,9 @@ class LatentQuadratic:
         d, k = self.G.shape[-1], S.shape[0]
         H = torch.einsum("it,jt,tab->aibj", S, S, self.G).reshape(d * k, d * k)
         if self.E is not None:
-            H = H + torch.kron(self.E, torch.eye(k, dtype=H.dtype, device=H.device))
+            eye = torch.eye(k, dtype=H.dtype, device=H.device)
+            H = H + (torch.kron(self.E, eye) if self.E.dim() == 2
+                     else torch.einsum("iab,ij->aibj", self.E, eye).reshape(d * k, d * k))
         H = (H + H.T) / 2 + 2 * self.lam * torch.eye(d * k, dtype=H.dtype, device=H.device)
         factor, info = torch.linalg.cholesky_ex(H)
         return None if int(info) != 0 else factor
@@ -171,10 +176,10 @@ def reduced_newton(q: LatentQuadratic, L: Tensor, S: Tensor, residual, tol: floa
                    log=None):
     """Proximal Newton on psi(S) + mu ||S||_1 from S, each step kept only if it lowers the
     objective; stops once ``residual(L, S)`` is at most ``tol`` or no step lowers it.
-    Returns (L, S, residual, steps), or None when the problem is too large."""
+    Returns (L, S, residual, steps), or None when the problem is too large or not float64."""
     k, T = S.shape
-    if S.numel() > REDUCED_MAX_S or L.numel() > REDUCED_MAX_L or S.numel() == 0:
-        return None
+    if S.numel() > REDUCED_MAX_S or L.numel() > REDUCED_MAX_L or S.numel() == 0 or S.dtype != torch.float64:
+        return None  # (in float32 its descent tests drown in rounding: AMTFL 1.7 -> 8.7 s for nothing)
     factor = q.l_system(S)
     if factor is None:
         return None
@@ -275,25 +280,43 @@ def reduced_finish(loss, L: Tensor, S: Tensor, lam: float, mu: float, residual, 
 def amtfl_reduced_finish(est, sq, samples: Tensor, rw: float, point, residuals, objective):
     """The finish for shallow AMTFL with the squared loss, the linear layer, no l1 on L and
     A = 0 (as on School: the (L, S) problem is then Go-MTL's plus the reconstruction
-    rw ||X L - 1 relu(c)^T||^2, a curvature and a linear term on L), c held. ``residuals``
-    and ``objective`` take (L, S, A, c, b). Returns ((L, S, A, c, b), residuals) when the
-    finish's point is kept (``_polish.keep_polished``), else None."""
+    rw ||X L - 1 relu(c)^T||^2), with c eliminated too: at its optimum relu(c_j) is the mean of
+    column j of X L where that is positive (the column's term rw ||X l_j||^2 centred), else 0
+    (uncentred); the finish holds these signs, and runs again where they change (at most
+    ``C_ROUNDS`` times). ``residuals`` and ``objective`` take (L, S, A, c, b). Returns
+    ((L, S, A, c, b), residuals) when the finish's point is kept (``_polish.keep_polished``),
+    else None."""
     from ._polish import keep_polished
 
     L, S, A, c, b = point
     if est.l1_L != 0 or bool(A.any()):
         return None
     start = residuals(*point)
+    X, N = samples, samples.shape[0]
+    gram, centred = X.T @ X, X.T @ X - torch.outer(X.sum(0), X.sum(0)) / N
+    on = (X @ L).mean(0) > 0
+    out = None
+    for _ in range(C_ROUNDS):
+        E = 2 * rw * torch.where(on[:, None, None], centred, gram)
 
-    def ls_residual(Lx, Sx):
-        res = residuals(Lx, Sx, A, c, sq.intercept(Lx @ Sx))
-        return max(v for key, v in res.items() if key != "A")
+        def bias(Lx):
+            m = (X @ Lx).mean(0)
+            return torch.where(on, m, torch.clamp(c, max=0))
 
-    out = reduced_finish(sq, L, S, est.lam, est.mu, ls_residual, float(est.tol), extra=2 * rw * (samples.T @ samples),
-                         extra_linear=2 * rw * torch.outer(samples.sum(0), torch.relu(c)))
-    if out is None:
-        return None
-    new = (out[0], out[1], A, c, sq.intercept(out[0] @ out[1]))
+        def ls_residual(Lx, Sx):
+            res = residuals(Lx, Sx, A, bias(Lx), sq.intercept(Lx @ Sx))
+            return max(v for key, v in res.items() if key != "A")
+
+        out = reduced_finish(sq, L, S, est.lam, est.mu, ls_residual, float(est.tol), extra=E)
+        if out is None:
+            return None
+        L, S = out[0], out[1]
+        now = (X @ L).mean(0) > 0
+        if torch.equal(now, on):
+            break
+        on = now
+    c = bias(L)
+    new = (L, S, A, c, sq.intercept(L @ S))
     res = residuals(*new)
     if not keep_polished(max(start.values()), max(res.values()), objective(*point), objective(*new), est.tol):
         return None
