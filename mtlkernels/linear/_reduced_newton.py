@@ -260,20 +260,16 @@ def _try(q: LatentQuadratic, x: Tensor, T: int, k: int, F: float):
 
 
 def reduced_finish(loss, L: Tensor, S: Tensor, lam: float, mu: float, residual, tol: float,
-                   factor: Tensor | None = None, extra: Tensor | None = None, extra_linear: Tensor | None = None):
-    """:func:`reduced_newton` on sum_t factor_t L_t(L s_t) (``loss`` a ``_solve.SquaredLoss``
-    with exact Gram matrices, ``factor`` 1 by default) + 0.5 <L, extra L> - <L, extra_linear>
-    + lam ||L||^2 + mu ||S||_1. Returns (L, S, residual, steps), or None (too large)."""
+                   extra: Tensor | None = None):
+    """:func:`reduced_newton` on sum_t L_t(L s_t) (``loss`` a ``_solve.SquaredLoss`` with exact
+    Gram matrices) + 0.5 sum_j l_j^T extra_j l_j + lam ||L||^2 + mu ||S||_1 (``extra`` (d, d)
+    or (k, d, d), or None). Returns (L, S, residual, steps), or None (too large)."""
     g = loss.gram
     if g is None or lam <= 0:
         return None
-    c = g.c if factor is None else g.c * factor
-    T = S.shape[1]
-    G = (g.G.expand(T, -1, -1) if g.shared else g.G) * c[:, None, None]
-    f = 1.0 if factor is None else factor
-    if extra is not None and extra_linear is None:
-        extra_linear = torch.zeros_like(L)
-    q = LatentQuadratic(G, loss.linear * f, float((loss.yy * f).sum()), extra, extra_linear, float(lam), float(mu))
+    G = (g.G.expand(S.shape[1], -1, -1) if g.shared else g.G) * g.c[:, None, None]
+    q = LatentQuadratic(G, loss.linear, float(loss.yy.sum()), extra, None if extra is None else torch.zeros_like(L),
+                        float(lam), float(mu))
     return reduced_newton(q, L, S, residual, tol)
 
 
